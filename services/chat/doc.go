@@ -1,0 +1,36 @@
+// Package chat is natter's wire contract: the single source of truth for every
+// NATS subject, JetStream stream, KV bucket, micro service and message type the
+// services share. All payloads are JSON a person can read with `nats sub`.
+//
+// # Subject map
+//
+//	what                      subject / name                 payload
+//	------------------------  -----------------------------  ------------------------------
+//	room message              chat.room.<room>               Message (stored in CHAT)
+//	direct message            chat.dm.<lo>.<hi>              Message (stored in CHAT)
+//	message stream            CHAT over chat.room.>, chat.dm.>  file storage, dedupe by Nats-Msg-Id
+//	presence state            KV bucket "presence"           PresenceEntry, per-key expiry
+//	presence changes          presence.changed               PresenceEvent
+//	presence micro service    presence  (presence.online, presence.user)
+//	auth micro service        auth      (auth.keys, auth.users.get)
+//	token revocations         auth.revoked                   Revocation
+//
+// The room of the old demo's "send to all" is [Lobby]. A direct conversation
+// has one subject whatever its direction: the two user ids sorted, lowest
+// first, so one subject holds one conversation's history.
+//
+// # Ids
+//
+// Every id that becomes a subject token or KV key (user, room, gateway and
+// connection ids) is 1 to [MaxIDLen] characters of ASCII letters, digits, '-'
+// and '_'. [ValidID] checks it; every subject builder rejects anything else,
+// so no id can add a token or a wildcard ('.', '*', '>', spaces) to a subject.
+//
+// # Shared infrastructure
+//
+// The CHAT stream and the presence bucket are created by whichever service
+// starts first ([EnsureStream], [EnsurePresenceBucket]); creation is
+// idempotent, and a service started with a different configuration than the
+// one stored fails with [ErrConfigConflict] naming each field that differs,
+// instead of silently running on settings it did not ask for.
+package chat

@@ -1,0 +1,179 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrConfigConflict reports a stream or bucket that exists with a
+// configuration other than the one a service asked for.
+var ErrConfigConflict = errors.New("configuration conflict")
+
+// Defaults of the shared infrastructure; services expose each as a flag.
+const (
+	// DefaultRetention is how long CHAT keeps messages (history and resume).
+	DefaultRetention = 30 * 24 * time.Hour
+	// DefaultDedupeWindow is how long a Nats-Msg-Id is remembered, so a
+	// client retry within it is stored once.
+	DefaultDedupeWindow = 2 * time.Minute
+	// DefaultMaxMessageBytes bounds one stored message (a 4,000-character
+	// text is at most 16,000 bytes of UTF-8, plus the envelope).
+	DefaultMaxMessageBytes = 64 * 1024
+	// DefaultPresenceHeartbeat is how often gateways refresh their sockets'
+	// presence entries.
+	DefaultPresenceHeartbeat = 5 * time.Second
+	// DefaultPresenceTTL is how long a presence entry lives without a
+	// heartbeat: 2.5 heartbeats, so one lost heartbeat is not an absence.
+	DefaultPresenceTTL = 12500 * time.Millisecond
+)
+
+// StreamOptions are the settings of the CHAT stream that operators choose.
+type StreamOptions struct {
+	Retention       time.Duration // max age of a message; 0 keeps forever
+	DedupeWindow    time.Duration
+	MaxMessageBytes int32
+	Replicas        int // 1 locally, 3 on a 3-node cluster
+}
+
+// DefaultStreamOptions are the CHAT settings of a single-node setup.
+func DefaultStreamOptions() StreamOptions {
+	return StreamOptions{
+		Retention:       DefaultRetention,
+		DedupeWindow:    DefaultDedupeWindow,
+		MaxMessageBytes: DefaultMaxMessageBytes,
+		Replicas:        1,
+	}
+}
+
+// StreamConfig is the CHAT stream's configuration for o.
+func StreamConfig(o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "natter chat messages: rooms and direct conversations",
+		Subjects:    []string{RoomSubjects, DMSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      o.Retention,
+		Duplicates:  o.DedupeWindow,
+		MaxMsgSize:  o.MaxMessageBytes,
+		Replicas:    o.Replicas,
+		// Direct gets let any replica answer history reads.
+		AllowDirect: true,
+	}
+}
+
+// EnsureStream creates the CHAT stream, or checks that the existing one has
+// the configuration o asks for; a difference is an ErrConfigConflict.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
+	want := StreamConfig(o)
+	s, err := js.CreateStream(ctx, want)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return nil, fmt.Errorf("create stream %s: %w", StreamName, err)
+	}
+	s, err = js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", StreamName, err)
+	}
+	have := s.CachedInfo().Config
+	diffs := diffStream(have, want)
+	if len(diffs) == 0 {
+		// Same settings; the server differs only in fields we leave to it.
+		return s, nil
+	}
+	return nil, fmt.Errorf("%w: stream %s exists with %s; start every service with the same settings, or change the stream with `nats stream edit %s`",
+		ErrConfigConflict, StreamName, strings.Join(diffs, ", "), StreamName)
+}
+
+func diffStream(have, want jetstream.StreamConfig) []string {
+	var d differ
+	d.check("subjects", strings.Join(have.Subjects, ","), strings.Join(want.Subjects, ","))
+	d.check("storage", have.Storage, want.Storage)
+	d.check("retention policy", have.Retention, want.Retention)
+	d.check("discard", have.Discard, want.Discard)
+	d.check("max age", have.MaxAge, want.MaxAge)
+	d.check("duplicate window", have.Duplicates, want.Duplicates)
+	d.check("max message size", have.MaxMsgSize, want.MaxMsgSize)
+	d.check("replicas", have.Replicas, want.Replicas)
+	d.check("allow direct", have.AllowDirect, want.AllowDirect)
+	return d.diffs
+}
+
+// PresenceOptions are the settings of the presence bucket.
+type PresenceOptions struct {
+	TTL      time.Duration // an entry without heartbeat expires after TTL
+	Replicas int
+}
+
+// DefaultPresenceOptions are the presence bucket settings of a single node.
+func DefaultPresenceOptions() PresenceOptions {
+	return PresenceOptions{TTL: DefaultPresenceTTL, Replicas: 1}
+}
+
+// PresenceBucketConfig is the presence bucket's configuration for o.
+func PresenceBucketConfig(o PresenceOptions) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      PresenceBucket,
+		Description: "natter presence: one key per live socket, refreshed by its gateway",
+		History:     1,
+		// Every put restarts a key's age: a socket whose gateway stops
+		// heartbeating disappears after TTL, whatever way the gateway died.
+		TTL: o.TTL,
+		// Expiry leaves a delete marker, so watchers see the user leave.
+		LimitMarkerTTL: o.TTL,
+		Storage:        jetstream.FileStorage,
+		Replicas:       o.Replicas,
+	}
+}
+
+// EnsurePresenceBucket creates the presence bucket, or checks that the
+// existing one has the configuration o asks for.
+func EnsurePresenceBucket(ctx context.Context, js jetstream.JetStream, o PresenceOptions) (jetstream.KeyValue, error) {
+	want := PresenceBucketConfig(o)
+	kv, err := js.CreateKeyValue(ctx, want)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketExists) {
+		return nil, fmt.Errorf("create bucket %s: %w", PresenceBucket, err)
+	}
+	kv, err = js.KeyValue(ctx, PresenceBucket)
+	if err != nil {
+		return nil, fmt.Errorf("look up bucket %s: %w", PresenceBucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s status: %w", PresenceBucket, err)
+	}
+	var d differ
+	d.check("history", st.History(), want.History)
+	d.check("ttl", st.TTL(), want.TTL)
+	d.check("limit marker ttl", st.LimitMarkerTTL(), want.LimitMarkerTTL)
+	if kvs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		cfg := kvs.StreamInfo().Config
+		d.check("storage", cfg.Storage, want.Storage)
+		d.check("replicas", cfg.Replicas, want.Replicas)
+	}
+	if len(d.diffs) == 0 {
+		return kv, nil
+	}
+	return nil, fmt.Errorf("%w: bucket %s exists with %s; start every service with the same presence settings",
+		ErrConfigConflict, PresenceBucket, strings.Join(d.diffs, ", "))
+}
+
+// differ collects "name X (want Y)" for fields that differ.
+type differ struct{ diffs []string }
+
+func (d *differ) check(name string, have, want any) {
+	if have != want {
+		d.diffs = append(d.diffs, fmt.Sprintf("%s %v (want %v)", name, have, want))
+	}
+}

@@ -1,0 +1,139 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natstest"
+)
+
+func TestEnsureStreamIdempotent(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	ctx := context.Background()
+	o := chat.DefaultStreamOptions()
+
+	// Services starting at once all succeed, and one stream results.
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for range 5 {
+		wg.Go(func() {
+			_, err := chat.EnsureStream(ctx, js, o)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent EnsureStream: %v", err)
+		}
+	}
+	s, err := chat.EnsureStream(ctx, js, o)
+	if err != nil {
+		t.Fatalf("EnsureStream on existing stream: %v", err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.Name != "CHAT" || cfg.MaxAge != o.Retention || cfg.Duplicates != o.DedupeWindow {
+		t.Errorf("stream config = %+v", cfg)
+	}
+	// The stream takes the contract's subjects.
+	subj, _ := chat.DMSubject("b", "a")
+	ack, err := js.Publish(ctx, subj, []byte(`{}`))
+	if err != nil || ack.Stream != "CHAT" {
+		t.Fatalf("publish to %s: %v %+v", subj, err, ack)
+	}
+}
+
+func TestEnsureStreamConflict(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	ctx := context.Background()
+	if _, err := chat.EnsureStream(ctx, js, chat.DefaultStreamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	o := chat.DefaultStreamOptions()
+	o.Retention = time.Hour
+	_, err := chat.EnsureStream(ctx, js, o)
+	if !errors.Is(err, chat.ErrConfigConflict) {
+		t.Fatalf("EnsureStream with other retention: %v, want ErrConfigConflict", err)
+	}
+	for _, want := range []string{"stream CHAT", "max age 720h0m0s (want 1h0m0s)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestEnsurePresenceBucket(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	ctx := context.Background()
+	o := chat.DefaultPresenceOptions()
+	for i := range 2 {
+		kv, err := chat.EnsurePresenceBucket(ctx, js, o)
+		if err != nil {
+			t.Fatalf("EnsurePresenceBucket #%d: %v", i+1, err)
+		}
+		if kv.Bucket() != "presence" {
+			t.Fatalf("bucket = %q", kv.Bucket())
+		}
+	}
+	o.TTL = 3 * time.Second
+	_, err := chat.EnsurePresenceBucket(ctx, js, o)
+	if !errors.Is(err, chat.ErrConfigConflict) || !strings.Contains(err.Error(), "ttl 12.5s (want 3s)") {
+		t.Fatalf("EnsurePresenceBucket with other TTL: %v, want a conflict naming the ttl", err)
+	}
+}
+
+func TestPresenceEntryExpires(t *testing.T) {
+	// The bucket's TTL is what removes a dead gateway's sockets: an entry
+	// not refreshed disappears, and a watcher is told.
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	ctx := context.Background()
+	kv, err := chat.EnsurePresenceBucket(ctx, js, chat.PresenceOptions{TTL: time.Second, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := chat.PresenceKey("u1", "gw1", "c1")
+	w, err := kv.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := kv.Put(ctx, key, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	var sawPut bool
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				continue // end of initial values
+			}
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				sawPut = true
+			default:
+				if !sawPut {
+					t.Fatalf("removal before put: %v", e.Operation())
+				}
+				if _, err := kv.Get(ctx, key); err == nil {
+					t.Fatal("key still readable after its expiry marker")
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("no expiry marker within 10s of a 1s TTL")
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package chat
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Names of streams, buckets and services.
+const (
+	// StreamName is the JetStream stream holding every chat message.
+	StreamName = "CHAT"
+	// PresenceBucket is the JetStream KV bucket holding presence entries.
+	PresenceBucket = "presence"
+
+	// AuthService is the micro service name of auth.
+	AuthService = "auth"
+	// PresenceService is the micro service name of presence.
+	PresenceService = "presence"
+
+	// Lobby is the room everyone is in: the demo's "send to all".
+	Lobby = "lobby"
+)
+
+// Subjects. Builders below produce the parameterised ones.
+const (
+	// RoomSubjects matches every room message.
+	RoomSubjects = "chat.room.>"
+	// DMSubjects matches every direct message.
+	DMSubjects = "chat.dm.>"
+
+	// PresenceChangedSubject carries a PresenceEvent whenever a user comes
+	// online or goes offline.
+	PresenceChangedSubject = "presence.changed"
+	// PresenceOnlineSubject is the presence endpoint answering the online list.
+	PresenceOnlineSubject = "presence.online"
+	// PresenceUserSubject is the presence endpoint answering one user's state.
+	PresenceUserSubject = "presence.user"
+
+	// AuthKeysSubject is the auth endpoint answering its public keys (JWKS).
+	AuthKeysSubject = "auth.keys"
+	// AuthUsersGetSubject is the auth endpoint resolving user ids to names.
+	AuthUsersGetSubject = "auth.users.get"
+	// AuthRevokedSubject carries a Revocation when a token is revoked.
+	AuthRevokedSubject = "auth.revoked"
+
+	roomPrefix = "chat.room."
+	dmPrefix   = "chat.dm."
+)
+
+// MaxIDLen is the longest id accepted in a subject token or KV key, in bytes.
+const MaxIDLen = 64
+
+// ErrInvalidID reports an id that is not safe as a subject token.
+var ErrInvalidID = errors.New("invalid id")
+
+// ValidID reports whether id can be used as a subject token or KV key:
+// 1 to MaxIDLen ASCII letters, digits, '-' or '_'.
+func ValidID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidID)
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidID, len(id), MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%w: %q has %q at byte %d (allowed: letters, digits, '-', '_')", ErrInvalidID, id, c, i)
+		}
+	}
+	return nil
+}
+
+// RoomSubject is the subject of messages to room.
+func RoomSubject(room string) (string, error) {
+	if err := ValidID(room); err != nil {
+		return "", fmt.Errorf("room: %w", err)
+	}
+	return roomPrefix + room, nil
+}
+
+// DMSubject is the subject of the direct conversation between users a and b,
+// the same whichever of them is given first. A user may write to themself.
+func DMSubject(a, b string) (string, error) {
+	if err := ValidID(a); err != nil {
+		return "", fmt.Errorf("user: %w", err)
+	}
+	if err := ValidID(b); err != nil {
+		return "", fmt.Errorf("user: %w", err)
+	}
+	if b < a {
+		a, b = b, a
+	}
+	return dmPrefix + a + "." + b, nil
+}
+
+// PresenceKey is the KV key of one socket of user on gateway: user first, so
+// a watch of "<user>.>" sees every socket of that user.
+func PresenceKey(user, gateway, conn string) (string, error) {
+	for _, p := range [...]struct{ what, id string }{{"user", user}, {"gateway", gateway}, {"conn", conn}} {
+		if err := ValidID(p.id); err != nil {
+			return "", fmt.Errorf("%s: %w", p.what, err)
+		}
+	}
+	return user + "." + gateway + "." + conn, nil
+}

@@ -1,0 +1,72 @@
+package chat
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidID(t *testing.T) {
+	tests := []struct {
+		id string
+		ok bool
+	}{
+		{"lobby", true},
+		{"u_9f8A-x", true},
+		{strings.Repeat("a", MaxIDLen), true},
+		{"", false},
+		{strings.Repeat("a", MaxIDLen+1), false},
+		{"a.b", false},
+		{"a*", false},
+		{">", false},
+		{"a b", false},
+		{"a\tb", false},
+		{"a/b", false},
+		{"é", false},
+		{"a\x00", false},
+	}
+	for _, tt := range tests {
+		err := ValidID(tt.id)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidID) {
+			t.Errorf("ValidID(%q) error %v is not ErrInvalidID", tt.id, err)
+		}
+	}
+}
+
+func TestSubjectBuilders(t *testing.T) {
+	tests := []struct {
+		name    string
+		build   func() (string, error)
+		want    string
+		wantErr string
+	}{
+		{"room", func() (string, error) { return RoomSubject("lobby") }, "chat.room.lobby", ""},
+		{"room wildcard", func() (string, error) { return RoomSubject(">") }, "", "room: invalid id"},
+		{"room extra token", func() (string, error) { return RoomSubject("lobby.x") }, "", "room: invalid id"},
+		{"dm sorted", func() (string, error) { return DMSubject("bob", "alice") }, "chat.dm.alice.bob", ""},
+		{"dm same either way", func() (string, error) { return DMSubject("alice", "bob") }, "chat.dm.alice.bob", ""},
+		{"dm self", func() (string, error) { return DMSubject("alice", "alice") }, "chat.dm.alice.alice", ""},
+		{"dm wildcard", func() (string, error) { return DMSubject("alice", "*") }, "", "user: invalid id"},
+		{"dm empty", func() (string, error) { return DMSubject("", "bob") }, "", "user: invalid id: empty"},
+		{"presence key", func() (string, error) { return PresenceKey("u1", "gw1", "c1") }, "u1.gw1.c1", ""},
+		{"presence key bad gateway", func() (string, error) { return PresenceKey("u1", "gw 1", "c1") }, "", "gateway: invalid id"},
+		{"presence key bad conn", func() (string, error) { return PresenceKey("u1", "gw1", "c.1") }, "", "conn: invalid id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.build()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %q, %v; want error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,59 @@
+package chat
+
+import "time"
+
+// User is a user as other users see them.
+type User struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// To is where a message goes: exactly one of Room or User is set.
+type To struct {
+	Room string `json:"room,omitempty"`
+	User string `json:"user,omitempty"`
+}
+
+// Message is what the CHAT stream stores, one per message. Its stream
+// sequence is not part of the payload: receivers take it from the stream.
+type Message struct {
+	// ID is the sender's client message id; with From.ID it is the
+	// stream's dedupe key (Nats-Msg-Id), so a retry is stored once.
+	ID string `json:"id"`
+	// From is stamped by the gateway from the sender's token.
+	From User      `json:"from"`
+	To   To        `json:"to"`
+	Text string    `json:"text"`
+	TS   time.Time `json:"ts"`
+}
+
+// PresenceEvent is published on PresenceChangedSubject when a user comes
+// online (first socket anywhere) or goes offline (last socket gone).
+type PresenceEvent struct {
+	User   User      `json:"user"`
+	Online bool      `json:"online"`
+	TS     time.Time `json:"ts"`
+}
+
+// PresenceEntry is the value of one PresenceKey: one live socket.
+type PresenceEntry struct {
+	User    string    `json:"user"`
+	Gateway string    `json:"gateway"`
+	Conn    string    `json:"conn"`
+	Since   time.Time `json:"since"`
+}
+
+// Revocation is published on AuthRevokedSubject when a token is revoked
+// before its expiry; gateways close the sockets opened with it.
+type Revocation struct {
+	TokenID   string    `json:"jti"`
+	User      string    `json:"user"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Error is the body of a failed micro request, next to the micro error
+// headers, so `nats req` shows why.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,112 @@
+// Package config reads a service's settings from command-line flags whose
+// defaults come from environment variables: a flag beats its variable, the
+// variable beats the built-in default. There is no config file.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Set is a flag set whose flags may be given by environment variables.
+type Set struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	env    map[string]string // flag name -> variable name
+}
+
+// New returns an empty Set for the program name, reading variables with
+// getenv (os.Getenv in main, a map in tests).
+func New(name string, getenv func(string) string, usageOut io.Writer) *Set {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	return &Set{fs: fs, getenv: getenv, env: map[string]string{}}
+}
+
+func (s *Set) usage(env, usage string) string {
+	if env == "" {
+		return usage
+	}
+	return fmt.Sprintf("%s (env %s)", usage, env)
+}
+
+// String defines a string setting; env may be empty for flag-only settings.
+func (s *Set) String(p *string, name, env, def, usage string) {
+	s.fs.StringVar(p, name, def, s.usage(env, usage))
+	s.env[name] = env
+}
+
+// Int defines an integer setting.
+func (s *Set) Int(p *int, name, env string, def int, usage string) {
+	s.fs.IntVar(p, name, def, s.usage(env, usage))
+	s.env[name] = env
+}
+
+// Duration defines a duration setting, written like "5s" or "1h30m".
+func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	s.fs.DurationVar(p, name, def, s.usage(env, usage))
+	s.env[name] = env
+}
+
+// Bool defines a boolean setting.
+func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	s.fs.BoolVar(p, name, def, s.usage(env, usage))
+	s.env[name] = env
+}
+
+// Parse applies environment variables, then args (without the program
+// name). A malformed variable is an error naming the variable.
+func (s *Set) Parse(args []string) error {
+	var err error
+	s.fs.VisitAll(func(f *flag.Flag) {
+		env := s.env[f.Name]
+		if env == "" || err != nil {
+			return
+		}
+		if v := s.getenv(env); v != "" {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("environment variable %s=%q: %w", env, v, e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.fs.Parse(args); err != nil {
+		return err
+	}
+	if s.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(s.fs.Args(), " "))
+	}
+	return nil
+}
+
+// RedactURL hides the password in a connection string such as
+// "mongodb://user:secret@host/db" or "nats://user:secret@a:4222,b:4222", so
+// it can be logged. Strings without credentials come back unchanged.
+func RedactURL(s string) string {
+	scheme := strings.Index(s, "://")
+	if scheme < 0 {
+		return s
+	}
+	rest := s[scheme+3:]
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return s
+	}
+	userinfo := rest[:at]
+	user, _, hasPassword := strings.Cut(userinfo, ":")
+	if !hasPassword {
+		// A lone token (nats://token@host) is itself a secret.
+		user = "xxxxx"
+	} else {
+		user += ":xxxxx"
+	}
+	return s[:scheme+3] + user + s[scheme+3+at:]
+}

@@ -1,0 +1,228 @@
+// Package devstack runs natter's infrastructure in-process for development
+// and tests: an embedded NATS server with JetStream and an embedded
+// MongoDB-wire-compatible store (FerretDB on SQLite). Nothing is installed;
+// data lives in a directory of the caller's choice and survives restarts.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Default loopback addresses of the dev stack.
+const (
+	DefaultNATSAddr    = "127.0.0.1:4222"
+	DefaultMonitorAddr = "127.0.0.1:8222"
+	DefaultMongoAddr   = "127.0.0.1:27017"
+)
+
+// readyTimeout bounds how long the NATS server may take to accept clients
+// (JetStream recovers its store first, so a big store takes a while).
+const readyTimeout = 30 * time.Second
+
+// ErrPortInUse reports an address some other process already listens on.
+var ErrPortInUse = errors.New("port in use")
+
+// Config says where the stack listens and keeps its data.
+type Config struct {
+	NATSAddr    string // client port, host:port
+	MonitorAddr string // HTTP monitoring, host:port; empty disables it
+	MongoAddr   string // MongoDB wire protocol, host:port
+	DataDir     string // NATS store in DataDir/nats, FerretDB in DataDir/mongo
+	Logger      *slog.Logger
+}
+
+// Stack is a running dev stack. Close stops it.
+type Stack struct {
+	NATS   *server.Server
+	Ferret *Ferret
+}
+
+// Start checks that every port is free, then starts NATS and FerretDB.
+func Start(cfg Config) (*Stack, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, p := range []struct{ what, addr string }{
+		{"NATS", cfg.NATSAddr}, {"NATS monitoring", cfg.MonitorAddr}, {"MongoDB (FerretDB)", cfg.MongoAddr},
+	} {
+		if p.addr == "" {
+			continue
+		}
+		if err := checkFree(p.addr); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.what, err)
+		}
+	}
+	opts, err := NATSOptions(cfg.NATSAddr, cfg.MonitorAddr, filepath.Join(cfg.DataDir, "nats"))
+	if err != nil {
+		return nil, err
+	}
+	ns, err := StartNATS(opts, cfg.Logger.With("component", "nats"))
+	if err != nil {
+		return nil, err
+	}
+	f, err := StartFerret(cfg.MongoAddr, filepath.Join(cfg.DataDir, "mongo"), cfg.Logger.With("component", "ferretdb"))
+	if err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, err
+	}
+	return &Stack{NATS: ns, Ferret: f}, nil
+}
+
+// Close stops FerretDB, then NATS, and waits for both.
+func (s *Stack) Close() {
+	s.Ferret.Close()
+	s.NATS.Shutdown()
+	s.NATS.WaitForShutdown()
+}
+
+// checkFree fails with ErrPortInUse when addr cannot be listened on, so the
+// stack refuses to start with a clear message instead of half-starting.
+func checkFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%w: cannot listen on %s (another dev stack, nats-server or mongod running?): %w", ErrPortInUse, addr, err)
+	}
+	return l.Close()
+}
+
+// NATSOptions are the embedded server's options: JetStream on, stored in
+// storeDir, listening on natsAddr (port -1 picks a free one) and serving
+// monitoring on monitorAddr when it is not empty.
+func NATSOptions(natsAddr, monitorAddr, storeDir string) (*server.Options, error) {
+	host, port, err := splitHostPort(natsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("nats address: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: "natter-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		// Let `nats` CLI users see everything without accounts in dev.
+		NoSigs: true,
+	}
+	if monitorAddr != "" {
+		mh, mp, err := splitHostPort(monitorAddr)
+		if err != nil {
+			return nil, fmt.Errorf("nats monitoring address: %w", err)
+		}
+		opts.HTTPHost, opts.HTTPPort = mh, mp
+	}
+	return opts, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", ps, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// StartNATS starts an embedded server with opts and waits until it accepts
+// clients. A nil logger keeps it silent.
+func StartNATS(opts *server.Options, logger *slog.Logger) (*server.Server, error) {
+	if err := os.MkdirAll(opts.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("nats store: %w", err)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	if logger != nil {
+		ns.SetLoggerV2(natsLogger{logger}, false, false, false)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(readyTimeout) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("nats server on %s:%d not ready within %s", opts.Host, opts.Port, readyTimeout)
+	}
+	return ns, nil
+}
+
+// natsLogger sends the NATS server's log lines to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+
+// Ferret is a running embedded FerretDB.
+type Ferret struct {
+	db     *ferretdb.FerretDB
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ferretNew serialises ferretdb.New, which writes a package-level version
+// field of FerretDB's: two stores starting at once (parallel tests) would
+// otherwise race on it.
+var ferretNew sync.Mutex
+
+// StartFerret starts FerretDB with its SQLite files in dir, listening on
+// addr (port 0 picks a free one).
+func StartFerret(addr, dir string, logger *slog.Logger) (*Ferret, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("ferretdb dir: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("ferretdb dir: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ferretNew.Lock()
+	db, err := ferretdb.New(&ferretdb.Config{
+		Listener: ferretdb.ListenerConfig{TCP: addr},
+		Handler:  "sqlite",
+		// The trailing slash makes it a directory: one SQLite file per database.
+		SQLiteURL: (&url.URL{Scheme: "file", Path: abs + "/"}).String(),
+		Logger:    logger,
+	})
+	ferretNew.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("ferretdb: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Ferret{db: db, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		_ = db.Run(ctx) // returns nil once ctx is cancelled
+	}()
+	return f, nil
+}
+
+// URI is the MongoDB connection string of the store.
+func (f *Ferret) URI() string { return f.db.MongoDBURI() }
+
+// Close stops the store and waits until its files are closed.
+func (f *Ferret) Close() {
+	f.cancel()
+	<-f.done
+}

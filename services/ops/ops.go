@@ -1,0 +1,212 @@
+// Package ops serves what operators and orchestrators ask of every natter
+// service (liveness, readiness per dependency, Prometheus metrics) and runs
+// an http.Server that shuts down gracefully.
+package ops
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Timing limits of every service's HTTP side.
+const (
+	// ShutdownTimeout is how long a stopping server lets requests in flight
+	// finish; with the rest of a service's teardown it stays within the
+	// 10 s a service is given to stop.
+	ShutdownTimeout = 7 * time.Second
+	// CheckTimeout bounds one readiness check, so /readyz answers promptly
+	// even when a dependency hangs.
+	CheckTimeout = 2 * time.Second
+	// ReadHeaderTimeout bounds a client's request headers (slowloris).
+	ReadHeaderTimeout = 5 * time.Second
+	// IdleTimeout closes idle keep-alive connections.
+	IdleTimeout = 2 * time.Minute
+	// MaxHeaderBytes bounds a request's headers.
+	MaxHeaderBytes = 64 << 10
+)
+
+// Check is one dependency whose reachability makes a service ready.
+type Check struct {
+	Name string
+	Run  func(ctx context.Context) error
+}
+
+// Healthz answers 200 while the process can serve at all.
+func Healthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+// Readyz runs every check concurrently and answers 200 when all pass, 503
+// naming each failing check otherwise.
+func Readyz(checks ...Check) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), CheckTimeout)
+		defer cancel()
+		results := make(map[string]string, len(checks))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		ready := true
+		for _, c := range checks {
+			wg.Go(func() {
+				res := "ok"
+				if err := c.Run(ctx); err != nil {
+					res = err.Error()
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				results[c.Name] = res
+				if res != "ok" {
+					ready = false
+				}
+			})
+		}
+		wg.Wait()
+		body := map[string]any{"status": "ready", "checks": results}
+		code := http.StatusOK
+		if !ready {
+			body["status"] = "unavailable"
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, body)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// NewRegistry is a metrics registry with the Go runtime and process
+// collectors; each service registers its own metrics on it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Metrics serves reg in the Prometheus text format.
+func Metrics(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// HTTPMetrics counts and times HTTP requests by route pattern, never by raw
+// path, so a scan of random URLs cannot explode the series count.
+type HTTPMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewHTTPMetrics registers http_requests_total and
+// http_request_duration_seconds on reg.
+func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
+	m := &HTTPMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_requests_total", Help: "HTTP requests by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// Observe records one request; route is the matched pattern ("" if none).
+func (m *HTTPMetrics) Observe(method, route string, code int, d time.Duration) {
+	if route == "" {
+		route = "unmatched"
+	}
+	m.requests.WithLabelValues(method, route, fmt.Sprint(code)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Wrap instruments a net/http handler; the route is the ServeMux pattern.
+func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		m.Observe(r.Method, r.Pattern, sw.code, time.Since(start))
+	})
+}
+
+// statusWriter remembers the status code; Unwrap keeps Hijack (websocket
+// upgrades) and Flush reachable through http.ResponseController.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.code, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Hijack lets websocket upgraders take the connection; the status is 101.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	s.code, s.wrote = http.StatusSwitchingProtocols, true
+	return http.NewResponseController(s.ResponseWriter).Hijack()
+}
+
+// NewServer is an http.Server for h with the limits above. Write timeouts
+// are left to handlers: websocket connections outlive any fixed one.
+func NewServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+}
+
+// Serve serves srv on ln until ctx is done, then shuts down gracefully
+// within ShutdownTimeout. It returns nil after a clean shutdown.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Requests still running past the budget are cut off.
+		err = srv.Close()
+	}
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", e)
+	}
+	if err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}

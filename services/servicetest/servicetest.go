@@ -1,0 +1,177 @@
+// Package servicetest runs a natter service's run function inside a test,
+// the way its main does, and finds the address it listens on from its
+// "listening" log line, so services are started with ":0" ports.
+package servicetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/poll"
+)
+
+// RunFunc is the signature of every service's run.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+
+// StopTimeout is how long a service may take to return after its context
+// is cancelled: the 10 s every service promises.
+const StopTimeout = 10 * time.Second
+
+// Service is a service running in the test.
+type Service struct {
+	// URL is the service's HTTP base URL, e.g. "http://127.0.0.1:41234".
+	URL string
+
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+	err    error
+	ended  bool
+}
+
+// Start runs run with env (LOG_FORMAT=json added) and args, waits for its
+// "listening" log line, and stops it when the test ends. On failure its
+// logs are printed.
+func Start(t testing.TB, name string, run RunFunc, env map[string]string, args ...string) *Service {
+	t.Helper()
+	getenv := func(k string) string {
+		if k == "LOG_FORMAT" {
+			return "json"
+		}
+		return env[k]
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	s := &Service{cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	addrc := make(chan string, 1)
+	go scanLogs(io.TeeReader(pr, s.logs), addrc)
+	go func() {
+		err := run(ctx, append([]string{name}, args...), getenv, pw, pw)
+		_ = pw.Close()
+		s.done <- err
+	}()
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, s.logs.String())
+		}
+	})
+	select {
+	case addr := <-addrc:
+		s.URL = "http://" + addr
+	case err := <-s.done:
+		s.ended, s.err = true, err
+		t.Fatalf("%s exited before listening: %v\n%s", name, err, s.logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not log a listening address within 30s\n%s", name, s.logs.String())
+	}
+	return s
+}
+
+// scanLogs reads JSON log lines and sends the first "listening" address.
+func scanLogs(r io.Reader, addrc chan<- string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sent := false
+	for sc.Scan() {
+		var line struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Addr != "" {
+			addrc <- line.Addr
+			sent = true
+		}
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// Stop cancels the service's context and returns what run returned; it is
+// an error if run takes longer than StopTimeout.
+func (s *Service) Stop() error {
+	if s.ended {
+		return s.err
+	}
+	s.cancel()
+	select {
+	case s.err = <-s.done:
+		s.ended = true
+		return s.err
+	case <-time.After(StopTimeout):
+		return fmt.Errorf("did not stop within %s after cancel", StopTimeout)
+	}
+}
+
+// Logs is everything the service has logged so far.
+func (s *Service) Logs() string { return s.logs.String() }
+
+// Get requests path and returns the status code and body.
+func (s *Service) Get(t testing.TB, path string) (int, []byte) {
+	t.Helper()
+	return Get(t, s.URL+path)
+}
+
+// WaitReady polls /readyz until it answers 200.
+func (s *Service) WaitReady(t testing.TB) {
+	t.Helper()
+	WaitStatus(t, s.URL+"/readyz", http.StatusOK, 30*time.Second)
+}
+
+// WaitStatus polls url until it answers code.
+func WaitStatus(t testing.TB, url string, code int, timeout time.Duration) {
+	t.Helper()
+	poll.Until(t, timeout, func() error {
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != code {
+			return fmt.Errorf("GET %s: %d %s, want %d", url, resp.StatusCode, bytes.TrimSpace(body), code)
+		}
+		return nil
+	})
+}
+
+// Get requests url and returns the status code and body.
+func Get(t testing.TB, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, body
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
