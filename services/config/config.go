@@ -110,3 +110,28 @@ func RedactURL(s string) string {
 	}
 	return s[:scheme+3] + user + s[scheme+3+at:]
 }
+
+// Default NATS URL of every service: the dev stack's.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// Base holds the settings every natter service has.
+type Base struct {
+	HTTPAddr  string
+	NATSURL   string
+	LogFormat string
+	LogLevel  string
+}
+
+// Base defines the settings every service has; httpAddr is the service's
+// default listen address.
+func (s *Set) Base(b *Base, httpAddr string) {
+	s.String(&b.HTTPAddr, "http-addr", "HTTP_ADDR", httpAddr, "HTTP listen address (health, metrics and API)")
+	s.String(&b.NATSURL, "nats-url", "NATS_URL", DefaultNATSURL, "NATS server URL(s), comma-separated")
+	s.String(&b.LogFormat, "log-format", "LOG_FORMAT", "text", "log format: text or json")
+	s.String(&b.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
+}
+
+// LogAttrs are the base settings as log attributes, secrets redacted.
+func (b Base) LogAttrs() []any {
+	return []any{"http_addr", b.HTTPAddr, "nats_url", RedactURL(b.NATSURL), "log_format", b.LogFormat, "log_level", b.LogLevel}
+}

@@ -33,6 +33,9 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 			log.Info("nats connected", "server", nc.ConnectedUrlRedacted())
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // our own Close or Drain
+			}
 			log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -210,3 +210,47 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	}
 	return nil
 }
+
+// Gate is a readiness check that fails until Open is called: for start-up
+// work (creating streams, loading keys) that runs after the server is up.
+type Gate struct {
+	name string
+	done chan struct{}
+	once sync.Once
+}
+
+// NewGate returns a closed gate for the work called name.
+func NewGate(name string) *Gate { return &Gate{name: name, done: make(chan struct{})} }
+
+// Open marks the work done.
+func (g *Gate) Open() { g.once.Do(func() { close(g.done) }) }
+
+// Check is the gate as a readiness check.
+func (g *Gate) Check() Check {
+	return Check{Name: g.name, Run: func(context.Context) error {
+		select {
+		case <-g.done:
+			return nil
+		default:
+			return errors.New("not set up yet")
+		}
+	}}
+}
+
+// Retry calls f every interval until it returns nil, ctx ends, or it
+// returns an error for which permanent is true; it returns that error.
+// Transient failures (a dependency still starting) are passed to onErr.
+func Retry(ctx context.Context, interval time.Duration, f func(context.Context) error, permanent func(error) bool, onErr func(error)) error {
+	for {
+		err := f(ctx)
+		if err == nil || permanent(err) {
+			return err
+		}
+		onErr(err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,10 +32,10 @@ type Service struct {
 	URL string
 
 	cancel context.CancelFunc
-	done   chan error
+	exited chan struct{} // closed when run has returned
+	err    error         // what run returned, set before exited closes
 	logs   *syncBuffer
-	err    error
-	ended  bool
+	waited atomic.Bool // the test took run's error through Wait
 }
 
 // Start runs run with env (LOG_FORMAT=json added) and args, waits for its
@@ -50,16 +51,16 @@ func Start(t testing.TB, name string, run RunFunc, env map[string]string, args .
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	s := &Service{cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	s := &Service{cancel: cancel, exited: make(chan struct{}), logs: &syncBuffer{}}
 	addrc := make(chan string, 1)
 	go scanLogs(io.TeeReader(pr, s.logs), addrc)
 	go func() {
-		err := run(ctx, append([]string{name}, args...), getenv, pw, pw)
+		s.err = run(ctx, append([]string{name}, args...), getenv, pw, pw)
 		_ = pw.Close()
-		s.done <- err
+		close(s.exited)
 	}()
 	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
+		if err := s.Stop(); err != nil && !s.waited.Load() {
 			t.Errorf("%s: %v", name, err)
 		}
 		if t.Failed() {
@@ -69,9 +70,8 @@ func Start(t testing.TB, name string, run RunFunc, env map[string]string, args .
 	select {
 	case addr := <-addrc:
 		s.URL = "http://" + addr
-	case err := <-s.done:
-		s.ended, s.err = true, err
-		t.Fatalf("%s exited before listening: %v\n%s", name, err, s.logs.String())
+	case <-s.exited:
+		t.Fatalf("%s exited before listening: %v\n%s", name, s.err, s.logs.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("%s did not log a listening address within 30s\n%s", name, s.logs.String())
 	}
@@ -99,17 +99,20 @@ func scanLogs(r io.Reader, addrc chan<- string) {
 // Stop cancels the service's context and returns what run returned; it is
 // an error if run takes longer than StopTimeout.
 func (s *Service) Stop() error {
-	if s.ended {
-		return s.err
-	}
 	s.cancel()
 	select {
-	case s.err = <-s.done:
-		s.ended = true
+	case <-s.exited:
 		return s.err
 	case <-time.After(StopTimeout):
 		return fmt.Errorf("did not stop within %s after cancel", StopTimeout)
 	}
+}
+
+// Wait waits until run returns by itself and returns its error.
+func (s *Service) Wait() error {
+	<-s.exited
+	s.waited.Store(true)
+	return s.err
 }
 
 // Logs is everything the service has logged so far.

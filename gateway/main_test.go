@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/servicetest"
+)
+
+func startGateway(t *testing.T, env map[string]string) *servicetest.Service {
+	t.Helper()
+	env["HTTP_ADDR"] = "127.0.0.1:0"
+	return servicetest.Start(t, "gateway", run, env)
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	ns := natstest.Start(t)
+	gw := startGateway(t, map[string]string{"NATS_URL": ns.URL()})
+
+	if code, body := gw.Get(t, "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d %s", code, body)
+	}
+	gw.WaitReady(t)
+
+	// The stream and bucket exist once the gateway is ready.
+	js := natstest.JetStream(t, ns.URL())
+	if _, err := js.Stream(context.Background(), chat.StreamName); err != nil {
+		t.Fatalf("stream after ready: %v", err)
+	}
+	if _, err := js.KeyValue(context.Background(), chat.PresenceBucket); err != nil {
+		t.Fatalf("bucket after ready: %v", err)
+	}
+
+	// NATS down: not ready, but alive; NATS back: ready again.
+	ns.Stop()
+	servicetest.WaitStatus(t, gw.URL+"/readyz", http.StatusServiceUnavailable, 10*time.Second)
+	code, body := gw.Get(t, "/readyz")
+	if !strings.Contains(string(body), `"nats"`) {
+		t.Errorf("/readyz while NATS is down = %d %s, want it to name nats", code, body)
+	}
+	if code, _ := gw.Get(t, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while NATS is down = %d, want 200", code)
+	}
+	ns.Restart(t)
+	gw.WaitReady(t)
+
+	if err := gw.Stop(); err != nil {
+		t.Fatalf("run after cancel: %v", err)
+	}
+}
+
+func TestPageAndMetrics(t *testing.T) {
+	ns := natstest.Start(t)
+	gw := startGateway(t, map[string]string{"NATS_URL": ns.URL()})
+
+	resp, err := http.Get(gw.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<title>natter</title>") {
+		t.Fatalf("GET / = %d %s", resp.StatusCode, body)
+	}
+	csp := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+		t.Errorf("Content-Security-Policy = %q", csp)
+	}
+	if code, _ := gw.Get(t, "/style.css"); code != http.StatusOK {
+		t.Errorf("GET /style.css = %d", code)
+	}
+	if code, _ := gw.Get(t, "/nope"); code != http.StatusNotFound {
+		t.Errorf("GET /nope = %d, want 404", code)
+	}
+	code, metrics := gw.Get(t, "/metrics")
+	if code != http.StatusOK || !strings.Contains(string(metrics), `http_requests_total{code="200",method="GET",route="/"}`) {
+		t.Errorf("/metrics = %d, want http_requests_total for GET /:\n%.2000s", code, metrics)
+	}
+}
+
+func TestAPIProxy(t *testing.T) {
+	ns := natstest.Start(t)
+	got := make(chan *http.Request, 1)
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = io.WriteString(w, `{"from":"auth"}`)
+	}))
+	defer auth.Close()
+	gw := startGateway(t, map[string]string{"NATS_URL": ns.URL(), "AUTH_URL": auth.URL})
+
+	req, _ := http.NewRequest(http.MethodPost, gw.URL+"/api/login?x=1", strings.NewReader(`{"a":1}`))
+	req.Header.Set("X-Forwarded-For", "6.6.6.6") // a client cannot choose its address
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot || string(body) != `{"from":"auth"}` {
+		t.Fatalf("proxied response = %d %s", resp.StatusCode, body)
+	}
+	r := <-got
+	if r.Method != http.MethodPost || r.URL.Path != "/api/login" || r.URL.RawQuery != "x=1" {
+		t.Errorf("auth saw %s %s", r.Method, r.URL)
+	}
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For at auth = %q, want the client's real address 127.0.0.1", xff)
+	}
+
+	// Auth down: a clear JSON error, not a hang or an HTML page.
+	auth.Close()
+	resp, err = http.Post(gw.URL+"/api/login", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct{ Error struct{ Code, Message string } }
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusBadGateway || e.Error.Code != "unavailable" {
+		t.Fatalf("auth down: %d %+v %v", resp.StatusCode, e, err)
+	}
+}
+
+func TestStreamConflictStops(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	o := chat.DefaultStreamOptions()
+	o.Retention = time.Hour
+	if _, err := chat.EnsureStream(context.Background(), js, o); err != nil {
+		t.Fatal(err)
+	}
+	gw := startGateway(t, map[string]string{"NATS_URL": ns.URL()})
+	done := make(chan error, 1)
+	go func() { done <- gw.Wait() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, chat.ErrConfigConflict) {
+			t.Fatalf("run = %v, want ErrConfigConflict", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway kept running on a conflicting stream")
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	tests := []struct{ name, key, value, want string }{
+		{"auth url", "AUTH_URL", "ftp://x", "auth url"},
+		{"retention", "CHAT_RETENTION", "a week", "CHAT_RETENTION"},
+		{"log format", "LOG_FORMAT", "xml", "log format"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{tt.key: tt.value}
+			err := run(context.Background(), []string{"gateway"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run = %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}

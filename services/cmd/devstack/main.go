@@ -1,0 +1,70 @@
+// Command devstack runs natter's infrastructure on loopback with nothing
+// installed: an embedded NATS server (JetStream on) and an embedded
+// MongoDB-wire-compatible store (FerretDB, SQLite). Data stays in -data
+// across restarts.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/natter/natter/services/config"
+	"github.com/natter/natter/services/devstack"
+	"github.com/natter/natter/services/logging"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "devstack:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg devstack.Config
+	var dataDir, logFormat, logLevel string
+	fs := config.New(args[0], getenv, stderr)
+	fs.String(&cfg.NATSAddr, "nats-addr", "DEVSTACK_NATS_ADDR", devstack.DefaultNATSAddr, "NATS client address")
+	fs.String(&cfg.MonitorAddr, "monitor-addr", "DEVSTACK_MONITOR_ADDR", devstack.DefaultMonitorAddr, "NATS monitoring address (empty: off)")
+	fs.String(&cfg.MongoAddr, "mongo-addr", "DEVSTACK_MONGO_ADDR", devstack.DefaultMongoAddr, "MongoDB wire protocol address")
+	fs.String(&dataDir, "data", "DEVSTACK_DATA", ".data", "directory for NATS and MongoDB data")
+	fs.String(&logFormat, "log-format", "LOG_FORMAT", "text", "log format: text or json")
+	fs.String(&logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	log, err := logging.New(stdout, logFormat, logLevel)
+	if err != nil {
+		return err
+	}
+	if cfg.DataDir, err = filepath.Abs(dataDir); err != nil {
+		return err
+	}
+	// The embedded servers are chatty at info; their warnings still show.
+	cfg.Logger = log
+	st, err := devstack.Start(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	attrs := []any{
+		"nats_url", st.NATS.ClientURL(),
+		"mongo_uri", st.Ferret.URI(),
+		"data", cfg.DataDir,
+	}
+	if cfg.MonitorAddr != "" {
+		attrs = append(attrs, "monitoring", "http://"+cfg.MonitorAddr)
+	}
+	log.Info("dev stack ready", attrs...)
+	<-ctx.Done()
+	log.Info("dev stack stopping")
+	return nil
+}
