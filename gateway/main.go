@@ -138,4 +138,3 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("gateway stopped")
 	return nil
 }
-

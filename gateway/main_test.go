@@ -125,7 +125,9 @@ func TestAPIProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var e struct{ Error struct{ Code, Message string } }
+	var e struct {
+		Error struct{ Code, Message string }
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusBadGateway || e.Error.Code != "unavailable" {
 		t.Fatalf("auth down: %d %+v %v", resp.StatusCode, e, err)
 	}
