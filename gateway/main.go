@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -50,10 +49,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs := config.New(args[0], getenv, stderr)
 	fs.Base(&c.Base, "127.0.0.1:8080")
 	fs.String(&c.AuthURL, "auth-url", "AUTH_URL", "http://127.0.0.1:8081", "base URL of the auth service, where /api/ is proxied")
-	chatFlags(fs, &c.Stream, &c.Presence)
+	fs.Stream(&c.Stream)
+	fs.Presence(&c.Presence)
+	fs.Replicas(&c.Stream.Replicas)
 	if err := fs.Parse(args[1:]); err != nil {
 		return c, err
 	}
+	c.Presence.Replicas = c.Stream.Replicas
 	u, err := url.Parse(c.AuthURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return c, fmt.Errorf("auth url %q: want http(s)://host[:port]", c.AuthURL)
@@ -61,33 +63,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	return c, nil
 }
 
-// chatFlags defines the settings of the shared stream and bucket.
-func chatFlags(fs *config.Set, s *chat.StreamOptions, p *chat.PresenceOptions) {
-	d := chat.DefaultStreamOptions()
-	fs.Duration(&s.Retention, "chat-retention", "CHAT_RETENTION", d.Retention, "how long the CHAT stream keeps messages (0: forever)")
-	fs.Duration(&s.DedupeWindow, "chat-dedupe-window", "CHAT_DEDUPE_WINDOW", d.DedupeWindow, "how long a retried message id is recognised")
-	fs.Int(&s.Replicas, "js-replicas", "JS_REPLICAS", d.Replicas, "replicas of the CHAT stream and presence bucket (3 on a 3-node cluster)")
-	s.MaxMessageBytes = d.MaxMessageBytes
-	fs.Duration(&p.TTL, "presence-ttl", "PRESENCE_TTL", chat.DefaultPresenceTTL, "presence entry lifetime without heartbeat")
-}
-
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
 	}
-	cfg.Presence.Replicas = cfg.Stream.Replicas
 	log, err := logging.New(stdout, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
 	log.Info("starting gateway", append(cfg.LogAttrs(),
 		"auth_url", config.RedactURL(cfg.AuthURL),
-		"chat_retention", cfg.Stream.Retention, "chat_dedupe_window", cfg.Stream.DedupeWindow,
-		"js_replicas", cfg.Stream.Replicas, "presence_ttl", cfg.Presence.TTL)...)
+		"chat_retention", cfg.Stream.Retention.String(), "chat_dedupe_window", cfg.Stream.DedupeWindow.String(),
+		"js_replicas", cfg.Stream.Replicas, "presence_ttl", cfg.Presence.TTL.String())...)
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 
 	nc, err := natsconn.Connect(cfg.NATSURL, "natter-gateway", log)
 	if err != nil {
@@ -98,43 +89,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-
-	setup := ops.NewGate("jetstream")
-	go func() {
-		err := ops.Retry(ctx, setupRetry, func(ctx context.Context) error {
-			if _, err := chat.EnsureStream(ctx, js, cfg.Stream); err != nil {
-				return err
-			}
-			_, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
+	setup := ops.Setup(ctx, log, "jetstream", setupRetry, func(ctx context.Context) error {
+		if _, err := chat.EnsureStream(ctx, js, cfg.Stream); err != nil {
 			return err
-		}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) },
-			func(err error) { log.Warn("stream setup failed, retrying", "err", err) })
-		if err != nil {
-			cancel(err)
-			return
 		}
-		log.Info("stream and bucket ready", "stream", chat.StreamName, "bucket", chat.PresenceBucket)
-		setup.Open()
-	}()
+		_, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
+		return err
+	}, isConflict, fail)
 
 	authURL, _ := url.Parse(cfg.AuthURL) // checked in parseConfig
-	reg := ops.NewRegistry()
-	handler := newServer(log, reg, authURL, []ops.Check{
+	handler := newServer(log, ops.NewRegistry(), authURL, []ops.Check{
 		{Name: "nats", Run: natsconn.Ready(nc)},
 		setup.Check(),
 	})
-
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	log.Info("listening", "addr", ln.Addr().String())
-	if err := ops.Serve(ctx, ops.NewServer(handler), ln); err != nil {
+	if err := ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler); err != nil {
 		return err
 	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
+	if err := ops.Cause(ctx); err != nil {
+		return err
 	}
 	log.Info("gateway stopped")
 	return nil
 }
+
+func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }

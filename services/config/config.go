@@ -6,6 +6,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"github.com/natter/natter/services/chat"
 	"io"
 	"strings"
 	"time"
@@ -134,4 +135,24 @@ func (s *Set) Base(b *Base, httpAddr string) {
 // LogAttrs are the base settings as log attributes, secrets redacted.
 func (b Base) LogAttrs() []any {
 	return []any{"http_addr", b.HTTPAddr, "nats_url", RedactURL(b.NATSURL), "log_format", b.LogFormat, "log_level", b.LogLevel}
+}
+
+// Replicas defines how many copies JetStream keeps of what a service
+// creates (the CHAT stream, the presence bucket): 1 on a single server, 3
+// on a 3-node cluster.
+func (s *Set) Replicas(p *int) {
+	s.Int(p, "js-replicas", "JS_REPLICAS", 1, "replicas of the CHAT stream and presence bucket (3 on a 3-node cluster)")
+}
+
+// Stream defines the settings of the CHAT stream; Replicas is set apart.
+func (s *Set) Stream(o *chat.StreamOptions) {
+	d := chat.DefaultStreamOptions()
+	s.Duration(&o.Retention, "chat-retention", "CHAT_RETENTION", d.Retention, "how long the CHAT stream keeps messages (0: forever)")
+	s.Duration(&o.DedupeWindow, "chat-dedupe-window", "CHAT_DEDUPE_WINDOW", d.DedupeWindow, "how long a retried message id is recognised")
+	o.MaxMessageBytes = d.MaxMessageBytes
+}
+
+// Presence defines the settings of the presence bucket.
+func (s *Set) Presence(o *chat.PresenceOptions) {
+	s.Duration(&o.TTL, "presence-ttl", "PRESENCE_TTL", chat.DefaultPresenceTTL, "how long a socket stays online without a heartbeat (about 2.5 heartbeats)")
 }

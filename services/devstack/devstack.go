@@ -175,6 +175,7 @@ func (n natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(for
 // Ferret is a running embedded FerretDB.
 type Ferret struct {
 	db     *ferretdb.FerretDB
+	addr   net.Addr
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -215,13 +216,25 @@ func StartFerret(addr, dir string, logger *slog.Logger) (*Ferret, error) {
 		defer close(f.done)
 		_ = db.Run(ctx) // returns nil once ctx is cancelled
 	}()
+	u, err := url.Parse(db.MongoDBURI())
+	if err == nil {
+		f.addr, err = net.ResolveTCPAddr("tcp", u.Host)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ferretdb address: %w", err)
+	}
 	return f, nil
 }
 
 // URI is the MongoDB connection string of the store.
 func (f *Ferret) URI() string { return f.db.MongoDBURI() }
 
-// Close stops the store and waits until its files are closed.
+// Addr is the address the store listens on.
+func (f *Ferret) Addr() net.Addr { return f.addr }
+
+// Close stops the store and waits until its files are closed. It may be
+// called more than once.
 func (f *Ferret) Close() {
 	f.cancel()
 	<-f.done

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -253,4 +254,46 @@ func Retry(ctx context.Context, interval time.Duration, f func(context.Context) 
 		case <-time.After(interval):
 		}
 	}
+}
+
+// Setup runs a service's start-up work (creating streams, buckets, keys) in
+// the background so health and metrics are served meanwhile. Transient
+// failures are logged and retried every interval; a permanent one ends the
+// service through fail. The returned gate opens when the work succeeds.
+func Setup(ctx context.Context, log *slog.Logger, name string, interval time.Duration,
+	work func(context.Context) error, permanent func(error) bool, fail context.CancelCauseFunc) *Gate {
+	g := NewGate(name)
+	go func() {
+		err := Retry(ctx, interval, work, permanent, func(err error) {
+			log.Warn("setup failed, retrying", "setup", name, "err", err, "retry_in", interval)
+		})
+		switch {
+		case err == nil:
+			log.Info("setup done", "setup", name)
+			g.Open()
+		case ctx.Err() == nil:
+			fail(fmt.Errorf("%s: %w", name, err))
+		}
+	}()
+	return g
+}
+
+// ListenAndServe listens on addr, logs the bound address as "listening"
+// (tests started with ":0" read it there), and serves h until ctx is done.
+func ListenAndServe(ctx context.Context, log *slog.Logger, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", "addr", ln.Addr().String())
+	return Serve(ctx, NewServer(h), ln)
+}
+
+// Cause is what ended a service's context: nil for a normal stop (signal
+// or cancel), the permanent setup error otherwise.
+func Cause(ctx context.Context) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	return nil
 }

@@ -1,0 +1,97 @@
+// Command presence answers who is online across every gateway. Its state
+// lives in the NATS KV bucket "presence"; this process serves health and
+// metrics over HTTP and its API over NATS.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/config"
+	"github.com/natter/natter/services/logging"
+	"github.com/natter/natter/services/natsconn"
+	"github.com/natter/natter/services/ops"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "presence:", err)
+		os.Exit(1)
+	}
+}
+
+// Config is the presence service's configuration.
+type Config struct {
+	config.Base
+	Presence chat.PresenceOptions
+}
+
+// setupRetry is the pause between attempts to create the bucket while NATS
+// is not reachable yet.
+const setupRetry = time.Second
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	var c Config
+	fs := config.New(args[0], getenv, stderr)
+	fs.Base(&c.Base, "127.0.0.1:8082")
+	fs.Presence(&c.Presence)
+	fs.Replicas(&c.Presence.Replicas)
+	err := fs.Parse(args[1:])
+	return c, err
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stdout, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log.Info("starting presence", append(cfg.LogAttrs(),
+		"presence_ttl", cfg.Presence.TTL.String(), "js_replicas", cfg.Presence.Replicas)...)
+
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+
+	nc, err := natsconn.Connect(cfg.NATSURL, "natter-presence", log)
+	if err != nil {
+		return err
+	}
+	defer natsconn.Drain(nc, 2*time.Second)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	setup := ops.Setup(ctx, log, "bucket", setupRetry, func(ctx context.Context) error {
+		_, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
+		return err
+	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
+
+	reg := ops.NewRegistry()
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", ops.Healthz())
+	mux.Handle("GET /readyz", ops.Readyz(ops.Check{Name: "nats", Run: natsconn.Ready(nc)}, setup.Check()))
+	mux.Handle("GET /metrics", ops.Metrics(reg))
+	if err := ops.ListenAndServe(ctx, log, cfg.HTTPAddr, ops.NewHTTPMetrics(reg).Wrap(mux)); err != nil {
+		return err
+	}
+	if err := ops.Cause(ctx); err != nil {
+		return err
+	}
+	log.Info("presence stopped")
+	return nil
+}
