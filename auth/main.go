@@ -44,9 +44,6 @@ const (
 	// mongoSelectTimeout bounds the wait for a reachable server, so a
 	// request fails fast with "unavailable" when MongoDB is down.
 	mongoSelectTimeout = 3 * time.Second
-	// setupRetry is the pause between attempts to create indexes while
-	// MongoDB is not reachable yet.
-	setupRetry = time.Second
 )
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
@@ -103,4 +100,3 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("auth stopped")
 	return nil
 }
-

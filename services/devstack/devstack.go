@@ -37,23 +37,29 @@ var ErrPortInUse = errors.New("port in use")
 
 // Config says where the stack listens and keeps its data.
 type Config struct {
-	NATSAddr    string // client port, host:port
+	NATSAddr    string // client port, host:port; empty: no NATS
 	MonitorAddr string // HTTP monitoring, host:port; empty disables it
-	MongoAddr   string // MongoDB wire protocol, host:port
+	MongoAddr   string // MongoDB wire protocol, host:port; empty: no store
 	DataDir     string // NATS store in DataDir/nats, FerretDB in DataDir/mongo
 	Logger      *slog.Logger
+	// StoreLogger receives FerretDB's logs; it logs every client
+	// connection at info, so callers usually give it a higher level.
+	StoreLogger *slog.Logger
 }
 
 // Stack is a running dev stack. Close stops it.
 type Stack struct {
-	NATS   *server.Server
-	Ferret *Ferret
+	NATS   *server.Server // nil when not started
+	Ferret *Ferret        // nil when not started
 }
 
 // Start checks that every port is free, then starts NATS and FerretDB.
 func Start(cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StoreLogger == nil {
+		cfg.StoreLogger = cfg.Logger
 	}
 	for _, p := range []struct{ what, addr string }{
 		{"NATS", cfg.NATSAddr}, {"NATS monitoring", cfg.MonitorAddr}, {"MongoDB (FerretDB)", cfg.MongoAddr},
@@ -65,28 +71,36 @@ func Start(cfg Config) (*Stack, error) {
 			return nil, fmt.Errorf("%s: %w", p.what, err)
 		}
 	}
-	opts, err := NATSOptions(cfg.NATSAddr, cfg.MonitorAddr, filepath.Join(cfg.DataDir, "nats"))
-	if err != nil {
-		return nil, err
+	st := &Stack{}
+	if cfg.NATSAddr != "" {
+		opts, err := NATSOptions(cfg.NATSAddr, cfg.MonitorAddr, filepath.Join(cfg.DataDir, "nats"))
+		if err != nil {
+			return nil, err
+		}
+		if st.NATS, err = StartNATS(opts, cfg.Logger.With("component", "nats")); err != nil {
+			return nil, err
+		}
 	}
-	ns, err := StartNATS(opts, cfg.Logger.With("component", "nats"))
-	if err != nil {
-		return nil, err
+	if cfg.MongoAddr != "" {
+		f, err := StartFerret(cfg.MongoAddr, filepath.Join(cfg.DataDir, "mongo"), cfg.StoreLogger.With("component", "ferretdb"))
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		st.Ferret = f
 	}
-	f, err := StartFerret(cfg.MongoAddr, filepath.Join(cfg.DataDir, "mongo"), cfg.Logger.With("component", "ferretdb"))
-	if err != nil {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		return nil, err
-	}
-	return &Stack{NATS: ns, Ferret: f}, nil
+	return st, nil
 }
 
 // Close stops FerretDB, then NATS, and waits for both.
 func (s *Stack) Close() {
-	s.Ferret.Close()
-	s.NATS.Shutdown()
-	s.NATS.WaitForShutdown()
+	if s.Ferret != nil {
+		s.Ferret.Close()
+	}
+	if s.NATS != nil {
+		s.NATS.Shutdown()
+		s.NATS.WaitForShutdown()
+	}
 }
 
 // checkFree fails with ErrPortInUse when addr cannot be listened on, so the

@@ -40,6 +40,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if cfg.NATSAddr == "" && cfg.MongoAddr == "" {
+		return fmt.Errorf("nothing to run: both -nats-addr and -mongo-addr are empty")
+	}
 	log, err := logging.New(stdout, logFormat, logLevel)
 	if err != nil {
 		return err
@@ -47,21 +50,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.DataDir, err = filepath.Abs(dataDir); err != nil {
 		return err
 	}
-	// The embedded servers are chatty at info; their warnings still show.
 	cfg.Logger = log
+	// FerretDB logs every client connection at info; its warnings still show.
+	if cfg.StoreLogger, err = logging.New(stdout, logFormat, "warn"); err != nil {
+		return err
+	}
 	st, err := devstack.Start(cfg)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 
-	attrs := []any{
-		"nats_url", st.NATS.ClientURL(),
-		"mongo_uri", st.Ferret.URI(),
-		"data", cfg.DataDir,
+	attrs := []any{"data", cfg.DataDir}
+	if st.NATS != nil {
+		attrs = append(attrs, "nats_url", st.NATS.ClientURL())
+		if cfg.MonitorAddr != "" {
+			attrs = append(attrs, "monitoring", "http://"+cfg.MonitorAddr)
+		}
 	}
-	if cfg.MonitorAddr != "" {
-		attrs = append(attrs, "monitoring", "http://"+cfg.MonitorAddr)
+	if st.Ferret != nil {
+		attrs = append(attrs, "mongo_uri", st.Ferret.URI())
 	}
 	log.Info("dev stack ready", attrs...)
 	<-ctx.Done()

@@ -1,0 +1,39 @@
+# natter: `make dev` runs everything on loopback, `make test` runs every test.
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := $(CURDIR)/bin
+MODULES := services auth presence gateway
+# Every package of every module of the workspace (go.work).
+PKGS     = $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+.PHONY: all build dev test lint bench clean
+
+all: build
+
+## build: compile every binary into bin/
+build:
+	cd services && $(GO) build -o $(BIN)/ ./cmd/devstack ./cmd/devrun
+	cd auth && $(GO) build -o $(BIN)/auth .
+	cd presence && $(GO) build -o $(BIN)/presence .
+	cd gateway && $(GO) build -o $(BIN)/gateway .
+
+## dev: build, then run the dev stack and all services in this terminal (Ctrl-C stops all)
+dev: build
+	exec $(BIN)/devrun
+
+## test: every test of every module, with the race detector
+test: build
+	NATTER_BIN=$(BIN) $(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+## lint: gofmt, go vet and staticcheck on every module
+lint:
+	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	cd services && $(GO) tool staticcheck $(addprefix github.com/natter/natter/,$(addsuffix /...,$(MODULES)))
+
+## bench: placeholder until the load tool and benchmarks exist (issue 7); measures nothing yet
+bench:
+	@echo "make bench: no benchmarks exist yet; nothing is measured. The load tool and Go benchmarks come with issue 7."
+
+clean:
+	rm -rf $(BIN)
