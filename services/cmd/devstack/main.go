@@ -51,8 +51,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.Logger = log
-	// FerretDB logs every client connection at info; its warnings still show.
-	if cfg.StoreLogger, err = logging.New(stdout, logFormat, "warn"); err != nil {
+	// FerretDB logs every client connection at info, and dumps whole wire
+	// messages at warn for commands it lacks (the driver's endSessions).
+	if cfg.StoreLogger, err = logging.New(stdout, logFormat, "error"); err != nil {
 		return err
 	}
 	st, err := devstack.Start(cfg)

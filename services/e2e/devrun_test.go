@@ -1,0 +1,318 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/mongotest"
+	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/poll"
+	"github.com/natter/natter/services/servicetest"
+)
+
+// stack is a devrun started by a test, with its ports.
+type stack struct {
+	cmd      *exec.Cmd
+	out      *syncBuffer
+	exited   chan struct{}
+	gateway  string // base URLs
+	auth     string
+	presence string
+	natsURL  string
+}
+
+// startDevRun runs devrun in its own process group, as a terminal would run
+// `make dev`, with every port free and data in a temporary directory.
+func startDevRun(t *testing.T, env ...string) *stack {
+	t.Helper()
+	addrs := freeAddrs(t, 6)
+	s := &stack{
+		out:      &syncBuffer{},
+		exited:   make(chan struct{}),
+		gateway:  "http://" + addrs[0],
+		auth:     "http://" + addrs[1],
+		presence: "http://" + addrs[2],
+		natsURL:  "nats://" + addrs[3],
+	}
+	s.cmd = exec.Command(filepath.Join(binDir, "devrun"),
+		"-bin", binDir, "-data", t.TempDir(),
+		"-gateway-addr", addrs[0], "-auth-addr", addrs[1], "-presence-addr", addrs[2],
+		"-nats-addr", addrs[3], "-monitor-addr", addrs[4], "-mongo-addr", addrs[5])
+	s.cmd.Env = append(cleanEnv(), env...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.exited:
+		default:
+			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+		}
+		if t.Failed() {
+			t.Logf("devrun output:\n%s", s.out.String())
+		}
+	})
+	return s
+}
+
+// cleanEnv is this process's environment without the settings devrun reads,
+// so a developer's shell does not change what the test runs.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NATS_URL", "MONGO_URI", "HTTP_ADDR", "AUTH_URL", "LOG_FORMAT", "LOG_LEVEL":
+			continue
+		}
+		if strings.HasPrefix(k, "DEVSTACK_") || strings.HasPrefix(k, "DEVRUN_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func (s *stack) waitReady(t *testing.T) {
+	t.Helper()
+	for _, u := range []string{s.gateway, s.auth, s.presence} {
+		servicetest.WaitStatus(t, u+"/readyz", http.StatusOK, 90*time.Second)
+	}
+}
+
+// interrupt sends SIGINT to devrun's process group, as Ctrl-C in its
+// terminal does, and waits for devrun to exit.
+func (s *stack) interrupt(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(40 * time.Second):
+		t.Fatal("devrun did not exit within 40s of Ctrl-C")
+	}
+}
+
+// proc is a process as /proc shows it; start tells a pid's reuse apart.
+type proc struct {
+	pid   int
+	name  string
+	start string
+}
+
+// children lists the processes whose parent is pid.
+func children(t *testing.T, pid int) []proc {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []proc
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, ok := readStat(p)
+		if ok && st.ppid == pid {
+			out = append(out, proc{pid: p, name: st.name, start: st.start})
+		}
+	}
+	return out
+}
+
+type stat struct {
+	name, state, start string
+	ppid               int
+}
+
+// readStat parses /proc/<pid>/stat: "pid (comm) state ppid ... starttime".
+func readStat(pid int) (stat, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return stat{}, false
+	}
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return stat{}, false
+	}
+	fields := strings.Fields(string(b[end+2:]))
+	if len(fields) < 20 {
+		return stat{}, false
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return stat{name: string(b[open+1 : end]), state: fields[0], ppid: ppid, start: fields[19]}, true
+}
+
+// alive reports whether p still runs (a zombie has finished running).
+func alive(p proc) bool {
+	st, ok := readStat(p.pid)
+	return ok && st.start == p.start && st.state != "Z"
+}
+
+func names(ps []proc) []string {
+	var n []string
+	for _, p := range ps {
+		n = append(n, p.name)
+	}
+	slices.Sort(n)
+	return n
+}
+
+func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
+	s := startDevRun(t)
+	s.waitReady(t)
+
+	kids := children(t, s.cmd.Process.Pid)
+	if got, want := names(kids), []string{"auth", "devstack", "gateway", "presence"}; !slices.Equal(got, want) {
+		t.Fatalf("devrun's children = %v, want %v", got, want)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if !strings.Contains(s.out.String(), "natter is ready: open "+s.gateway) {
+			return fmt.Errorf("devrun did not announce the gateway URL")
+		}
+		return nil
+	})
+	// Every line is prefixed with the name of the process that wrote it.
+	for _, name := range []string{"devstack", "auth", "presence", "gateway"} {
+		if !strings.Contains(s.out.String(), fmt.Sprintf("\n%-8s | ", name)) {
+			t.Errorf("no output line prefixed %q", name)
+		}
+	}
+
+	t.Run("nats CLI recipes", func(t *testing.T) { checkRecipes(t, s.natsURL) })
+
+	s.interrupt(t)
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("devrun exit code after Ctrl-C = %d, want 0", code)
+	}
+	for _, k := range kids {
+		if alive(k) {
+			t.Errorf("%s (pid %d) still running after devrun exited", k.name, k.pid)
+		}
+	}
+	out := s.out.String()
+	for _, line := range []string{"gateway stopped", "presence stopped", "auth stopped", "dev stack stopping", "all stopped"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("no %q in the output: not a graceful stop", line)
+		}
+	}
+}
+
+func TestDevRunKilledLeavesNoChildren(t *testing.T) {
+	s := startDevRun(t)
+	s.waitReady(t)
+	kids := children(t, s.cmd.Process.Pid)
+	if len(kids) != 4 {
+		t.Fatalf("children = %v, want 4", names(kids))
+	}
+	// kill -9 of the supervisor alone: its children must not outlive it.
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.exited
+	poll.Until(t, 20*time.Second, func() error {
+		for _, k := range kids {
+			if alive(k) {
+				return fmt.Errorf("%s (pid %d) still running", k.name, k.pid)
+			}
+		}
+		return nil
+	})
+}
+
+func TestDevRunUsesGivenServers(t *testing.T) {
+	ns := natstest.Start(t)
+	db := mongotest.Start(t)
+	s := startDevRun(t, "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI())
+	s.waitReady(t)
+	if got, want := names(children(t, s.cmd.Process.Pid)), []string{"auth", "gateway", "presence"}; !slices.Equal(got, want) {
+		t.Fatalf("children with NATS_URL and MONGO_URI set = %v, want %v (no devstack)", got, want)
+	}
+	// The services set up the given server, not an embedded one.
+	js := natstest.JetStream(t, ns.URL())
+	if _, err := js.Stream(context.Background(), chat.StreamName); err != nil {
+		t.Fatalf("stream on the given NATS: %v", err)
+	}
+	s.interrupt(t)
+}
+
+func TestDevRunPortTaken(t *testing.T) {
+	// Something already holds the dev stack's NATS port: devrun says which
+	// port and exits non-zero instead of half-starting.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addrs := freeAddrs(t, 5)
+	cmd := exec.Command(filepath.Join(binDir, "devrun"), "-bin", binDir, "-data", t.TempDir(),
+		"-nats-addr", busy.Addr().String(), "-gateway-addr", addrs[0], "-auth-addr", addrs[1],
+		"-presence-addr", addrs[2], "-monitor-addr", addrs[3], "-mongo-addr", addrs[4])
+	cmd.Env = cleanEnv()
+	cmd.WaitDelay = time.Minute
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("devrun started with its NATS port taken:\n%s", out)
+	}
+	if !strings.Contains(string(out), "port in use") || !strings.Contains(string(out), busy.Addr().String()) {
+		t.Errorf("output does not say which port is in use:\n%s", out)
+	}
+}
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return addrs
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
