@@ -5,20 +5,31 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/natter/natter/auth/limits"
+	"github.com/natter/natter/auth/password"
+	"github.com/natter/natter/auth/users"
+	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
 	"github.com/natter/natter/services/logging"
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/token"
 )
 
 func main() {
@@ -33,27 +44,83 @@ func main() {
 // Config is the auth service's configuration.
 type Config struct {
 	config.Base
-	MongoURI string
-	MongoDB  string
+	MongoURI       string
+	MongoDB        string
+	KeyFile        string // PEM Ed25519 private key
+	KeyPEM         string // or the PEM itself (from a secret store)
+	GenerateKey    bool   // create KeyFile if missing (dev)
+	TokenLifetime  time.Duration
+	Argon2         password.Params
+	HashWorkers    int
+	Limits         Limits
+	TrustedProxies string
+	CookieSecure   bool
+	Replicas       int
 }
 
-// Timing limits of the MongoDB client.
+// Timing limits of the MongoDB client and start-up.
 const (
 	// mongoTimeout bounds one database operation.
 	mongoTimeout = 5 * time.Second
 	// mongoSelectTimeout bounds the wait for a reachable server, so a
 	// request fails fast with "unavailable" when MongoDB is down.
 	mongoSelectTimeout = 3 * time.Second
+	// mongoHeartbeat is how often the driver checks servers, so it sees a
+	// restarted MongoDB within seconds.
+	mongoHeartbeat = 2 * time.Second
+	// setupRetry is the pause between attempts to create indexes and
+	// buckets while MongoDB or NATS is not reachable yet.
+	setupRetry = time.Second
 )
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
+	var memory, iterations, parallelism int
 	fs := config.New(args[0], getenv, stderr)
 	fs.Base(&c.Base, "127.0.0.1:8081")
 	fs.String(&c.MongoURI, "mongo-uri", "MONGO_URI", "mongodb://127.0.0.1:27017/", "MongoDB connection string")
 	fs.String(&c.MongoDB, "mongo-db", "MONGO_DB", "natter", "MongoDB database name")
-	err := fs.Parse(args[1:])
-	return c, err
+	fs.String(&c.KeyFile, "signing-key-file", "AUTH_SIGNING_KEY_FILE", "", "PEM (PKCS#8) Ed25519 private key that signs tokens")
+	fs.String(&c.KeyPEM, "signing-key", "AUTH_SIGNING_KEY", "", "the signing key's PEM itself, instead of a file")
+	fs.Bool(&c.GenerateKey, "generate-signing-key", "AUTH_GENERATE_SIGNING_KEY", false, "create the key file if it does not exist (development)")
+	fs.Duration(&c.TokenLifetime, "token-lifetime", "TOKEN_LIFETIME", token.DefaultLifetime, "how long a token is valid")
+	fs.Int(&memory, "argon2-memory-kib", "ARGON2_MEMORY_KIB", int(password.DefaultParams.MemoryKiB), "argon2id memory per hash, KiB")
+	fs.Int(&iterations, "argon2-iterations", "ARGON2_ITERATIONS", int(password.DefaultParams.Iterations), "argon2id passes")
+	fs.Int(&parallelism, "argon2-parallelism", "ARGON2_PARALLELISM", int(password.DefaultParams.Parallelism), "argon2id lanes")
+	fs.Int(&c.HashWorkers, "hash-workers", "HASH_WORKERS", runtime.NumCPU(), "password hashes computed at once (each takes argon2-memory-kib)")
+	fs.Duration(&c.Limits.HashQueueTimeout, "hash-queue-timeout", "HASH_QUEUE_TIMEOUT", 5*time.Second, "longest wait for a hashing slot before 503 busy")
+	fs.Duration(&c.Limits.Window, "limit-window", "LIMIT_WINDOW", 15*time.Minute, "abuse counters cover failures since the last quiet window this long")
+	fs.Int(&c.Limits.LoginPerAccount, "login-failures-per-account", "LOGIN_FAILURES_PER_ACCOUNT", 10, "failed logins per account per window")
+	fs.Int(&c.Limits.LoginPerAddress, "login-failures-per-address", "LOGIN_FAILURES_PER_ADDRESS", 50, "failed logins per client address per window")
+	fs.Int(&c.Limits.RegistrationsPerAddr, "registrations-per-address", "REGISTRATIONS_PER_ADDRESS", 20, "registrations per client address per window")
+	fs.String(&c.TrustedProxies, "trusted-proxies", "TRUSTED_PROXIES", "127.0.0.1,::1", "addresses or CIDRs (the gateways) whose X-Forwarded-For is trusted")
+	fs.Bool(&c.CookieSecure, "cookie-secure", "COOKIE_SECURE", false, "mark the token cookie Secure (set it when browsers reach natter over HTTPS)")
+	fs.Replicas(&c.Replicas)
+	if err := fs.Parse(args[1:]); err != nil {
+		return c, err
+	}
+	if memory < 8 || iterations < 1 || parallelism < 1 || parallelism > 255 {
+		return c, fmt.Errorf("argon2 parameters m=%d t=%d p=%d out of range", memory, iterations, parallelism)
+	}
+	c.Argon2 = password.Params{MemoryKiB: uint32(memory), Iterations: uint32(iterations), Parallelism: uint8(parallelism)}
+	if c.KeyFile == "" && c.KeyPEM == "" {
+		return c, errors.New("no token signing key: set AUTH_SIGNING_KEY_FILE (and AUTH_GENERATE_SIGNING_KEY=true to create it in development) or AUTH_SIGNING_KEY")
+	}
+	if c.TokenLifetime < time.Minute {
+		return c, fmt.Errorf("token lifetime %s: want at least 1m", c.TokenLifetime)
+	}
+	if c.Limits.LoginPerAccount < 1 || c.Limits.LoginPerAddress < 1 || c.Limits.RegistrationsPerAddr < 1 || c.Limits.Window < time.Second {
+		return c, errors.New("abuse limits must be at least 1 per window of at least 1s")
+	}
+	return c, nil
+}
+
+func loadKey(c Config) (token.Key, bool, error) {
+	if c.KeyPEM != "" {
+		k, err := token.ParseKeyPEM([]byte(c.KeyPEM))
+		return k, false, err
+	}
+	return token.LoadOrCreateKeyFile(c.KeyFile, c.GenerateKey)
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -65,8 +132,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	keySource := "AUTH_SIGNING_KEY (value hidden)"
+	if cfg.KeyPEM == "" {
+		keySource = cfg.KeyFile
+	}
 	log.Info("starting auth", append(cfg.LogAttrs(),
-		"mongo_uri", config.RedactURL(cfg.MongoURI), "mongo_db", cfg.MongoDB)...)
+		"mongo_uri", config.RedactURL(cfg.MongoURI), "mongo_db", cfg.MongoDB,
+		"signing_key", keySource, "token_lifetime", cfg.TokenLifetime.String(),
+		"argon2", fmt.Sprintf("m=%d,t=%d,p=%d", cfg.Argon2.MemoryKiB, cfg.Argon2.Iterations, cfg.Argon2.Parallelism),
+		"hash_workers", cfg.HashWorkers, "hash_queue_timeout", cfg.Limits.HashQueueTimeout.String(),
+		"limit_window", cfg.Limits.Window.String(), "login_failures_per_account", cfg.Limits.LoginPerAccount,
+		"login_failures_per_address", cfg.Limits.LoginPerAddress, "registrations_per_address", cfg.Limits.RegistrationsPerAddr,
+		"trusted_proxies", cfg.TrustedProxies, "cookie_secure", cfg.CookieSecure, "js_replicas", cfg.Replicas)...)
+
+	key, created, err := loadKey(cfg)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("generated a new signing key", "file", cfg.KeyFile, "kid", key.ID)
+	}
+	jwks := token.JWKS{Keys: []token.JWK{key.PublicJWK()}}
+	verifier := token.NewVerifier()
+	if err := verifier.SetKeys(jwks); err != nil {
+		return err
+	}
+	pool, err := password.NewPool(cfg.HashWorkers, cfg.Argon2)
+	if err != nil {
+		return err
+	}
 
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
@@ -74,7 +168,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
 		SetAppName("natter-auth").
 		SetTimeout(mongoTimeout).
-		SetServerSelectionTimeout(mongoSelectTimeout))
+		SetServerSelectionTimeout(mongoSelectTimeout).
+		SetHeartbeatInterval(mongoHeartbeat))
 	if err != nil {
 		return fmt.Errorf("mongo %s: %w", config.RedactURL(cfg.MongoURI), err)
 	}
@@ -85,12 +180,56 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer natsconn.Drain(nc, 2*time.Second)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
 
 	reg := ops.NewRegistry()
-	handler := newServer(log, reg, []ops.Check{
+	a := &api{
+		log: log, users: users.New(mc.Database(cfg.MongoDB)), pool: pool, key: key, verifier: verifier,
+		nc: nc, lifetime: cfg.TokenLifetime, limits: cfg.Limits, secure: cfg.CookieSecure, common: commonPasswords(),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auth_logins_total", Help: "Login attempts by result (ok or the error code).",
+		}, []string{"result"}),
+		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auth_registrations_total", Help: "Registration attempts by result (ok or the error code).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(a.logins, a.registrations, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "auth_password_hashes_running", Help: "Password hashes being computed now (bounded by -hash-workers).",
+	}, func() float64 { return float64(pool.InUse()) }))
+
+	a.ready = ops.Setup(ctx, log, "storage", setupRetry, func(ctx context.Context) error {
+		if err := a.users.EnsureIndexes(ctx); err != nil {
+			return err
+		}
+		revoked, err := chat.EnsureRevokedBucket(ctx, js, cfg.Replicas)
+		if err != nil {
+			return err
+		}
+		lkv, err := chat.EnsureAuthLimitsBucket(ctx, js, cfg.Limits.Window, cfg.Replicas)
+		if err != nil {
+			return err
+		}
+		a.revoked, a.counters = revoked, limits.New(lkv, cfg.Limits.Window)
+		return nil
+	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
+
+	svc, err := addMicro(nc, a, jwks)
+	if err != nil {
+		return fmt.Errorf("micro service: %w", err)
+	}
+	defer func() { _ = svc.Stop() }()
+
+	handler, err := newServer(log, reg, a, strings.Split(cfg.TrustedProxies, ","), []ops.Check{
 		{Name: "mongo", Run: func(ctx context.Context) error { return mc.Ping(ctx, nil) }},
 		{Name: "nats", Run: natsconn.Ready(nc)},
+		a.ready.Check(),
 	})
+	if err != nil {
+		return fmt.Errorf("trusted proxies: %w", err)
+	}
 	if err := ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	db := mongotest.Start(t)
 	a := servicetest.Start(t, "auth", run, map[string]string{
 		"NATS_URL": ns.URL(), "MONGO_URI": db.URI(), "HTTP_ADDR": "127.0.0.1:0",
+		"AUTH_SIGNING_KEY_FILE": filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY": "true",
 	})
 	if code, body := a.Get(t, "/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d %s", code, body)

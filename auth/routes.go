@@ -10,16 +10,32 @@ import (
 	"github.com/natter/natter/services/ops"
 )
 
-// newServer is every route of auth, with its middleware.
-func newServer(log *slog.Logger, reg *prometheus.Registry, ready []ops.Check) *gin.Engine {
+// newServer is every route of auth, with its middleware. trustedProxies
+// are the addresses (the gateways) whose X-Forwarded-For is believed.
+func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxies []string, ready []ops.Check) (*gin.Engine, error) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	if err := r.SetTrustedProxies(trustedProxies); err != nil {
+		return nil, err
+	}
+	r.HandleMethodNotAllowed = true
 	r.Use(requestMetrics(ops.NewHTTPMetrics(reg)), recovery(log))
 
 	r.GET("/healthz", gin.WrapH(ops.Healthz()))
 	r.GET("/readyz", gin.WrapH(ops.Readyz(ready...)))
 	r.GET("/metrics", gin.WrapH(ops.Metrics(reg)))
-	return r
+
+	api := r.Group("/api")
+	api.POST("/register", a.register)
+	api.POST("/login", a.login)
+	authed := api.Group("", a.requireToken)
+	authed.POST("/logout", a.logout)
+	authed.GET("/me", a.me)
+	authed.GET("/users", a.listUsers)
+
+	r.NoRoute(func(c *gin.Context) { writeError(c, log, ErrNotFound) })
+	r.NoMethod(func(c *gin.Context) { writeError(c, log, ErrMethod) })
+	return r, nil
 }
 
 // requestMetrics records every request under its route pattern.
@@ -38,7 +54,7 @@ func recovery(log *slog.Logger) gin.HandlerFunc {
 		defer func() {
 			if p := recover(); p != nil {
 				log.Error("panic serving request", "path", c.FullPath(), "panic", p)
-				c.AbortWithStatusJSON(500, gin.H{"error": gin.H{"code": "internal", "message": "internal error"}})
+				writeError(c, log, ErrPanic)
 			}
 		}()
 		c.Next()

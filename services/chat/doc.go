@@ -10,9 +10,12 @@
 //	direct message            chat.dm.<lo>.<hi>              Message (stored in CHAT)
 //	message stream            CHAT over chat.room.>, chat.dm.>  file storage, dedupe by Nats-Msg-Id
 //	presence state            KV bucket "presence"           PresenceEntry, per-key expiry
+//	revoked tokens            KV bucket "revoked"            Revocation, key = token id (jti)
+//	auth abuse counters       KV bucket "auth_limits"        auth-internal failure counts
 //	presence changes          presence.changed               PresenceEvent
 //	presence micro service    presence  (presence.online, presence.user)
-//	auth micro service        auth      (auth.keys, auth.users.get)
+//	auth micro service        auth      (auth.keys: token.JWKS; auth.users.get:
+//	                                     UsersGetRequest -> UsersGetResponse)
 //	token revocations         auth.revoked                   Revocation
 //
 // The room of the old demo's "send to all" is [Lobby]. A direct conversation

@@ -137,21 +137,65 @@ func PresenceBucketConfig(o PresenceOptions) jetstream.KeyValueConfig {
 // EnsurePresenceBucket creates the presence bucket, or checks that the
 // existing one has the configuration o asks for.
 func EnsurePresenceBucket(ctx context.Context, js jetstream.JetStream, o PresenceOptions) (jetstream.KeyValue, error) {
-	want := PresenceBucketConfig(o)
+	return ensureBucket(ctx, js, PresenceBucketConfig(o))
+}
+
+// RevokedBucketConfig is the revoked-tokens bucket: one key per revoked
+// token id, each created with a per-key TTL equal to the token's remaining
+// lifetime, so the record outlives restarts exactly as long as it matters.
+func RevokedBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      RevokedBucket,
+		Description: "natter revoked tokens: key = token id, expires with the token",
+		History:     1,
+		// Enables per-key TTLs; expiry markers are kept this long.
+		LimitMarkerTTL: time.Minute,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicas,
+	}
+}
+
+// EnsureRevokedBucket creates the revoked-tokens bucket or checks it.
+func EnsureRevokedBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	return ensureBucket(ctx, js, RevokedBucketConfig(replicas))
+}
+
+// AuthLimitsBucketConfig is auth's failure-counter bucket: an entry not
+// updated for window expires, so counts cover failures since the last
+// quiet window.
+func AuthLimitsBucketConfig(window time.Duration, replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      AuthLimitsBucket,
+		Description: "natter auth abuse counters: failed logins and registrations per account and address (hashed)",
+		History:     1,
+		TTL:         window,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsureAuthLimitsBucket creates auth's counter bucket or checks it.
+func EnsureAuthLimitsBucket(ctx context.Context, js jetstream.JetStream, window time.Duration, replicas int) (jetstream.KeyValue, error) {
+	return ensureBucket(ctx, js, AuthLimitsBucketConfig(window, replicas))
+}
+
+// ensureBucket creates a bucket, or checks that the existing one has the
+// settings want asks for; a difference is an ErrConfigConflict.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.CreateKeyValue(ctx, want)
 	if err == nil {
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketExists) {
-		return nil, fmt.Errorf("create bucket %s: %w", PresenceBucket, err)
+		return nil, fmt.Errorf("create bucket %s: %w", want.Bucket, err)
 	}
-	kv, err = js.KeyValue(ctx, PresenceBucket)
+	kv, err = js.KeyValue(ctx, want.Bucket)
 	if err != nil {
-		return nil, fmt.Errorf("look up bucket %s: %w", PresenceBucket, err)
+		return nil, fmt.Errorf("look up bucket %s: %w", want.Bucket, err)
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s status: %w", PresenceBucket, err)
+		return nil, fmt.Errorf("bucket %s status: %w", want.Bucket, err)
 	}
 	var d differ
 	d.check("history", st.History(), want.History)
@@ -165,8 +209,8 @@ func EnsurePresenceBucket(ctx context.Context, js jetstream.JetStream, o Presenc
 	if len(d.diffs) == 0 {
 		return kv, nil
 	}
-	return nil, fmt.Errorf("%w: bucket %s exists with %s; start every service with the same presence settings",
-		ErrConfigConflict, PresenceBucket, strings.Join(d.diffs, ", "))
+	return nil, fmt.Errorf("%w: bucket %s exists with %s; start every service with the same settings",
+		ErrConfigConflict, want.Bucket, strings.Join(d.diffs, ", "))
 }
 
 // differ collects "name X (want Y)" for fields that differ.

@@ -11,6 +11,10 @@ const (
 	StreamName = "CHAT"
 	// PresenceBucket is the JetStream KV bucket holding presence entries.
 	PresenceBucket = "presence"
+	// RevokedBucket holds revoked token ids until the tokens expire.
+	RevokedBucket = "revoked"
+	// AuthLimitsBucket holds auth's failed-login and registration counters.
+	AuthLimitsBucket = "auth_limits"
 
 	// AuthService is the micro service name of auth.
 	AuthService = "auth"

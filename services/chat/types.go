@@ -57,3 +57,18 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// UsersGetRequest is the request of AuthUsersGetSubject: at most
+// MaxUsersPerRequest ids.
+type UsersGetRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// UsersGetResponse lists the users found, in request order; unknown ids
+// are left out.
+type UsersGetResponse struct {
+	Users []User `json:"users"`
+}
+
+// MaxUsersPerRequest bounds the ids of one users lookup (HTTP or NATS).
+const MaxUsersPerRequest = 100

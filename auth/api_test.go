@@ -1,0 +1,527 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/mongotest"
+	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/poll"
+	"github.com/natter/natter/services/servicetest"
+	"github.com/natter/natter/services/token"
+)
+
+// authEnv is auth running on real NATS and FerretDB.
+type authEnv struct {
+	svc *servicetest.Service
+	ns  *natstest.Server
+	db  *mongotest.Store
+	env map[string]string
+}
+
+// cheapArgon keeps most tests fast under -race; TestStoredHash uses the
+// real defaults.
+var cheapArgon = map[string]string{"ARGON2_MEMORY_KIB": "64", "ARGON2_ITERATIONS": "1"}
+
+func startAuth(t *testing.T, extra ...map[string]string) *authEnv {
+	t.Helper()
+	e := &authEnv{ns: natstest.Start(t), db: mongotest.Start(t)}
+	e.env = map[string]string{
+		"NATS_URL": e.ns.URL(), "MONGO_URI": e.db.URI(), "HTTP_ADDR": "127.0.0.1:0",
+		"AUTH_SIGNING_KEY_FILE": filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY": "true",
+	}
+	for _, m := range append([]map[string]string{cheapArgon}, extra...) {
+		for k, v := range m {
+			e.env[k] = v
+		}
+	}
+	e.svc = servicetest.Start(t, "auth", run, e.env)
+	e.svc.WaitReady(t)
+	return e
+}
+
+// restart stops auth and starts a new instance on the same NATS and store.
+func (e *authEnv) restart(t *testing.T) {
+	t.Helper()
+	if err := e.svc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.svc = servicetest.Start(t, "auth", run, e.env)
+	e.svc.WaitReady(t)
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r response) errCode() string {
+	e, _ := r.body["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+func (r response) errField() string {
+	e, _ := r.body["error"].(map[string]any)
+	f, _ := e["field"].(string)
+	return f
+}
+
+// req sends one request; headers are name, value pairs.
+func (e *authEnv) req(t *testing.T, method, path, body string, headers ...string) response {
+	t.Helper()
+	r, err := http.NewRequest(method, e.svc.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out.body); err != nil {
+			t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
+		}
+	}
+	return out
+}
+
+func (e *authEnv) register(t *testing.T, account, pw, name string) response {
+	t.Helper()
+	return e.req(t, "POST", "/api/register", fmt.Sprintf(`{"account":%q,"password":%q,"name":%q}`, account, pw, name))
+}
+
+func (e *authEnv) login(t *testing.T, account, pw string, headers ...string) response {
+	t.Helper()
+	return e.req(t, "POST", "/api/login", fmt.Sprintf(`{"account":%q,"password":%q}`, account, pw), headers...)
+}
+
+func (e *authEnv) mustLogin(t *testing.T, account, pw string) string {
+	t.Helper()
+	r := e.login(t, account, pw)
+	if r.status != http.StatusOK {
+		t.Fatalf("login %s: %d %s", account, r.status, r.raw)
+	}
+	return r.body["token"].(string)
+}
+
+const goodPW = "blue-harbour-42"
+
+func TestRegister(t *testing.T) {
+	e := startAuth(t)
+	if r := e.register(t, "Alice", goodPW, "  Alice Liddell "); r.status != http.StatusCreated {
+		t.Fatalf("register: %d %s", r.status, r.raw)
+	} else {
+		u := r.body["user"].(map[string]any)
+		if u["account"] != "alice" || u["name"] != "Alice Liddell" || chat.ValidID(u["id"].(string)) != nil {
+			t.Fatalf("registered user = %v", u)
+		}
+		if strings.Contains(r.raw, "password") || strings.Contains(r.raw, "argon2") {
+			t.Fatalf("register response leaks the password or its hash: %s", r.raw)
+		}
+	}
+	if r := e.register(t, "小明", goodPW, "x"); r.errField() != "account" {
+		t.Fatalf("non-ASCII account: %d %s", r.status, r.raw)
+	}
+	if r := e.register(t, "xiaoming", goodPW, "小明"); r.status != http.StatusCreated {
+		t.Fatalf("Chinese name: %d %s", r.status, r.raw)
+	}
+
+	long := strings.Repeat("a", 33)
+	tests := []struct {
+		name, body, code, field string
+		status                  int
+	}{
+		{"taken, other case", `{"account":"ALICE","password":"` + goodPW + `","name":"A"}`, "account_taken", "account", 409},
+		{"account too short", `{"account":"ab","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
+		{"account too long", `{"account":"` + long + `","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
+		{"account with space", `{"account":"a b c","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
+		{"account with $", `{"account":"$where","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
+		{"account missing", `{"password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
+		{"name blank", `{"account":"bob","password":"` + goodPW + `","name":"   "}`, "invalid_input", "name", 400},
+		{"name too long", `{"account":"bob","password":"` + goodPW + `","name":"` + long + `"}`, "invalid_input", "name", 400},
+		{"name with control", `{"account":"bob","password":"` + goodPW + `","name":"a\u0007b"}`, "invalid_input", "name", 400},
+		{"name with newline", `{"account":"bob","password":"` + goodPW + `","name":"a\nb"}`, "invalid_input", "name", 400},
+		{"password short", `{"account":"bob","password":"short1!","name":"B"}`, "invalid_input", "password", 400},
+		{"password long", `{"account":"bob","password":"` + strings.Repeat("x", 129) + `","name":"B"}`, "invalid_input", "password", 400},
+		{"password common", `{"account":"bob","password":"Password123","name":"B"}`, "invalid_input", "password", 400},
+		{"password is account", `{"account":"bobbybobby","password":"BobbyBobby","name":"B"}`, "invalid_input", "password", 400},
+		{"operator in account", `{"account":{"$ne":""},"password":"` + goodPW + `","name":"B"}`, "invalid_input", "account", 400},
+		{"number as name", `{"account":"bob","password":"` + goodPW + `","name":7}`, "invalid_input", "name", 400},
+		{"unknown field", `{"account":"bob","password":"` + goodPW + `","name":"B","admin":true}`, "invalid_input", "admin", 400},
+		{"not JSON", `account=bob`, "invalid_input", "body", 400},
+		{"array", `[]`, "invalid_input", "body", 400},
+		{"null", `null`, "invalid_input", "account", 400},
+		{"trailing data", `{"account":"bob","password":"` + goodPW + `","name":"B"} {}`, "invalid_input", "body", 400},
+		{"truncated", `{"account":"bob"`, "invalid_input", "body", 400},
+		{"over 16 KiB", `{"account":"bob","password":"` + goodPW + `","name":"` + strings.Repeat("x", 17<<10) + `"}`, "invalid_input", "body", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.req(t, "POST", "/api/register", tt.body)
+			if r.status != tt.status || r.errCode() != tt.code || r.errField() != tt.field {
+				t.Fatalf("got %d %s, want %d %s on %s", r.status, r.raw, tt.status, tt.code, tt.field)
+			}
+			if msg, _ := r.body["error"].(map[string]any)["message"].(string); msg == "" {
+				t.Fatalf("error without message: %s", r.raw)
+			}
+		})
+	}
+	t.Run("wrong content type", func(t *testing.T) {
+		r := e.req(t, "POST", "/api/register", `{"account":"bob","password":"`+goodPW+`","name":"B"}`, "Content-Type", "text/plain")
+		if r.status != 400 || r.errField() != "body" {
+			t.Fatalf("got %d %s", r.status, r.raw)
+		}
+	})
+	// Nothing above created bob.
+	if r := e.register(t, "bob", goodPW, "Bob"); r.status != http.StatusCreated {
+		t.Fatalf("bob after the bad attempts: %d %s", r.status, r.raw)
+	}
+}
+
+func TestLogin(t *testing.T) {
+	e := startAuth(t)
+	if r := e.register(t, "carol", goodPW, "Carol"); r.status != 201 {
+		t.Fatal(r.raw)
+	}
+	r := e.login(t, "CAROL", goodPW)
+	if r.status != http.StatusOK {
+		t.Fatalf("login: %d %s", r.status, r.raw)
+	}
+	tok, _ := r.body["token"].(string)
+	exp, err := time.Parse(time.RFC3339, fmt.Sprint(r.body["expires_at"]))
+	if tok == "" || err != nil || time.Until(exp) < 23*time.Hour || time.Until(exp) > 25*time.Hour {
+		t.Fatalf("login body = %s", r.raw)
+	}
+	if u := r.body["user"].(map[string]any); u["account"] != "carol" || u["name"] != "Carol" {
+		t.Fatalf("login user = %v", u)
+	}
+	cookie := r.header.Get("Set-Cookie")
+	for _, want := range []string{CookieName + "=" + tok, "HttpOnly", "SameSite=Strict", "Path=/"} {
+		if !strings.Contains(cookie, want) {
+			t.Errorf("Set-Cookie %q lacks %q", cookie, want)
+		}
+	}
+
+	wrong := e.login(t, "carol", "not-the-password")
+	unknown := e.login(t, "nobody-here", "not-the-password")
+	malformed := e.login(t, "no such account!", "not-the-password")
+	for _, r := range []response{wrong, unknown, malformed} {
+		if r.status != http.StatusUnauthorized || r.errCode() != "bad_credentials" {
+			t.Fatalf("failed login = %d %s", r.status, r.raw)
+		}
+	}
+	if wrong.raw != unknown.raw || wrong.raw != malformed.raw {
+		t.Fatalf("wrong password and unknown account answer differently:\n%s\n%s\n%s", wrong.raw, unknown.raw, malformed.raw)
+	}
+
+	tests := []struct{ name, body, field string }{
+		{"operator as account", `{"account":{"$ne":""},"password":"x"}`, "account"},
+		{"operator as password", `{"account":"carol","password":{"$ne":""}}`, "password"},
+		{"missing password", `{"account":"carol"}`, "password"},
+		{"unknown field", `{"account":"carol","password":"x","remember":true}`, "remember"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.req(t, "POST", "/api/login", tt.body)
+			if r.status != 400 || r.errField() != tt.field {
+				t.Fatalf("got %d %s, want 400 on %s", r.status, r.raw, tt.field)
+			}
+		})
+	}
+}
+
+func TestSessionEndpoints(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "dave", goodPW, "Dave")
+	dave := e.register(t, "erin", goodPW, "Erin").body["user"].(map[string]any)["id"].(string)
+	tok := e.mustLogin(t, "dave", goodPW)
+	daveID := e.req(t, "GET", "/api/me", "", "Authorization", "Bearer "+tok).body["user"].(map[string]any)["id"].(string)
+
+	tests := []struct {
+		name    string
+		path    string
+		headers []string
+		status  int
+		code    string
+	}{
+		{"me bearer", "/api/me", []string{"Authorization", "Bearer " + tok}, 200, ""},
+		{"me cookie", "/api/me", []string{"Cookie", CookieName + "=" + tok}, 200, ""},
+		{"me no token", "/api/me", nil, 401, "unauthorized"},
+		{"me bad scheme", "/api/me", []string{"Authorization", "Basic " + tok}, 401, "unauthorized"},
+		{"me forged", "/api/me", []string{"Authorization", "Bearer " + tok[:len(tok)-4] + "AAAA"}, 401, "unauthorized"},
+		{"users", "/api/users?ids=" + dave + "," + daveID, []string{"Authorization", "Bearer " + tok}, 200, ""},
+		{"users no token", "/api/users?ids=" + dave, nil, 401, "unauthorized"},
+		{"users no ids", "/api/users", []string{"Authorization", "Bearer " + tok}, 400, "invalid_input"},
+		{"users bad id", "/api/users?ids=a.b", []string{"Authorization", "Bearer " + tok}, 400, "invalid_input"},
+		{"users too many", "/api/users?ids=" + strings.Repeat("a,", 100) + "a", []string{"Authorization", "Bearer " + tok}, 400, "invalid_input"},
+		{"unknown path", "/api/nope", nil, 404, "not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.req(t, "GET", tt.path, "", tt.headers...)
+			if r.status != tt.status || r.errCode() != tt.code {
+				t.Fatalf("got %d %s, want %d %q", r.status, r.raw, tt.status, tt.code)
+			}
+		})
+	}
+	r := e.req(t, "GET", "/api/users?ids="+dave+",unknown,"+daveID, "", "Authorization", "Bearer "+tok)
+	if want := fmt.Sprintf(`{"users":[{"id":%q,"name":"Erin"},{"id":%q,"name":"Dave"}]}`, dave, daveID); r.raw != want {
+		t.Fatalf("users = %s, want %s (ids and names only, in order)", r.raw, want)
+	}
+	if r := e.req(t, "DELETE", "/api/me", ""); r.status != http.StatusMethodNotAllowed || r.errCode() != "method_not_allowed" {
+		t.Fatalf("DELETE /api/me = %d %s", r.status, r.raw)
+	}
+}
+
+func TestLogoutRevokes(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "frank", goodPW, "Frank")
+	tok := e.mustLogin(t, "frank", goodPW)
+	other := e.mustLogin(t, "frank", goodPW) // a second session stays valid
+
+	nc := natstest.Connect(t, e.ns.URL())
+	events := make(chan *nats.Msg, 4)
+	sub, err := nc.ChanSubscribe(chat.AuthRevokedSubject, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	if r := e.req(t, "POST", "/api/logout", "", "Cookie", CookieName+"="+tok); r.status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.status, r.raw)
+	} else if c := r.header.Get("Set-Cookie"); !strings.Contains(c, CookieName+"=;") || !strings.Contains(c, "Max-Age=0") {
+		t.Fatalf("logout Set-Cookie = %q, want the cookie cleared", c)
+	}
+	select {
+	case m := <-events:
+		var rev chat.Revocation
+		if err := json.Unmarshal(m.Data, &rev); err != nil || rev.TokenID == "" || rev.User == "" || rev.ExpiresAt.Before(time.Now()) {
+			t.Fatalf("revocation event = %s (%v)", m.Data, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event on " + chat.AuthRevokedSubject)
+	}
+	check := func(when string) {
+		if r := e.req(t, "GET", "/api/me", "", "Authorization", "Bearer "+tok); r.status != 401 {
+			t.Fatalf("revoked token %s: %d %s", when, r.status, r.raw)
+		}
+		if r := e.req(t, "POST", "/api/logout", "", "Authorization", "Bearer "+tok); r.status != 401 {
+			t.Fatalf("second logout %s: %d", when, r.status)
+		}
+		if r := e.req(t, "GET", "/api/me", "", "Authorization", "Bearer "+other); r.status != 200 {
+			t.Fatalf("other session %s: %d %s", when, r.status, r.raw)
+		}
+	}
+	check("after logout")
+	e.restart(t)
+	check("after auth restart")
+}
+
+func TestConcurrentRegisterOneWins(t *testing.T) {
+	e := startAuth(t)
+	variants := []string{"grace", "Grace", "GRACE", "gRaCe", "GrAcE"}
+	results := make(chan int, 50)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			// Distinct client addresses, so the per-address limit is not what stops them.
+			addr := fmt.Sprintf("127.0.%d.%d", i/200, i%200+1)
+			r := e.req(t, "POST", "/api/register", fmt.Sprintf(`{"account":%q,"password":%q,"name":"G"}`, variants[i%len(variants)], goodPW), "X-Forwarded-For", addr)
+			results <- r.status
+		})
+	}
+	wg.Wait()
+	close(results)
+	count := map[int]int{}
+	for s := range results {
+		count[s]++
+	}
+	if count[201] != 1 || count[409] != 49 {
+		t.Fatalf("50 concurrent registers of one account: %v, want exactly one 201 and 49 409", count)
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	e := startAuth(t, map[string]string{
+		"LOGIN_FAILURES_PER_ACCOUNT": "3", "LOGIN_FAILURES_PER_ADDRESS": "5", "REGISTRATIONS_PER_ADDRESS": "4",
+	})
+	e.register(t, "heidi", goodPW, "Heidi")
+	e.register(t, "ivan", goodPW, "Ivan")
+	attacker := []string{"X-Forwarded-For", "127.0.1.1"}
+	owner := []string{"X-Forwarded-For", "127.0.1.2"}
+
+	for i := range 3 {
+		if r := e.login(t, "heidi", "guess-"+fmt.Sprint(i), attacker...); r.status != 401 {
+			t.Fatalf("failure %d: %d %s", i+1, r.status, r.raw)
+		}
+	}
+	r := e.login(t, "heidi", goodPW, attacker...)
+	if r.status != http.StatusTooManyRequests || r.errCode() != "rate_limited" {
+		t.Fatalf("4th attempt on a locked account from the attacking address: %d %s", r.status, r.raw)
+	}
+	if ra := r.header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Fatalf("429 without Retry-After: %q", ra)
+	}
+	// The owner, from another address, still logs in.
+	if r := e.login(t, "heidi", goodPW, owner...); r.status != 200 {
+		t.Fatalf("owner locked out by the attacker: %d %s", r.status, r.raw)
+	}
+	// Other accounts from the attacking address until its own limit (5).
+	if r := e.login(t, "ivan", "wrong-one", attacker...); r.status != 401 {
+		t.Fatalf("ivan from attacker: %d %s", r.status, r.raw)
+	}
+	// heidi's success above reset her account count; address count is 4.
+	if r := e.login(t, "ivan", "wrong-two", attacker...); r.status != 401 {
+		t.Fatalf("5th failure: %d %s", r.status, r.raw)
+	}
+	if r := e.login(t, "ivan", goodPW, attacker...); r.status != http.StatusTooManyRequests {
+		t.Fatalf("address over its limit: %d %s", r.status, r.raw)
+	}
+	if r := e.login(t, "ivan", goodPW, owner...); r.status != 200 {
+		t.Fatalf("ivan from a clean address: %d %s", r.status, r.raw)
+	}
+
+	// Registrations per address. Two were made from 127.0.0.1 above.
+	for i := range 2 {
+		if r := e.register(t, fmt.Sprintf("judy%d", i), goodPW, "J"); r.status != 201 {
+			t.Fatalf("registration %d: %d %s", i+3, r.status, r.raw)
+		}
+	}
+	if r := e.register(t, "judy9", goodPW, "J"); r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Fatalf("5th registration from one address: %d %s", r.status, r.raw)
+	}
+}
+
+func TestUntrustedForwardedForIgnored(t *testing.T) {
+	// With no trusted proxy, a client's own X-Forwarded-For is not its address.
+	e := startAuth(t, map[string]string{"TRUSTED_PROXIES": "192.0.2.1", "LOGIN_FAILURES_PER_ADDRESS": "2"})
+	for i := range 2 {
+		e.login(t, "nobody-"+fmt.Sprint(i), "wrong-password", "X-Forwarded-For", fmt.Sprintf("127.0.2.%d", i+1))
+	}
+	if r := e.login(t, "nobody-x", "wrong-password", "X-Forwarded-For", "127.0.2.9"); r.status != http.StatusTooManyRequests {
+		t.Fatalf("spoofed X-Forwarded-For escaped the address limit: %d %s", r.status, r.raw)
+	}
+}
+
+func TestStoredHash(t *testing.T) {
+	e := startAuth(t, map[string]string{"ARGON2_MEMORY_KIB": "19456", "ARGON2_ITERATIONS": "2"})
+	if r := e.register(t, "mallory", goodPW, "M"); r.status != 201 {
+		t.Fatal(r.raw)
+	}
+	client, err := mongo.Connect(options.Client().ApplyURI(e.db.URI()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Disconnect(context.Background()) }()
+	var doc bson.M
+	if err := client.Database("natter").Collection("users").FindOne(context.Background(), bson.D{{Key: "account", Value: "mallory"}}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := doc["password_hash"].(string)
+	if !regexp.MustCompile(`^\$argon2id\$v=19\$m=19456,t=2,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`).MatchString(hash) {
+		t.Fatalf("stored hash %q is not argon2id PHC with OWASP parameters", hash)
+	}
+	for k, v := range doc {
+		if s, ok := v.(string); ok && strings.Contains(s, goodPW) {
+			t.Fatalf("field %s holds the password", k)
+		}
+	}
+	e.mustLogin(t, "mallory", goodPW)
+}
+
+func TestMongoDown(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "niaj", goodPW, "Niaj")
+	e.db.Stop()
+	r := e.login(t, "niaj", goodPW)
+	if r.status != http.StatusServiceUnavailable || r.errCode() != "unavailable" {
+		t.Fatalf("login with MongoDB down: %d %s", r.status, r.raw)
+	}
+	if r := e.register(t, "olivia", goodPW, "O"); r.status != http.StatusServiceUnavailable || r.errCode() != "unavailable" {
+		t.Fatalf("register with MongoDB down: %d %s", r.status, r.raw)
+	}
+	servicetest.WaitStatus(t, e.svc.URL+"/readyz", 503, 10*time.Second)
+	e.db.Restart(t)
+	poll.Until(t, 30*time.Second, func() error {
+		if r := e.login(t, "niaj", goodPW); r.status != 200 {
+			return fmt.Errorf("login after MongoDB came back: %d %s", r.status, r.raw)
+		}
+		return nil
+	})
+	e.svc.WaitReady(t)
+}
+
+func TestMicroEndpoints(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "peggy", goodPW, "佩吉")
+	tok := e.mustLogin(t, "peggy", goodPW)
+	nc := natstest.Connect(t, e.ns.URL())
+
+	m, err := nc.Request(chat.AuthKeysSubject, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jwks token.JWKS
+	if err := json.Unmarshal(m.Data, &jwks); err != nil || len(jwks.Keys) != 1 || jwks.Keys[0].KeyType != "OKP" {
+		t.Fatalf("auth.keys = %s (%v)", m.Data, err)
+	}
+	if strings.Contains(string(m.Data), `"d"`) {
+		t.Fatalf("auth.keys leaks private key material: %s", m.Data)
+	}
+	// A verifier built from the keys alone accepts auth's token.
+	v := token.NewVerifier()
+	if err := v.SetKeys(jwks); err != nil {
+		t.Fatal(err)
+	}
+	claims, err := v.Verify(tok)
+	if err != nil || claims.Name != "佩吉" {
+		t.Fatalf("verify with auth.keys: %+v %v", claims, err)
+	}
+
+	m, err = nc.Request(chat.AuthUsersGetSubject, []byte(`{"ids":["`+claims.Subject+`","nobody"]}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"users":[{"id":"` + claims.Subject + `","name":"佩吉"}]}`; string(m.Data) != want {
+		t.Fatalf("auth.users.get = %s, want %s", m.Data, want)
+	}
+	for _, bad := range []string{`{"ids":["a.b"]}`, `{"ids":"x"}`, `not json`, `{"ids":[],"x":1}`} {
+		m, err := nc.Request(chat.AuthUsersGetSubject, []byte(bad), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get("Nats-Service-Error-Code") != "400" {
+			t.Fatalf("auth.users.get %s: headers %v body %s, want error code 400", bad, m.Header, m.Data)
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/natter/natter/auth/password"
+	"github.com/natter/natter/auth/users"
+)
+
+// Errors the handlers return; errorResponse maps each to a status and code.
+var (
+	ErrInvalidInput   = errors.New("invalid input")
+	ErrBadCredentials = errors.New("bad credentials")
+	ErrUnauthorized   = errors.New("unauthorized")
+	ErrRateLimited    = errors.New("rate limited")
+	ErrUnavailable    = errors.New("unavailable")
+	ErrNotFound       = errors.New("not found")
+	ErrMethod         = errors.New("method not allowed")
+	ErrPanic          = errors.New("panic")
+)
+
+// inputError names the field at fault and why; it is an ErrInvalidInput.
+type inputError struct {
+	Field, Reason string
+}
+
+func (e *inputError) Error() string        { return e.Field + ": " + e.Reason }
+func (e *inputError) Is(target error) bool { return target == ErrInvalidInput }
+
+func invalid(field, format string, args ...any) error {
+	return &inputError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// rateLimitError says when to come back; it is an ErrRateLimited.
+type rateLimitError struct {
+	RetryAfter time.Duration
+}
+
+func (e *rateLimitError) Error() string        { return "rate limited for " + e.RetryAfter.String() }
+func (e *rateLimitError) Is(target error) bool { return target == ErrRateLimited }
+
+// unavailable marks a dependency failure (MongoDB, NATS) as ErrUnavailable,
+// keeping the cause for the log.
+func unavailable(err error) error { return fmt.Errorf("%w: %w", ErrUnavailable, err) }
+
+// errorBody is natter's HTTP error body.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// errorResponse is the one place errors become HTTP statuses and codes.
+func errorResponse(err error) (int, errorDetail, time.Duration) {
+	var in *inputError
+	var rl *rateLimitError
+	switch {
+	case errors.As(err, &in):
+		return http.StatusBadRequest, errorDetail{Code: "invalid_input", Message: in.Error(), Field: in.Field}, 0
+	case errors.Is(err, users.ErrAccountTaken):
+		return http.StatusConflict, errorDetail{Code: "account_taken", Message: "this account name is taken", Field: "account"}, 0
+	case errors.Is(err, ErrBadCredentials):
+		return http.StatusUnauthorized, errorDetail{Code: "bad_credentials", Message: "account or password is wrong"}, 0
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized, errorDetail{Code: "unauthorized", Message: "log in first"}, 0
+	case errors.As(err, &rl):
+		return http.StatusTooManyRequests, errorDetail{Code: "rate_limited", Message: "too many attempts; try again later"}, rl.RetryAfter
+	case errors.Is(err, password.ErrBusy):
+		return http.StatusServiceUnavailable, errorDetail{Code: "busy", Message: "the server is busy; try again shortly"}, time.Second
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable, errorDetail{Code: "unavailable", Message: "a backing service is unavailable; try again shortly"}, time.Second
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound, errorDetail{Code: "not_found", Message: "no such endpoint"}, 0
+	case errors.Is(err, ErrMethod):
+		return http.StatusMethodNotAllowed, errorDetail{Code: "method_not_allowed", Message: "method not allowed here"}, 0
+	default:
+		return http.StatusInternalServerError, errorDetail{Code: "internal", Message: "internal error"}, 0
+	}
+}
+
+// writeError answers err and logs what the client does not see.
+func writeError(c *gin.Context, log *slog.Logger, err error) {
+	status, detail, retry := errorResponse(err)
+	if retry > 0 {
+		c.Header("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+	}
+	switch {
+	case status >= 500:
+		log.Error("request failed", "path", c.FullPath(), "status", status, "err", err)
+	case status == http.StatusTooManyRequests:
+		log.Warn("rate limited", "path", c.FullPath(), "client", c.ClientIP())
+	}
+	c.AbortWithStatusJSON(status, errorBody{Error: detail})
+}

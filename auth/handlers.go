@@ -1,0 +1,390 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natter/natter/auth/limits"
+	"github.com/natter/natter/auth/password"
+	"github.com/natter/natter/auth/users"
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/token"
+)
+
+// CookieName is the cookie carrying the token to the browser.
+const CookieName = "natter_token"
+
+// Limits are the abuse limits, each a flag.
+type Limits struct {
+	Window               time.Duration // counts cover failures since the last quiet window
+	LoginPerAccount      int           // failed logins per account per window
+	LoginPerAddress      int           // failed logins per client address per window
+	RegistrationsPerAddr int           // registrations per client address per window
+	HashQueueTimeout     time.Duration // longest wait for a password hashing slot
+}
+
+// api holds what the handlers need.
+type api struct {
+	log      *slog.Logger
+	users    *users.Store
+	pool     *password.Pool
+	key      token.Key
+	verifier *token.Verifier
+	nc       *nats.Conn
+	lifetime time.Duration
+	limits   Limits
+	secure   bool // Secure cookies (behind TLS)
+	common   map[string]bool
+
+	// Set by setup before ready opens; handlers read them only after.
+	ready    *ops.Gate
+	revoked  jetstream.KeyValue
+	counters *limits.Counters
+
+	logins        *prometheus.CounterVec
+	registrations *prometheus.CounterVec
+}
+
+// userJSON is a user as the API shows it to its owner.
+type userJSON struct {
+	ID      string `json:"id"`
+	Account string `json:"account"`
+	Name    string `json:"name"`
+}
+
+func toJSON(u users.User) userJSON { return userJSON{ID: u.ID, Account: u.Account, Name: u.Name} }
+
+// up fails with ErrUnavailable until setup (buckets, indexes) is done.
+func (a *api) up() error {
+	if err := a.ready.Check().Run(context.Background()); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+type registerRequest struct {
+	Account  string `json:"account"`
+	Password string `json:"password"`
+	Name     string `json:"name"`
+}
+
+func (a *api) register(c *gin.Context) {
+	u, err := a.doRegister(c)
+	a.registrations.WithLabelValues(resultLabel(err)).Inc()
+	if err != nil {
+		writeError(c, a.log, err)
+		return
+	}
+	a.log.Info("registered", "user", u.ID)
+	c.JSON(http.StatusCreated, gin.H{"user": toJSON(u)})
+}
+
+func (a *api) doRegister(c *gin.Context) (users.User, error) {
+	var req registerRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return users.User{}, err
+	}
+	account, err := normalizeAccount(req.Account)
+	if err != nil {
+		return users.User{}, err
+	}
+	name, err := normalizeName(req.Name)
+	if err != nil {
+		return users.User{}, err
+	}
+	if err := checkNewPassword(req.Password, account, a.common); err != nil {
+		return users.User{}, err
+	}
+	if err := a.up(); err != nil {
+		return users.User{}, err
+	}
+	ctx := c.Request.Context()
+	n, err := a.counters.Add(ctx, limits.Key("register_addr", c.ClientIP()))
+	if err != nil {
+		return users.User{}, unavailable(err)
+	}
+	if n > a.limits.RegistrationsPerAddr {
+		_, wait, _ := a.counters.Count(ctx, limits.Key("register_addr", c.ClientIP()))
+		return users.User{}, &rateLimitError{RetryAfter: wait}
+	}
+	hash, err := a.hash(ctx, req.Password)
+	if err != nil {
+		return users.User{}, err
+	}
+	u := users.User{ID: users.NewID(), Account: account, Name: name, PasswordHash: hash, Created: time.Now().UTC()}
+	if err := a.users.Create(ctx, u); err != nil {
+		if errors.Is(err, users.ErrAccountTaken) {
+			return users.User{}, err
+		}
+		return users.User{}, unavailable(err)
+	}
+	return u, nil
+}
+
+// hash hashes in the pool, waiting at most HashQueueTimeout for a slot.
+func (a *api) hash(ctx context.Context, pw string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.limits.HashQueueTimeout)
+	defer cancel()
+	return a.pool.Hash(ctx, pw)
+}
+
+type loginRequest struct {
+	Account  string `json:"account"`
+	Password string `json:"password"`
+}
+
+func (a *api) login(c *gin.Context) {
+	u, tok, claims, err := a.doLogin(c)
+	a.logins.WithLabelValues(resultLabel(err)).Inc()
+	if err != nil {
+		writeError(c, a.log, err)
+		return
+	}
+	a.setCookie(c, tok, int(a.lifetime/time.Second))
+	c.JSON(http.StatusOK, gin.H{"token": tok, "expires_at": claims.ExpiresAt.UTC().Format(time.RFC3339), "user": toJSON(u)})
+}
+
+// doLogin checks the limits, then the password. Unknown account and wrong
+// password take the same path, time and answer.
+func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error) {
+	var req loginRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return users.User{}, "", nil, err
+	}
+	if req.Account == "" {
+		return users.User{}, "", nil, invalid("account", "required")
+	}
+	if req.Password == "" {
+		return users.User{}, "", nil, invalid("password", "required")
+	}
+	if err := a.up(); err != nil {
+		return users.User{}, "", nil, err
+	}
+	ctx := c.Request.Context()
+	addr := c.ClientIP()
+	account := strings.ToLower(req.Account)
+	addrKey := limits.Key("login_addr", addr)
+	acctKey := limits.Key("login_acct", account)
+	pairKey := limits.Key("login_pair", account, addr)
+
+	if err := a.checkLoginLimits(ctx, addrKey, acctKey, pairKey); err != nil {
+		return users.User{}, "", nil, err
+	}
+
+	// A malformed account cannot exist: check the dummy hash all the same.
+	var u users.User
+	var err error
+	if _, verr := normalizeAccount(req.Account); verr == nil {
+		u, err = a.users.ByAccount(ctx, account)
+		if err != nil && !errors.Is(err, users.ErrNotFound) {
+			return users.User{}, "", nil, unavailable(err)
+		}
+	}
+	ctxHash, cancel := context.WithTimeout(ctx, a.limits.HashQueueTimeout)
+	defer cancel()
+	err = a.pool.Check(ctxHash, req.Password, u.PasswordHash)
+	if errors.Is(err, password.ErrBusy) {
+		return users.User{}, "", nil, err
+	}
+	if err != nil {
+		if !errors.Is(err, password.ErrMismatch) {
+			a.log.Error("stored password hash unreadable", "user", u.ID, "err", err)
+		}
+		for _, k := range []string{addrKey, acctKey, pairKey} {
+			if _, cerr := a.counters.Add(ctx, k); cerr != nil {
+				return users.User{}, "", nil, unavailable(cerr)
+			}
+		}
+		return users.User{}, "", nil, ErrBadCredentials
+	}
+	// The right password from here clears this address's and the account's
+	// failures; the address's own count stays (it may be guessing others).
+	for _, k := range []string{acctKey, pairKey} {
+		if cerr := a.counters.Reset(ctx, k); cerr != nil {
+			a.log.Warn("limits reset failed", "err", cerr)
+		}
+	}
+	tok, claims, err := a.key.Issue(u.ID, u.Name, time.Now(), a.lifetime)
+	if err != nil {
+		return users.User{}, "", nil, err
+	}
+	return u, tok, claims, nil
+}
+
+// checkLoginLimits refuses an address over its limit, and an account over
+// its limit, but the account lock applies only to addresses that have
+// failed on it: an attacker locking an account does not lock its owner,
+// logging in from elsewhere, out.
+func (a *api) checkLoginLimits(ctx context.Context, addrKey, acctKey, pairKey string) error {
+	n, wait, err := a.counters.Count(ctx, addrKey)
+	if err != nil {
+		return unavailable(err)
+	}
+	if n >= a.limits.LoginPerAddress {
+		return &rateLimitError{RetryAfter: wait}
+	}
+	n, wait, err = a.counters.Count(ctx, acctKey)
+	if err != nil {
+		return unavailable(err)
+	}
+	if n < a.limits.LoginPerAccount {
+		return nil
+	}
+	pn, _, err := a.counters.Count(ctx, pairKey)
+	if err != nil {
+		return unavailable(err)
+	}
+	if pn > 0 {
+		return &rateLimitError{RetryAfter: wait}
+	}
+	return nil
+}
+
+func (a *api) setCookie(c *gin.Context, value string, maxAge int) {
+	c.SetSameSite(http.SameSiteStrictMode)
+	c.SetCookie(CookieName, value, maxAge, "/", "", a.secure, true)
+}
+
+func (a *api) logout(c *gin.Context) {
+	claims := c.MustGet(claimsKey).(*token.Claims)
+	rev := chat.Revocation{TokenID: claims.ID, User: claims.Subject, ExpiresAt: claims.ExpiresAt.UTC()}
+	body, _ := json.Marshal(rev)
+	ttl := max(time.Until(claims.ExpiresAt.Time)+token.Leeway, time.Second)
+	if _, err := a.revoked.Create(c.Request.Context(), claims.ID, body, jetstream.KeyTTL(ttl)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		writeError(c, a.log, unavailable(fmt.Errorf("record revocation: %w", err)))
+		return
+	}
+	// Gateways close this token's sockets on the event; the record makes
+	// it stick for services that check later.
+	if err := a.nc.Publish(chat.AuthRevokedSubject, body); err != nil {
+		a.log.Warn("revocation event not published", "err", err)
+	}
+	a.setCookie(c, "", -1)
+	a.log.Info("logged out", "user", claims.Subject)
+	c.Status(http.StatusNoContent)
+}
+
+func (a *api) me(c *gin.Context) {
+	claims := c.MustGet(claimsKey).(*token.Claims)
+	u, err := a.users.ByID(c.Request.Context(), claims.Subject)
+	if errors.Is(err, users.ErrNotFound) {
+		writeError(c, a.log, ErrUnauthorized)
+		return
+	}
+	if err != nil {
+		writeError(c, a.log, unavailable(err))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"user": toJSON(u)})
+}
+
+func (a *api) listUsers(c *gin.Context) {
+	ids, err := parseIDs(c.Query("ids"))
+	if err != nil {
+		writeError(c, a.log, err)
+		return
+	}
+	list, err := a.publicUsers(c.Request.Context(), ids)
+	if err != nil {
+		writeError(c, a.log, err)
+		return
+	}
+	c.JSON(http.StatusOK, chat.UsersGetResponse{Users: list})
+}
+
+// parseIDs splits "a,b" into ids, each checked.
+func parseIDs(s string) ([]string, error) {
+	if s == "" {
+		return nil, invalid("ids", "required: comma-separated user ids")
+	}
+	ids := strings.Split(s, ",")
+	if len(ids) > chat.MaxUsersPerRequest {
+		return nil, invalid("ids", "at most %d ids", chat.MaxUsersPerRequest)
+	}
+	for _, id := range ids {
+		if err := chat.ValidID(id); err != nil {
+			return nil, invalid("ids", "%v", err)
+		}
+	}
+	return ids, nil
+}
+
+// publicUsers looks ids up and returns what anyone may see: id and name.
+func (a *api) publicUsers(ctx context.Context, ids []string) ([]chat.User, error) {
+	found, err := a.users.ByIDs(ctx, ids)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]chat.User, 0, len(found))
+	for _, u := range found {
+		out = append(out, chat.User{ID: u.ID, Name: u.Name})
+	}
+	return out, nil
+}
+
+const claimsKey = "claims"
+
+// requireToken admits requests carrying a valid, unrevoked token, from
+// the Authorization header or the cookie.
+func (a *api) requireToken(c *gin.Context) {
+	raw, ok := bearer(c)
+	if !ok {
+		writeError(c, a.log, ErrUnauthorized)
+		return
+	}
+	claims, err := a.verifier.Verify(raw)
+	if err != nil {
+		writeError(c, a.log, ErrUnauthorized)
+		return
+	}
+	if err := a.up(); err != nil {
+		writeError(c, a.log, err)
+		return
+	}
+	_, err = a.revoked.Get(c.Request.Context(), claims.ID)
+	switch {
+	case err == nil:
+		writeError(c, a.log, ErrUnauthorized) // revoked
+		return
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		writeError(c, a.log, unavailable(fmt.Errorf("revocation check: %w", err)))
+		return
+	}
+	c.Set(claimsKey, claims)
+	c.Next()
+}
+
+// bearer finds the token: "Authorization: Bearer <token>", else the cookie.
+func bearer(c *gin.Context) (string, bool) {
+	if h := c.GetHeader("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return "", false
+		}
+		return strings.TrimSpace(tok), true
+	}
+	if v, err := c.Cookie(CookieName); err == nil && v != "" {
+		return v, true
+	}
+	return "", false
+}
+
+func resultLabel(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	_, d, _ := errorResponse(err)
+	return d.Code
+}

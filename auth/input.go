@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Input limits.
+const (
+	// maxBodyBytes bounds a request body.
+	maxBodyBytes = 16 << 10
+	// Account names: letters, digits, '.', '_', '-'.
+	minAccountLen, maxAccountLen = 3, 32
+	// Display names, in characters after trimming.
+	minNameLen, maxNameLen = 1, 32
+	// Passwords, in characters.
+	minPasswordLen, maxPasswordLen = 8, 128
+)
+
+//go:embed common-passwords.txt
+var commonPasswordsText string
+
+// commonPasswords is the embedded list as a set, lowercased.
+func commonPasswords() map[string]bool {
+	set := map[string]bool{}
+	sc := bufio.NewScanner(strings.NewReader(commonPasswordsText))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") {
+			set[strings.ToLower(line)] = true
+		}
+	}
+	return set
+}
+
+// decodeJSON reads the request body strictly into dst: JSON content type,
+// at most maxBodyBytes, one object, no unknown fields, every field of the
+// expected type. Anything else is an input error, never a 500.
+func decodeJSON(c *gin.Context, dst any) error {
+	if ct := c.ContentType(); ct != "application/json" {
+		return invalid("body", "Content-Type must be application/json, not %q", ct)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBodyBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return invalid("body", "larger than %d bytes", maxBodyBytes)
+	}
+	if err != nil {
+		return invalid("body", "unreadable: %v", err)
+	}
+	return decodeStrict(body, dst)
+}
+
+func decodeStrict(body []byte, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		var syntaxErr *json.SyntaxError
+		switch {
+		case errors.As(err, &typeErr) && typeErr.Field != "":
+			return invalid(typeErr.Field, "must be a %s", typeErr.Type)
+		case errors.As(err, &typeErr):
+			return invalid("body", "must be a JSON object")
+		case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+			return invalid("body", "not valid JSON")
+		case errors.Is(err, io.EOF):
+			return invalid("body", "empty")
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
+		default:
+			return invalid("body", "not valid JSON")
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return invalid("body", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// normalizeAccount checks an account name and lowercases it: accounts
+// compare case-insensitively.
+func normalizeAccount(s string) (string, error) {
+	if s == "" {
+		return "", invalid("account", "required")
+	}
+	if n := utf8.RuneCountInString(s); n < minAccountLen || n > maxAccountLen {
+		return "", invalid("account", "must be %d to %d characters", minAccountLen, maxAccountLen)
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return "", invalid("account", "may hold only letters, digits, '.', '_' and '-'")
+		}
+	}
+	return strings.ToLower(s), nil
+}
+
+// normalizeName trims a display name and checks it: 1 to 32 printable
+// characters in any script.
+func normalizeName(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", invalid("name", "required")
+	}
+	if !utf8.ValidString(s) {
+		return "", invalid("name", "must be valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(s); n < minNameLen || n > maxNameLen {
+		return "", invalid("name", "must be %d to %d characters", minNameLen, maxNameLen)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return "", invalid("name", "must hold only printable characters (found %U)", r)
+		}
+	}
+	return s, nil
+}
+
+// checkNewPassword applies the password rules of registration.
+func checkNewPassword(pw, account string, common map[string]bool) error {
+	if pw == "" {
+		return invalid("password", "required")
+	}
+	if n := utf8.RuneCountInString(pw); n < minPasswordLen || n > maxPasswordLen {
+		return invalid("password", "must be %d to %d characters", minPasswordLen, maxPasswordLen)
+	}
+	lower := strings.ToLower(pw)
+	if common[lower] {
+		return invalid("password", "is one of the most common passwords; choose another")
+	}
+	if lower == account {
+		return invalid("password", "must differ from the account name")
+	}
+	return nil
+}

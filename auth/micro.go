@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/token"
+)
+
+// microTimeout bounds the database work of one NATS request.
+const microTimeout = 5 * time.Second
+
+// version is reported by `nats micro info auth`.
+const version = "0.1.0"
+
+// addMicro registers the auth micro service: its public keys and user
+// lookups, on the subjects of the contract. Replicas share the load
+// through micro's queue group.
+func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        chat.AuthService,
+		Version:     version,
+		Description: "natter accounts and tokens: public keys, user lookups",
+	})
+	if err != nil {
+		return nil, err
+	}
+	keys, err := json.Marshal(jwks)
+	if err != nil {
+		return nil, err
+	}
+	err = errors.Join(
+		svc.AddEndpoint("keys", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(keys) }),
+			micro.WithEndpointSubject(chat.AuthKeysSubject),
+			micro.WithEndpointMetadata(map[string]string{"description": "JWKS of the token signing keys", "response": "token.JWKS"})),
+		svc.AddEndpoint("users_get", micro.HandlerFunc(a.microUsersGet),
+			micro.WithEndpointSubject(chat.AuthUsersGetSubject),
+			micro.WithEndpointMetadata(map[string]string{"description": "names of user ids", "request": `{"ids":["..."]}`, "response": `{"users":[{"id","name"}]}`})),
+	)
+	if err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return svc, nil
+}
+
+func (a *api) microUsersGet(r micro.Request) {
+	var req chat.UsersGetRequest
+	if err := decodeStrict(r.Data(), &req); err != nil {
+		microError(r, err)
+		return
+	}
+	if len(req.IDs) > chat.MaxUsersPerRequest {
+		microError(r, invalid("ids", "at most %d ids", chat.MaxUsersPerRequest))
+		return
+	}
+	for _, id := range req.IDs {
+		if err := chat.ValidID(id); err != nil {
+			microError(r, invalid("ids", "%v", err))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), microTimeout)
+	defer cancel()
+	list, err := a.publicUsers(ctx, req.IDs)
+	if err != nil {
+		a.log.Error("users lookup failed", "err", err)
+		microError(r, err)
+		return
+	}
+	_ = r.RespondJSON(chat.UsersGetResponse{Users: list})
+}
+
+// microError answers with the HTTP-style status as the micro error code
+// and natter's error body, the same mapping as the HTTP API.
+func microError(r micro.Request, err error) {
+	status, d, _ := errorResponse(err)
+	body, _ := json.Marshal(chat.Error{Code: d.Code, Message: d.Message})
+	_ = r.Error(strconv.Itoa(status), d.Message, body)
+}

@@ -1,0 +1,87 @@
+package users
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/mongotest"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	db := mongotest.Start(t)
+	client, err := mongo.Connect(options.Client().ApplyURI(db.URI()).SetTimeout(10 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	s := New(client.Database("natter_test"))
+	if err := s.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureIndexes(context.Background()); err != nil {
+		t.Fatalf("second EnsureIndexes: %v", err)
+	}
+	return s
+}
+
+func TestCreateAndFind(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	u := User{ID: NewID(), Account: "alice", Name: "Alice", PasswordHash: "$argon2id$x", Created: time.Now().UTC().Truncate(time.Millisecond)}
+	if err := s.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, User{ID: NewID(), Account: "alice"}); !errors.Is(err, ErrAccountTaken) {
+		t.Fatalf("duplicate account: %v, want ErrAccountTaken", err)
+	}
+	got, err := s.ByAccount(ctx, "alice")
+	if err != nil || got != u {
+		t.Fatalf("ByAccount = %+v, %v; want %+v", got, err, u)
+	}
+	if got, err := s.ByID(ctx, u.ID); err != nil || got.Account != "alice" {
+		t.Fatalf("ByID = %+v, %v", got, err)
+	}
+	if _, err := s.ByAccount(ctx, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown account: %v", err)
+	}
+	b := User{ID: NewID(), Account: "bob", Name: "Bob"}
+	if err := s.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ByIDs(ctx, []string{b.ID, "nobody", u.ID, b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, x := range list {
+		ids = append(ids, x.ID)
+		if x.PasswordHash != "" {
+			t.Errorf("ByIDs returned a password hash")
+		}
+	}
+	if !slices.Equal(ids, []string{b.ID, u.ID}) {
+		t.Fatalf("ByIDs order = %v, want [%s %s]", ids, b.ID, u.ID)
+	}
+}
+
+func TestNewIDIsSubjectSafe(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewID()
+		if err := chat.ValidID(id); err != nil {
+			t.Fatal(err)
+		}
+		if seen[id] {
+			t.Fatalf("id %s repeated", id)
+		}
+		seen[id] = true
+	}
+}
