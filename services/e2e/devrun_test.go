@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -37,7 +38,7 @@ type stack struct {
 
 // startDevRun runs devrun in its own process group, as a terminal would run
 // `make dev`, with every port free and data in a temporary directory.
-func startDevRun(t *testing.T, env ...string) *stack {
+func startDevRun(t *testing.T, dataDir string, env ...string) *stack {
 	t.Helper()
 	addrs := freeAddrs(t, 6)
 	s := &stack{
@@ -49,7 +50,7 @@ func startDevRun(t *testing.T, env ...string) *stack {
 		natsURL:  "nats://" + addrs[3],
 	}
 	s.cmd = exec.Command(filepath.Join(binDir, "devrun"),
-		"-bin", binDir, "-data", t.TempDir(),
+		"-bin", binDir, "-data", dataDir,
 		"-gateway-addr", addrs[0], "-auth-addr", addrs[1], "-presence-addr", addrs[2],
 		"-nats-addr", addrs[3], "-monitor-addr", addrs[4], "-mongo-addr", addrs[5])
 	s.cmd.Env = append(cleanEnv(), env...)
@@ -83,7 +84,8 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "NATS_URL", "MONGO_URI", "HTTP_ADDR", "AUTH_URL", "LOG_FORMAT", "LOG_LEVEL":
+		case "NATS_URL", "MONGO_URI", "HTTP_ADDR", "AUTH_URL", "LOG_FORMAT", "LOG_LEVEL",
+			"AUTH_SIGNING_KEY_FILE", "AUTH_SIGNING_KEY", "AUTH_GENERATE_SIGNING_KEY":
 			continue
 		}
 		if strings.HasPrefix(k, "DEVSTACK_") || strings.HasPrefix(k, "DEVRUN_") {
@@ -182,7 +184,8 @@ func names(ps []proc) []string {
 }
 
 func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
-	s := startDevRun(t)
+	data := t.TempDir()
+	s := startDevRun(t, data)
 	s.waitReady(t)
 
 	kids := children(t, s.cmd.Process.Pid)
@@ -204,6 +207,18 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 
 	t.Run("nats CLI recipes", func(t *testing.T) { checkRecipes(t, s.natsURL) })
 
+	// A person's first steps, through the one URL: register, log in.
+	if r := postJSON(t, s.gateway+"/api/register", `{"account":"Zoe","password":"quiet-meadow-77","name":"佐伊"}`, ""); r.status != http.StatusCreated {
+		t.Fatalf("register through the gateway: %d %s", r.status, r.body)
+	}
+	login := postJSON(t, s.gateway+"/api/login", `{"account":"zoe","password":"quiet-meadow-77"}`, "")
+	if login.status != http.StatusOK || login.cookie == "" {
+		t.Fatalf("login through the gateway: %d %s", login.status, login.body)
+	}
+	if r := getWithCookie(t, s.gateway+"/api/me", login.cookie); r.status != http.StatusOK || !strings.Contains(r.body, "佐伊") {
+		t.Fatalf("me through the gateway: %d %s", r.status, r.body)
+	}
+
 	s.interrupt(t)
 	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("devrun exit code after Ctrl-C = %d, want 0", code)
@@ -219,10 +234,64 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 			t.Errorf("no %q in the output: not a graceful stop", line)
 		}
 	}
+
+	// `make dev` again on the same data: the account, and the session
+	// signed with the kept key, are still there.
+	s = startDevRun(t, data)
+	s.waitReady(t)
+	if r := getWithCookie(t, s.gateway+"/api/me", login.cookie); r.status != http.StatusOK || !strings.Contains(r.body, "佐伊") {
+		t.Fatalf("session after a restart of everything: %d %s", r.status, r.body)
+	}
+	s.interrupt(t)
+}
+
+type httpResult struct {
+	status int
+	body   string
+	cookie string // the token cookie, "name=value"
+}
+
+func postJSON(t *testing.T, url, body, cookie string) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return do(t, req, cookie)
+}
+
+func getWithCookie(t *testing.T, url, cookie string) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, req, cookie)
+}
+
+func do(t *testing.T, req *http.Request, cookie string) httpResult {
+	t.Helper()
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := httpResult{status: resp.StatusCode, body: string(b)}
+	for _, c := range resp.Cookies() {
+		if c.Name == "natter_token" && c.Value != "" {
+			r.cookie = c.Name + "=" + c.Value
+		}
+	}
+	return r
 }
 
 func TestDevRunKilledLeavesNoChildren(t *testing.T) {
-	s := startDevRun(t)
+	s := startDevRun(t, t.TempDir())
 	s.waitReady(t)
 	kids := children(t, s.cmd.Process.Pid)
 	if len(kids) != 4 {
@@ -246,7 +315,7 @@ func TestDevRunKilledLeavesNoChildren(t *testing.T) {
 func TestDevRunUsesGivenServers(t *testing.T) {
 	ns := natstest.Start(t)
 	db := mongotest.Start(t)
-	s := startDevRun(t, "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI())
+	s := startDevRun(t, t.TempDir(), "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI())
 	s.waitReady(t)
 	if got, want := names(children(t, s.cmd.Process.Pid)), []string{"auth", "gateway", "presence"}; !slices.Equal(got, want) {
 		t.Fatalf("children with NATS_URL and MONGO_URI set = %v, want %v (no devstack)", got, want)

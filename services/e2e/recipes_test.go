@@ -28,6 +28,8 @@ var recipeChecks = map[string]func(t *testing.T, natsURL string, args []string){
 	"server check connection": expectOutput("OK Connection"),
 	"stream ls":               expectOutput("CHAT"),
 	"kv ls":                   expectOutput("presence"),
+	"micro ls":                expectOutput("auth"),
+	"req auth.keys ''":        expectOutput(`"kty":"OKP"`),
 	"sub 'chat.>'":            checkSubChat,
 }
 

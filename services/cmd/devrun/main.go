@@ -108,11 +108,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	common := map[string]string{"NATS_URL": s.natsURL}
+	authEnv := map[string]string{"HTTP_ADDR": s.authAddr, "MONGO_URI": s.mongoURI}
+	if getenv("AUTH_SIGNING_KEY_FILE") == "" && getenv("AUTH_SIGNING_KEY") == "" {
+		// Development: one key, generated on first start, kept with the data.
+		dataDir, err := filepath.Abs(s.dataDir)
+		if err != nil {
+			return err
+		}
+		authEnv["AUTH_SIGNING_KEY_FILE"] = filepath.Join(dataDir, "auth", "signing-key.pem")
+		authEnv["AUTH_GENERATE_SIGNING_KEY"] = "true"
+	}
 	services := []struct {
 		name string
 		env  map[string]string
 	}{
-		{"auth", map[string]string{"HTTP_ADDR": s.authAddr, "MONGO_URI": s.mongoURI}},
+		{"auth", authEnv},
 		{"presence", map[string]string{"HTTP_ADDR": s.presenceAddr}},
 		{"gateway", map[string]string{"HTTP_ADDR": s.gatewayAddr, "AUTH_URL": "http://" + s.authAddr}},
 	}
