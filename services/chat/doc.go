@@ -9,6 +9,8 @@
 //	room message              chat.room.<room>               Message (stored in CHAT)
 //	direct message            chat.dm.<lo>.<hi>              Message (stored in CHAT)
 //	message stream            CHAT over chat.room.>, chat.dm.>  file storage, dedupe by Nats-Msg-Id
+//	live delivery             live.chat.room.<room>,         Message, republished by CHAT once
+//	                          live.chat.dm.<lo>.<hi>         stored, header Nats-Sequence = seq
 //	presence state            KV bucket "presence"           PresenceEntry, per-key expiry
 //	revoked tokens            KV bucket "revoked"            Revocation, key = token id (jti)
 //	auth abuse counters       KV bucket "auth_limits"        auth-internal failure counts

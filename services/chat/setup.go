@@ -65,6 +65,10 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Replicas:    o.Replicas,
 		// Direct gets let any replica answer history reads.
 		AllowDirect: true,
+		// Each stored message is republished under LivePrefix with its
+		// stream sequence in the Nats-Sequence header: gateways deliver
+		// live from core subscriptions, only what is stored, with its seq.
+		RePublish: &jetstream.RePublish{Source: ">", Destination: LivePrefix + ">"},
 	}
 }
 
@@ -104,7 +108,15 @@ func diffStream(have, want jetstream.StreamConfig) []string {
 	d.check("max message size", have.MaxMsgSize, want.MaxMsgSize)
 	d.check("replicas", have.Replicas, want.Replicas)
 	d.check("allow direct", have.AllowDirect, want.AllowDirect)
+	d.check("republish", republishString(have.RePublish), republishString(want.RePublish))
 	return d.diffs
+}
+
+func republishString(r *jetstream.RePublish) string {
+	if r == nil {
+		return "none"
+	}
+	return r.Source + " -> " + r.Destination
 }
 
 // PresenceOptions are the settings of the presence bucket.

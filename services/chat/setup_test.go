@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -135,5 +136,39 @@ func TestPresenceEntryExpires(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no expiry marker within 10s of a 1s TTL")
 		}
+	}
+}
+
+func TestStoredMessagesRepublishedWithSequence(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	ctx := context.Background()
+	if _, err := chat.EnsureStream(ctx, js, chat.DefaultStreamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	nc := natstest.Connect(t, ns.URL())
+	sub, err := nc.SubscribeSync(chat.LivePrefix + chat.RoomSubjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := chat.RoomSubject(chat.Lobby)
+	ack, err := js.Publish(ctx, subj, []byte(`{"text":"hi"}`), jetstream.WithMsgID("u1-m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A retry is not stored again, so not republished again.
+	dup, err := js.Publish(ctx, subj, []byte(`{"text":"hi"}`), jetstream.WithMsgID("u1-m1"))
+	if err != nil || !dup.Duplicate || dup.Sequence != ack.Sequence {
+		t.Fatalf("retry: %+v %v, want a duplicate with seq %d", dup, err, ack.Sequence)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "live.chat.room.lobby" || m.Header.Get(chat.SequenceHeader) != fmt.Sprint(ack.Sequence) || string(m.Data) != `{"text":"hi"}` {
+		t.Fatalf("republished %s %v %s", m.Subject, m.Header, m.Data)
+	}
+	if m, err := sub.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("duplicate republished: %s", m.Data)
 	}
 }

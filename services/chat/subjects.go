@@ -47,6 +47,13 @@ const (
 	// AuthRevokedSubject carries a Revocation when a token is revoked.
 	AuthRevokedSubject = "auth.revoked"
 
+	// LivePrefix is where CHAT republishes each message once stored:
+	// "live.chat.room.<room>", "live.chat.dm.<lo>.<hi>", with the
+	// Nats-Sequence header. Gateways subscribe here for live delivery.
+	LivePrefix = "live."
+	// SequenceHeader carries a republished message's stream sequence.
+	SequenceHeader = "Nats-Sequence"
+
 	roomPrefix = "chat.room."
 	dmPrefix   = "chat.dm."
 )
