@@ -1,6 +1,7 @@
 // Command gateway is the browser's only entry point to natter: it serves
-// the web page, proxies /api/ to auth, and (later) bridges websockets to
-// NATS.
+// the web page, proxies /api/ to auth, and bridges websockets (/ws) to
+// NATS: sends are stored in the CHAT stream, stored messages are delivered
+// to every local socket that may see them.
 package main
 
 import (
@@ -8,12 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
@@ -21,6 +26,7 @@ import (
 	"github.com/natter/natter/services/logging"
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/token"
 )
 
 func main() {
@@ -36,8 +42,10 @@ func main() {
 type Config struct {
 	config.Base
 	AuthURL  string
+	Origins  string
 	Stream   chat.StreamOptions
 	Presence chat.PresenceOptions
+	WS       WSLimits
 }
 
 // setupRetry is the pause between attempts to create the stream and bucket
@@ -49,6 +57,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs := config.New(args[0], getenv, stderr)
 	fs.Base(&c.Base, "127.0.0.1:8080")
 	fs.String(&c.AuthURL, "auth-url", "AUTH_URL", "http://127.0.0.1:8081", "base URL of the auth service, where /api/ is proxied")
+	fs.String(&c.Origins, "allowed-origins", "ALLOWED_ORIGINS", "", "comma-separated Origin values allowed to open /ws (empty: the gateway's own host)")
+	var maxFrame int
+	fs.Int(&maxFrame, "max-frame-bytes", "MAX_FRAME_BYTES", chat.MaxFrameBytes, "largest client frame; bigger ones close the socket with 1009")
+	fs.Int(&c.WS.MaxTextChars, "max-text-chars", "MAX_TEXT_CHARS", chat.MaxTextChars, "longest message text, in characters")
+	fs.Float(&c.WS.SendRate, "send-rate", "SEND_RATE", 10, "client frames per second per socket, sustained")
+	fs.Int(&c.WS.SendBurst, "send-burst", "SEND_BURST", 30, "client frames per socket allowed at once above the rate")
+	fs.Int(&c.WS.FloodStrikes, "flood-strikes", "FLOOD_STRIKES", 20, "rate-limited frames in a row before the socket is closed (4008)")
+	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
+	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
 	fs.Stream(&c.Stream)
 	fs.Presence(&c.Presence)
 	fs.Replicas(&c.Stream.Replicas)
@@ -56,6 +73,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, err
 	}
 	c.Presence.Replicas = c.Stream.Replicas
+	c.WS.MaxFrameBytes = int64(maxFrame)
+	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second {
+		return c, fmt.Errorf("websocket limits out of range: %+v", c.WS)
+	}
 	u, err := url.Parse(c.AuthURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return c, fmt.Errorf("auth url %q: want http(s)://host[:port]", c.AuthURL)
@@ -89,20 +110,62 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	setup := ops.Setup(ctx, log, "jetstream", setupRetry, func(ctx context.Context) error {
-		if _, err := chat.EnsureStream(ctx, js, cfg.Stream); err != nil {
+	reg := ops.NewRegistry()
+	m := newMetrics(reg)
+	h, err := newHub(log, nc, m)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	defer h.close()
+	g := &gateway{
+		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, limits: cfg.WS, metrics: m,
+		origins: map[string]bool{},
+		upgrader: websocket.Upgrader{
+			HandshakeTimeout: 10 * time.Second,
+			WriteBufferSize:  4096,
+			// Idle sockets hold no write buffer: it returns to the pool.
+			WriteBufferPool: &sync.Pool{},
+			// serveWS checked the origin before upgrading.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	for _, o := range strings.Split(cfg.Origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			g.origins[o] = true
+		}
+	}
+	g.ready = ops.Setup(ctx, log, "jetstream", setupRetry, func(ctx context.Context) error {
+		stream, err := chat.EnsureStream(ctx, js, cfg.Stream)
+		if err != nil {
 			return err
 		}
-		_, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
-		return err
+		if _, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence); err != nil {
+			return err
+		}
+		revoked, err := chat.EnsureRevokedBucket(ctx, js, cfg.Stream.Replicas)
+		if err != nil {
+			return err
+		}
+		g.stream, g.revoked = stream, revoked
+		return nil
 	}, isConflict, fail)
+	// Auth's keys: needed for new sockets only (503 until loaded), so not
+	// part of readiness: the page and live sockets do without auth.
+	_ = ops.Setup(ctx, log, "auth keys", setupRetry, func(ctx context.Context) error {
+		return fetchKeys(ctx, nc, g.verifier)
+	}, func(error) bool { return false }, fail)
+	go refreshKeys(ctx, log, nc, g.verifier)
 
 	authURL, _ := url.Parse(cfg.AuthURL) // checked in parseConfig
-	handler := newServer(log, ops.NewRegistry(), authURL, []ops.Check{
+	handler := newServer(log, reg, authURL, g, []ops.Check{
 		{Name: "nats", Run: natsconn.Ready(nc)},
-		setup.Check(),
+		g.ready.Check(),
 	})
-	if err := ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler); err != nil {
+	err = ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler)
+	// Sockets are hijacked connections: the HTTP shutdown leaves them to us.
+	h.closeAll(websocket.CloseGoingAway, "gateway shutting down")
+	waitFor(&g.clients, 2*time.Second)
+	if err != nil {
 		return err
 	}
 	if err := ops.Cause(ctx); err != nil {
@@ -113,3 +176,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }
+
+// waitFor waits for wg at most d.
+func waitFor(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}

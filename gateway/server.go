@@ -19,12 +19,13 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // newServer is every route of the gateway.
-func newServer(log *slog.Logger, reg *prometheus.Registry, authURL *url.URL, ready []ops.Check) http.Handler {
+func newServer(log *slog.Logger, reg *prometheus.Registry, authURL *url.URL, g *gateway, ready []ops.Check) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", ops.Healthz())
 	mux.Handle("GET /readyz", ops.Readyz(ready...))
 	mux.Handle("GET /metrics", ops.Metrics(reg))
 	mux.Handle("/api/", newAPIProxy(log, authURL))
+	mux.HandleFunc("GET /ws", g.serveWS)
 	// "/" rather than "GET /": a method pattern there would conflict with
 	// the all-methods "/api/"; securePage rejects other methods itself.
 	mux.Handle("/", securePage(http.FileServerFS(web.Files)))

@@ -156,3 +156,9 @@ func (s *Set) Stream(o *chat.StreamOptions) {
 func (s *Set) Presence(o *chat.PresenceOptions) {
 	s.Duration(&o.TTL, "presence-ttl", "PRESENCE_TTL", chat.DefaultPresenceTTL, "how long a socket stays online without a heartbeat (about 2.5 heartbeats)")
 }
+
+// Float defines a floating-point setting.
+func (s *Set) Float(p *float64, name, env string, def float64, usage string) {
+	s.fs.Float64Var(p, name, def, s.usage(env, usage))
+	s.env[name] = env
+}

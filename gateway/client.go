@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/token"
+)
+
+// Per-socket timing and batching.
+const (
+	// writeWait bounds one write to a socket.
+	writeWait = 10 * time.Second
+	// maxBatch bounds the objects coalesced into one server frame.
+	maxBatch = 128
+)
+
+// client is one websocket connection, shaped like gorilla's chat example:
+// one goroutine reads (readPump), one owns every write (writePump), and
+// everyone else talks to it through its bounded send queue.
+type client struct {
+	id     string
+	user   chat.User
+	claims *token.Claims
+	conn   *websocket.Conn
+	gw     *gateway
+
+	// send holds encoded frame objects (shared, never modified) for
+	// writePump; a full queue means the client is too slow.
+	send chan []byte
+
+	closing   chan struct{} // closed by closeWith
+	closeOnce sync.Once
+	closeCode int // set once, before closing closes
+	closeText string
+
+	limiter *rate.Limiter
+	strikes int // rate-limited frames in a row; reader goroutine only
+}
+
+// enqueue queues an encoded object without blocking; a client whose queue
+// is full is closed as too slow, so it never holds anyone else up.
+func (c *client) enqueue(b []byte) {
+	select {
+	case c.send <- b:
+	case <-c.closing:
+	default:
+		c.gw.metrics.slowCloses.Inc()
+		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+	}
+}
+
+// closeWith asks writePump to close the socket with code; the first
+// call wins.
+func (c *client) closeWith(code int, text string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.closing)
+	})
+}
+
+// writePump owns the socket's writes: queued objects, coalesced into one
+// frame separated by '\n'; pings; and the close frame.
+func (c *client) writePump() {
+	ping := time.NewTicker(c.gw.limits.PingInterval)
+	defer func() {
+		ping.Stop()
+		_ = c.conn.Close()
+	}()
+	for {
+		select {
+		case b := <-c.send:
+			if err := c.writeBatch(b); err != nil {
+				c.closeWith(websocket.CloseAbnormalClosure, "")
+				return
+			}
+		case <-ping.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				c.closeWith(websocket.CloseAbnormalClosure, "")
+				return
+			}
+		case <-c.closing:
+			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+			_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
+			return
+		}
+	}
+}
+
+// writeBatch writes first and whatever else is queued, up to maxBatch
+// objects, as one text frame.
+func (c *client) writeBatch(first []byte) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	w, err := c.conn.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(first); err != nil {
+		return err
+	}
+	frames := 1
+	for n := len(c.send); n > 0 && frames < maxBatch; n-- {
+		if _, err := w.Write(newline); err != nil {
+			return err
+		}
+		if _, err := w.Write(<-c.send); err != nil {
+			return err
+		}
+		frames++
+	}
+	c.gw.metrics.objectsOut.Add(float64(frames))
+	return w.Close()
+}
+
+var newline = []byte{'\n'}
+
+// readPump reads client frames until the socket fails or closes; it is
+// the only reader. Frames over the read limit make gorilla answer 1009.
+func (c *client) readPump() {
+	c.conn.SetReadLimit(c.gw.limits.MaxFrameBytes)
+	pongWait := c.gw.limits.PingInterval * 2
+	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	c.conn.SetPongHandler(func(string) error {
+		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	})
+	for {
+		typ, data, err := c.conn.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.gw.metrics.errors.WithLabelValues("frame_too_big").Inc()
+				c.closeWith(websocket.CloseMessageTooBig, "frame too big")
+			} else {
+				c.closeWith(websocket.CloseNormalClosure, "")
+			}
+			return
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+		if !c.admit() {
+			continue // refused; a flooding client's socket is closing
+		}
+		if typ != websocket.TextMessage {
+			c.reply(errorFrame("", chat.CodeBadFrame, "frames are JSON text"))
+			continue
+		}
+		c.gw.handleFrame(c, data)
+	}
+}
+
+// admit charges one frame to the rate limit. Over it, the frame is refused
+// with rate_limited; after FloodStrikes refusals in a row the socket is
+// closed, since the client is not listening.
+func (c *client) admit() bool {
+	if c.limiter.Allow() {
+		c.strikes = 0
+		return true
+	}
+	c.strikes++
+	if c.strikes >= c.gw.limits.FloodStrikes {
+		c.gw.metrics.errors.WithLabelValues("flooding").Inc()
+		c.closeWith(chat.CloseFlooding, "flooding: kept sending over the rate limit")
+		return false
+	}
+	c.reply(errorFrame("", chat.CodeRateLimited, "over the send rate; slow down"))
+	return false
+}
+
+// reply queues a frame for this client alone.
+func (c *client) reply(frame any) {
+	if e, ok := frame.(chat.ErrorFrame); ok {
+		c.gw.metrics.errors.WithLabelValues(e.Code).Inc()
+	}
+	c.enqueue(chat.Encode(frame))
+}
+
+func errorFrame(id, code, message string) chat.ErrorFrame {
+	return chat.ErrorFrame{Type: chat.FrameError, ID: id, Code: code, Message: message}
+}

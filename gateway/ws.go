@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/token"
+)
+
+// cookieName is the cookie auth sets at login.
+const cookieName = "natter_token"
+
+// Timing of the gateway's NATS requests.
+const (
+	// publishTimeout bounds the wait for the stream to store a message.
+	publishTimeout = 5 * time.Second
+	// lookupTimeout bounds a recipient lookup at auth.
+	lookupTimeout = 2 * time.Second
+	// knownUserTTL is how long a recipient found at auth is remembered.
+	knownUserTTL = 10 * time.Minute
+)
+
+// WSLimits are the per-socket limits, each a flag.
+type WSLimits struct {
+	MaxFrameBytes int64         // bigger client frames close the socket with 1009
+	MaxTextChars  int           // longest message text, in characters
+	SendRate      float64       // client frames per second, sustained, per socket
+	SendBurst     int           // client frames allowed at once above the rate
+	FloodStrikes  int           // rate-limited frames in a row before close 4008
+	QueueLen      int           // queued server objects before close 4009
+	PingInterval  time.Duration // ping period; a socket silent for two is dropped
+}
+
+// gateway is the websocket side: verification, the hub, the send path.
+type gateway struct {
+	log      *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	verifier *token.Verifier
+	hub      *hub
+	limits   WSLimits
+	origins  map[string]bool // allowed Origin values; empty: same host only
+	metrics  *metrics
+
+	// Set by setup before ready opens.
+	ready   *ops.Gate
+	stream  jetstream.Stream
+	revoked jetstream.KeyValue
+
+	known    sync.Map // user id -> time found at auth
+	clients  sync.WaitGroup
+	upgrader websocket.Upgrader
+}
+
+type metrics struct {
+	sockets     prometheus.Gauge
+	framesIn    *prometheus.CounterVec
+	objectsOut  prometheus.Counter
+	errors      *prometheus.CounterVec
+	slowCloses  prometheus.Counter
+	publishWait prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		sockets:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "gateway_sockets_open", Help: "Websockets open on this gateway."}),
+		framesIn:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_frames_in_total", Help: "Client frames by type."}, []string{"type"}),
+		objectsOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_objects_out_total", Help: "Server frame objects written to sockets (several may share one frame)."}),
+		errors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_errors_total", Help: "Error frames and forced closes by code."}, []string{"code"}),
+		slowCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_slow_closes_total", Help: "Sockets closed because their send queue filled (4009)."}),
+		publishWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "gateway_publish_ack_seconds", Help: "From publishing a message to the stream's ack.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.sockets, m.framesIn, m.objectsOut, m.errors, m.slowCloses, m.publishWait)
+	return m
+}
+
+// serveWS checks origin, token and revocation, all before upgrading, then
+// runs the socket until it closes.
+func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !g.originAllowed(r) {
+		writeError(w, http.StatusForbidden, "forbidden_origin", "this origin may not open a chat socket")
+		return
+	}
+	if err := g.ready.Check().Run(r.Context()); err != nil || !g.verifier.HasKeys() {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is starting; try again shortly")
+		return
+	}
+	raw := bearerToken(r)
+	if raw == "" {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "log in first")
+		return
+	}
+	claims, err := g.verifier.Verify(raw)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired token; log in again")
+		return
+	}
+	if _, err := g.revoked.Get(r.Context(), claims.ID); err == nil {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "token revoked; log in again")
+		return
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		g.log.Warn("revocation check failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the token now; try again shortly")
+		return
+	}
+	info, err := g.stream.Info(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
+		return
+	}
+	conn, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered the client
+	}
+	c := &client{
+		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, gw: g,
+		send:    make(chan []byte, g.limits.QueueLen),
+		closing: make(chan struct{}),
+		limiter: rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
+	}
+	if err := g.hub.join(c); err != nil {
+		g.log.Error("join failed", "err", err)
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "try again"), time.Now().Add(writeWait))
+		_ = conn.Close()
+		return
+	}
+	g.clients.Add(1)
+	defer g.clients.Done()
+	defer g.hub.leave(c)
+
+	c.reply(chat.HelloFrame{
+		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: info.State.LastSeq,
+		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: int(g.limits.MaxFrameBytes), SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
+	})
+	// The socket ends when its token does.
+	expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { c.closeWith(chat.CloseTokenExpired, "token expired; log in again") })
+	defer expiry.Stop()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.writePump()
+	}()
+	c.readPump()
+	<-done
+}
+
+// originAllowed accepts requests without Origin (not a browser), and
+// browsers whose Origin is allowed: by default only the gateway's own host.
+func (g *gateway) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if len(g.origins) > 0 {
+		return g.origins[origin]
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+// bearerToken finds the token: "Authorization: Bearer", else the cookie.
+func bearerToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	if c, err := r.Cookie(cookieName); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
+func newConnID() string {
+	b := make([]byte, 9)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// handleFrame decodes one client frame and acts on it; every refusal is an
+// error frame and the socket stays open.
+func (g *gateway) handleFrame(c *client, data []byte) {
+	var f chat.ClientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		g.metrics.framesIn.WithLabelValues("invalid").Inc()
+		c.reply(errorFrame("", chat.CodeBadFrame, "not a JSON object of the protocol: "+jsonProblem(err)))
+		return
+	}
+	switch f.Type {
+	case chat.FrameSend:
+		g.metrics.framesIn.WithLabelValues(f.Type).Inc()
+		g.handleSend(c, f)
+	case "":
+		g.metrics.framesIn.WithLabelValues("invalid").Inc()
+		c.reply(errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`))
+	default:
+		g.metrics.framesIn.WithLabelValues("unknown").Inc()
+		c.reply(errorFrame(f.ID, chat.CodeUnknownType, fmt.Sprintf("unknown frame type %q", f.Type)))
+	}
+}
+
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Sprintf("field %q must be a %s", te.Field, te.Type)
+	}
+	return "invalid JSON"
+}
+
+// handleSend validates a send, stores it, and acks with its sequence.
+// The sender is the token's user, whatever the frame says.
+func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
+	if f.ID == "" {
+		c.reply(errorFrame("", chat.CodeMissingField, `send needs an "id"`))
+		return
+	}
+	if err := chat.ValidID(f.ID); err != nil {
+		c.reply(errorFrame("", chat.CodeBadID, "message id: "+err.Error()))
+		return
+	}
+	subject, code, msg := g.destination(c, f.To)
+	if code != "" {
+		c.reply(errorFrame(f.ID, code, msg))
+		return
+	}
+	if strings.TrimFunc(f.Text, unicode.IsSpace) == "" {
+		c.reply(errorFrame(f.ID, chat.CodeEmptyText, "text is empty"))
+		return
+	}
+	if n := utf8.RuneCountInString(f.Text); n > g.limits.MaxTextChars {
+		c.reply(errorFrame(f.ID, chat.CodeTextTooLong, fmt.Sprintf("text has %d characters; the limit is %d", n, g.limits.MaxTextChars)))
+		return
+	}
+	m := chat.Message{ID: f.ID, From: c.user, To: *f.To, Text: f.Text, TS: time.Now().UTC()}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	start := time.Now()
+	// The dedupe key is the sender's id with theirs: a retry is stored once,
+	// and two users' ids never collide.
+	ack, err := g.js.Publish(ctx, subject, chat.Encode(m), jetstream.WithMsgID(c.user.ID+":"+f.ID))
+	if err != nil {
+		g.log.Warn("publish failed", "subject", subject, "err", err)
+		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the message; retry with the same id"))
+		return
+	}
+	g.metrics.publishWait.Observe(time.Since(start).Seconds())
+	c.reply(chat.AckFrame{Type: chat.FrameAck, ID: f.ID, Seq: ack.Sequence})
+}
+
+// destination checks "to" and returns the subject, or an error code.
+func (g *gateway) destination(c *client, to *chat.To) (string, string, string) {
+	switch {
+	case to == nil:
+		return "", chat.CodeMissingField, `send needs "to": {"room": ...} or {"user": ...}`
+	case (to.Room == "") == (to.User == ""):
+		return "", chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`
+	case to.Room != "":
+		if to.Room != chat.Lobby {
+			return "", chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room)
+		}
+		s, _ := chat.RoomSubject(to.Room)
+		return s, "", ""
+	}
+	if err := chat.ValidID(to.User); err != nil {
+		return "", chat.CodeBadID, "recipient: " + err.Error()
+	}
+	if to.User != c.user.ID {
+		exists, err := g.userExists(to.User)
+		if err != nil {
+			g.log.Warn("recipient lookup failed", "err", err)
+			return "", chat.CodeUnavailable, "cannot check the recipient now; retry"
+		}
+		if !exists {
+			return "", chat.CodeUnknownRecipient, fmt.Sprintf("no user %q", to.User)
+		}
+	}
+	s, _ := chat.DMSubject(c.user.ID, to.User)
+	return s, "", ""
+}
+
+// userExists asks auth (auth.users.get) whether id is a user, remembering
+// the users it finds for knownUserTTL.
+func (g *gateway) userExists(id string) (bool, error) {
+	if t, ok := g.known.Load(id); ok && time.Since(t.(time.Time)) < knownUserTTL {
+		return true, nil
+	}
+	req, _ := json.Marshal(chat.UsersGetRequest{IDs: []string{id}})
+	m, err := g.nc.Request(chat.AuthUsersGetSubject, req, lookupTimeout)
+	if err != nil {
+		return false, err
+	}
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+		return false, fmt.Errorf("auth.users.get: %s %s", code, m.Header.Get("Nats-Service-Error"))
+	}
+	var resp chat.UsersGetResponse
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return false, err
+	}
+	for _, u := range resp.Users {
+		if u.ID == id {
+			g.known.Store(id, time.Now())
+			return true, nil
+		}
+	}
+	return false, nil
+}

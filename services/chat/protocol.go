@@ -1,0 +1,135 @@
+package chat
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// The browser protocol: JSON text frames over the gateway's /ws. Every
+// frame is an object with a "type". A client frame holds one object; a
+// server frame may hold several, separated by '\n' (the gateway coalesces
+// writes), so clients split server frames on '\n'.
+//
+// Client frames:
+//
+//	{"type":"send","id":"m1","to":{"room":"lobby"},"text":"hello"}
+//	{"type":"send","id":"m2","to":{"user":"u7"},"text":"psst"}
+//
+// Server frames:
+//
+//	{"type":"hello","user":{"id":"u1","name":"Alice"},"rooms":["lobby"],"seq":42,"limits":{...}}
+//	{"type":"ack","id":"m1","seq":43}
+//	{"type":"message","seq":43,"id":"m1","from":{"id":"u1","name":"Alice"},"to":{"room":"lobby"},"text":"hello","ts":"2026-11-25T22:00:00Z"}
+//	{"type":"error","id":"m1","code":"text_too_long","message":"..."}
+//
+// A send's id (1-64 letters, digits, '-', '_') is chosen by the client; a
+// repeated id from the same user within the dedupe window is stored once
+// and acked with the first seq. "from" is always the sender's token's user.
+// A direct message reaches every socket of both users, and no one else.
+
+// Frame types.
+const (
+	FrameHello   = "hello"
+	FrameSend    = "send"
+	FrameAck     = "ack"
+	FrameMessage = "message"
+	FrameError   = "error"
+)
+
+// Error codes of error frames; the socket stays open after each.
+const (
+	CodeBadFrame         = "bad_frame"         // not a JSON object, or a field of the wrong type
+	CodeUnknownType      = "unknown_type"      // a type the gateway does not know
+	CodeMissingField     = "missing_field"     // a required field is absent or empty
+	CodeBadID            = "bad_id"            // a message or user id is not 1-64 [A-Za-z0-9_-]
+	CodeBadRecipient     = "bad_recipient"     // "to" names neither or both of room and user
+	CodeUnknownRoom      = "unknown_room"      // a room the user is not in
+	CodeUnknownRecipient = "unknown_recipient" // no such user
+	CodeEmptyText        = "empty_text"        // text empty or only whitespace
+	CodeTextTooLong      = "text_too_long"     // more than MaxTextChars characters
+	CodeRateLimited      = "rate_limited"      // over the send rate; retry later
+	CodeUnavailable      = "unavailable"       // storing failed (NATS or auth unreachable); retry
+)
+
+// Close codes the gateway ends a socket with (RFC 6455 private range,
+// besides 1001 going away on shutdown and 1009 for an oversize frame).
+const (
+	CloseTokenRevoked = 4001 // the token was revoked (logout)
+	CloseTokenExpired = 4002 // the token expired; log in again
+	CloseFlooding     = 4008 // kept sending over the rate limit
+	CloseTooSlow      = 4009 // did not read fast enough; its queue filled
+)
+
+// Default limits of the browser protocol; each is a gateway flag.
+const (
+	// MaxTextChars bounds a message's text, in characters.
+	MaxTextChars = 4000
+	// MaxFrameBytes bounds a client frame; bigger ones close with 1009.
+	MaxFrameBytes = 64 << 10
+)
+
+// ClientFrame is any frame a client sends; fields unused by its type are
+// ignored.
+type ClientFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	To   *To    `json:"to,omitempty"`
+	Text string `json:"text,omitempty"`
+}
+
+// Limits tells clients the limits in force, in hello.
+type Limits struct {
+	MaxTextChars  int     `json:"max_text_chars"`
+	MaxFrameBytes int     `json:"max_frame_bytes"`
+	SendRate      float64 `json:"send_rate"` // messages per second, sustained
+	SendBurst     int     `json:"send_burst"`
+}
+
+// HelloFrame is the first frame on every socket.
+type HelloFrame struct {
+	Type   string   `json:"type"`
+	User   User     `json:"user"`
+	Rooms  []string `json:"rooms"`
+	Seq    uint64   `json:"seq"` // last sequence of the stream at connect
+	Limits Limits   `json:"limits"`
+}
+
+// AckFrame confirms a send is stored, with its sequence.
+type AckFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Seq  uint64 `json:"seq"`
+}
+
+// ErrorFrame reports a refused client frame.
+type ErrorFrame struct {
+	Type    string `json:"type"`
+	ID      string `json:"id,omitempty"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// MessageFrame delivers a stored message.
+type MessageFrame struct {
+	Type string    `json:"type"`
+	Seq  uint64    `json:"seq"`
+	ID   string    `json:"id"`
+	From User      `json:"from"`
+	To   To        `json:"to"`
+	Text string    `json:"text"`
+	TS   time.Time `json:"ts"`
+}
+
+// NewMessageFrame is the delivery frame of m stored at seq.
+func NewMessageFrame(m Message, seq uint64) MessageFrame {
+	return MessageFrame{Type: FrameMessage, Seq: seq, ID: m.ID, From: m.From, To: m.To, Text: m.Text, TS: m.TS}
+}
+
+// Encode marshals a frame; frames hold only marshalable fields.
+func Encode(frame any) []byte {
+	b, err := json.Marshal(frame)
+	if err != nil {
+		panic("chat: unmarshalable frame: " + err.Error())
+	}
+	return b
+}
