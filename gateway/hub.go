@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -28,6 +30,10 @@ type hub struct {
 	tokens map[string]map[*client]struct{} // token id -> sockets opened with it
 	subs   []*nats.Subscription            // hub-wide: rooms, revocations
 }
+
+// subscribeTimeout bounds the round trip that confirms a user's
+// subscriptions with the server.
+const subscribeTimeout = 2 * time.Second
 
 type localUser struct {
 	clients map[*client]struct{}
@@ -93,6 +99,14 @@ func (h *hub) join(c *client) error {
 			}
 			_ = s.SetPendingLimits(-1, -1)
 			u.subs = append(u.subs, s)
+		}
+		// The server has the subscriptions before the client hears hello,
+		// so nothing sent to the user after hello can miss them.
+		if err := h.nc.FlushTimeout(subscribeTimeout); err != nil {
+			for _, s := range u.subs {
+				_ = s.Unsubscribe()
+			}
+			return fmt.Errorf("subscribe %s: %w", id, err)
 		}
 		h.users[id] = u
 	}

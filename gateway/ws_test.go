@@ -1,0 +1,468 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/servicetest"
+	"github.com/natter/natter/services/token"
+)
+
+// chatEnv is real NATS, two gateways started through run, and auth's two
+// NATS endpoints answered from a test key and user table (auth itself is
+// another module; services/e2e runs the real one).
+type chatEnv struct {
+	ns    *natstest.Server
+	nc    *nats.Conn
+	key   token.Key
+	gws   []*servicetest.Service
+	users map[string]string // id -> name
+}
+
+func startChat(t *testing.T, gateways int, env map[string]string) *chatEnv {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &chatEnv{ns: natstest.Start(t), key: token.NewKey(priv), users: map[string]string{
+		"alice": "Alice", "bob": "Bob", "carol": "Carol",
+	}}
+	e.nc = natstest.Connect(t, e.ns.URL())
+	keys, _ := json.Marshal(token.JWKS{Keys: []token.JWK{e.key.PublicJWK()}})
+	if _, err := e.nc.Subscribe(chat.AuthKeysSubject, func(m *nats.Msg) { _ = m.Respond(keys) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.nc.Subscribe(chat.AuthUsersGetSubject, func(m *nats.Msg) {
+		var req chat.UsersGetRequest
+		_ = json.Unmarshal(m.Data, &req)
+		resp := chat.UsersGetResponse{Users: []chat.User{}}
+		for _, id := range req.IDs {
+			if name, ok := e.users[id]; ok {
+				resp.Users = append(resp.Users, chat.User{ID: id, Name: name})
+			}
+		}
+		b, _ := json.Marshal(resp)
+		_ = m.Respond(b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range gateways {
+		full := map[string]string{"NATS_URL": e.ns.URL(), "HTTP_ADDR": "127.0.0.1:0"}
+		for k, v := range env {
+			full[k] = v
+		}
+		gw := servicetest.Start(t, "gateway", run, full)
+		gw.WaitReady(t)
+		e.gws = append(e.gws, gw)
+	}
+	return e
+}
+
+func (e *chatEnv) token(t *testing.T, user string, lifetime time.Duration) string {
+	t.Helper()
+	s, _, err := e.key.Issue(user, e.users[user], time.Now(), lifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// wsClient is a test socket that splits server frames into objects.
+type wsClient struct {
+	t    *testing.T
+	conn *websocket.Conn
+	in   chan map[string]any
+	err  chan error       // the read error that ended the socket
+	held []map[string]any // frames read while looking for another type
+}
+
+func wsURL(gw *servicetest.Service) string { return "ws" + strings.TrimPrefix(gw.URL, "http") + "/ws" }
+
+// dial opens a socket as user on gw and returns it after its hello.
+func (e *chatEnv) dial(t *testing.T, gw *servicetest.Service, user string) (*wsClient, map[string]any) {
+	t.Helper()
+	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, user, time.Hour)}}
+	c := dialWith(t, wsURL(gw), h)
+	hello := c.next(t)
+	if hello["type"] != "hello" {
+		t.Fatalf("first frame = %v, want hello", hello)
+	}
+	return c, hello
+}
+
+func dialWith(t *testing.T, url string, h http.Header) *wsClient {
+	t.Helper()
+	conn, resp, err := websocket.DefaultDialer.Dial(url, h)
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	c := &wsClient{t: t, conn: conn, in: make(chan map[string]any, 1024), err: make(chan error, 1)}
+	go func() {
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				c.err <- err
+				close(c.in)
+				return
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				var obj map[string]any
+				if err := json.Unmarshal([]byte(line), &obj); err != nil {
+					c.err <- fmt.Errorf("server sent a non-JSON line %q", line)
+					close(c.in)
+					return
+				}
+				c.in <- obj
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = conn.Close() })
+	return c
+}
+
+func (c *wsClient) send(t *testing.T, frame string) {
+	t.Helper()
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *wsClient) next(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case obj, ok := <-c.in:
+		if !ok {
+			t.Fatalf("socket closed: %v", <-c.err)
+		}
+		return obj
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frame within 10s")
+	}
+	return nil
+}
+
+// nextOf returns the next frame of type typ. Frames of other types are
+// kept for later calls: a sender may see its message before its ack.
+func (c *wsClient) nextOf(t *testing.T, typ string) map[string]any {
+	t.Helper()
+	for i, f := range c.held {
+		if f["type"] == typ {
+			c.held = append(c.held[:i], c.held[i+1:]...)
+			return f
+		}
+	}
+	for {
+		f := c.next(t)
+		if f["type"] == typ {
+			return f
+		}
+		c.held = append(c.held, f)
+	}
+}
+
+// closed waits for the server to close the socket and returns the code.
+func (c *wsClient) closed(t *testing.T) int {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-c.in:
+			if ok {
+				continue
+			}
+			var ce *websocket.CloseError
+			if err := <-c.err; errors.As(err, &ce) {
+				return ce.Code
+			} else {
+				t.Fatalf("socket ended without a close frame: %v", err)
+			}
+		case <-deadline:
+			t.Fatal("socket not closed within 10s")
+		}
+	}
+}
+
+func seq(f map[string]any) uint64 { n, _ := f["seq"].(float64); return uint64(n) }
+
+func TestRoomBroadcastAcrossGateways(t *testing.T) {
+	e := startChat(t, 2, nil)
+	alice, hello := e.dial(t, e.gws[0], "alice")
+	if u := hello["user"].(map[string]any); u["id"] != "alice" || u["name"] != "Alice" {
+		t.Fatalf("hello user = %v", u)
+	}
+	bob, _ := e.dial(t, e.gws[1], "bob")
+	carol, _ := e.dial(t, e.gws[1], "carol")
+
+	// "from" in the frame is ignored: the token decides.
+	alice.send(t, `{"type":"send","id":"m1","to":{"room":"lobby"},"text":"hello <b>all</b>","from":{"id":"bob","name":"Bob"}}`)
+	ack := alice.nextOf(t, "ack")
+	if ack["id"] != "m1" || seq(ack) == 0 {
+		t.Fatalf("ack = %v", ack)
+	}
+	for name, c := range map[string]*wsClient{"alice": alice, "bob": bob, "carol": carol} {
+		m := c.nextOf(t, "message")
+		from := m["from"].(map[string]any)
+		if seq(m) != seq(ack) || m["text"] != "hello <b>all</b>" || from["id"] != "alice" || from["name"] != "Alice" ||
+			m["to"].(map[string]any)["room"] != "lobby" || m["id"] != "m1" {
+			t.Fatalf("%s got %v", name, m)
+		}
+		if _, err := time.Parse(time.RFC3339, m["ts"].(string)); err != nil {
+			t.Fatalf("%s: ts %v", name, m["ts"])
+		}
+	}
+}
+
+func TestDirectMessagesReachOnlyTheirUsers(t *testing.T) {
+	e := startChat(t, 2, nil)
+	alice1, _ := e.dial(t, e.gws[0], "alice")
+	alice2, _ := e.dial(t, e.gws[1], "alice")
+	bob, _ := e.dial(t, e.gws[1], "bob")
+	carol, _ := e.dial(t, e.gws[0], "carol")
+
+	alice1.send(t, `{"type":"send","id":"d1","to":{"user":"bob"},"text":"psst"}`)
+	ack := alice1.nextOf(t, "ack")
+	for name, c := range map[string]*wsClient{"alice1": alice1, "alice2": alice2, "bob": bob} {
+		m := c.nextOf(t, "message")
+		if seq(m) != seq(ack) || m["text"] != "psst" || m["to"].(map[string]any)["user"] != "bob" {
+			t.Fatalf("%s got %v", name, m)
+		}
+	}
+	// Carol's next message is the lobby one sent after: she never saw the dm.
+	bob.send(t, `{"type":"send","id":"r1","to":{"room":"lobby"},"text":"after"}`)
+	if m := carol.nextOf(t, "message"); m["text"] != "after" {
+		t.Fatalf("carol got %v", m)
+	}
+	// A note to self is delivered once per socket.
+	alice1.send(t, `{"type":"send","id":"self","to":{"user":"alice"},"text":"note"}`)
+	for _, c := range []*wsClient{alice1, alice2} {
+		for {
+			m := c.nextOf(t, "message")
+			if m["text"] == "note" {
+				break
+			}
+		}
+	}
+	alice1.send(t, `{"type":"send","id":"r2","to":{"room":"lobby"},"text":"marker"}`)
+	if m := alice2.nextOf(t, "message"); m["text"] != "marker" {
+		t.Fatalf("note to self delivered twice: then %v", m)
+	}
+}
+
+func TestRetryStoredOnce(t *testing.T) {
+	e := startChat(t, 1, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	alice.send(t, `{"type":"send","id":"same","to":{"room":"lobby"},"text":"once"}`)
+	first := alice.nextOf(t, "ack")
+	alice.send(t, `{"type":"send","id":"same","to":{"room":"lobby"},"text":"once"}`)
+	second := alice.nextOf(t, "ack")
+	if seq(first) != seq(second) {
+		t.Fatalf("retry acked with seq %d, first with %d", seq(second), seq(first))
+	}
+	// Bob (another user) may use the same id: it is another message.
+	bob.send(t, `{"type":"send","id":"same","to":{"room":"lobby"},"text":"mine"}`)
+	if b := bob.nextOf(t, "ack"); seq(b) == seq(first) {
+		t.Fatal("another user's message with the same id was deduplicated")
+	}
+	info, err := natstest.JetStream(t, e.ns.URL()).Stream(context.Background(), chat.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 2 {
+		t.Fatalf("stream holds %d messages, want 2", n)
+	}
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	e := startChat(t, 1, nil)
+	gw := e.gws[0]
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	forged, _, _ := token.NewKey(other).Issue("alice", "Alice", time.Now(), time.Hour)
+	revokedTok, revokedClaims, _ := e.key.Issue("alice", "Alice", time.Now(), time.Hour)
+	kv, err := chat.EnsureRevokedBucket(context.Background(), natstest.JetStream(t, e.ns.URL()), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(context.Background(), revokedClaims.ID, []byte(`{}`), jetstream.KeyTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	good := cookieName + "=" + e.token(t, "alice", time.Hour)
+	tests := []struct {
+		name   string
+		header http.Header
+		status int
+	}{
+		{"no token", http.Header{}, 401},
+		{"forged token", http.Header{"Cookie": {cookieName + "=" + forged}}, 401},
+		{"revoked token", http.Header{"Cookie": {cookieName + "=" + revokedTok}}, 401},
+		{"other origin", http.Header{"Cookie": {good}, "Origin": {"http://evil.example"}}, 403},
+		{"bearer", http.Header{"Authorization": {"Bearer " + e.token(t, "bob", time.Hour)}}, 101},
+		{"same origin", http.Header{"Cookie": {good}, "Origin": {gw.URL}}, 101},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, resp, err := websocket.DefaultDialer.Dial(wsURL(gw), tt.header)
+			if conn != nil {
+				defer conn.Close()
+			}
+			if resp == nil {
+				t.Fatalf("no HTTP answer: %v", err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+}
+
+func TestErrorFramesKeepSocketOpen(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"MAX_TEXT_CHARS": "10"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	tests := []struct{ frame, code string }{
+		{`not json`, chat.CodeBadFrame},
+		{`{"type":"send","id":5}`, chat.CodeBadFrame},
+		{`{"id":"x"}`, chat.CodeMissingField},
+		{`{"type":"dance"}`, chat.CodeUnknownType},
+		{`{"type":"send","to":{"room":"lobby"},"text":"x"}`, chat.CodeMissingField},
+		{`{"type":"send","id":"a.b","to":{"room":"lobby"},"text":"x"}`, chat.CodeBadID},
+		{`{"type":"send","id":"e1","text":"x"}`, chat.CodeMissingField},
+		{`{"type":"send","id":"e2","to":{},"text":"x"}`, chat.CodeBadRecipient},
+		{`{"type":"send","id":"e3","to":{"room":"lobby","user":"bob"},"text":"x"}`, chat.CodeBadRecipient},
+		{`{"type":"send","id":"e4","to":{"room":"attic"},"text":"x"}`, chat.CodeUnknownRoom},
+		{`{"type":"send","id":"e5","to":{"user":"mallory"},"text":"x"}`, chat.CodeUnknownRecipient},
+		{`{"type":"send","id":"e6","to":{"user":"a*b"},"text":"x"}`, chat.CodeBadID},
+		{`{"type":"send","id":"e7","to":{"room":"lobby"},"text":" \n\t"}`, chat.CodeEmptyText},
+		{`{"type":"send","id":"e8","to":{"room":"lobby"},"text":"elevenchars"}`, chat.CodeTextTooLong},
+	}
+	for _, tt := range tests {
+		alice.send(t, tt.frame)
+		f := alice.next(t)
+		if f["type"] != "error" || f["code"] != tt.code || f["message"] == "" {
+			t.Fatalf("%s: got %v, want error %s", tt.frame, f, tt.code)
+		}
+	}
+	// Ten characters of Chinese are within a ten-character limit.
+	alice.send(t, `{"type":"send","id":"ok","to":{"room":"lobby"},"text":"一二三四五六七八九十"}`)
+	if f := alice.nextOf(t, "ack"); f["id"] != "ok" {
+		t.Fatalf("after the errors: %v", f)
+	}
+}
+
+func TestOversizeFrameCloses1009(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"MAX_FRAME_BYTES": "4096"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	alice.send(t, `{"type":"send","id":"big","to":{"room":"lobby"},"text":"`+strings.Repeat("x", 5000)+`"}`)
+	if code := alice.closed(t); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+}
+
+func TestFloodingIsLimitedThenClosed(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SEND_RATE": "1", "SEND_BURST": "3", "FLOOD_STRIKES": "5"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	for i := range 10 {
+		alice.send(t, fmt.Sprintf(`{"type":"send","id":"f%d","to":{"room":"lobby"},"text":"x"}`, i))
+	}
+	var limited int
+	for {
+		f, ok := <-alice.in
+		if !ok {
+			break
+		}
+		if f["code"] == chat.CodeRateLimited {
+			limited++
+		}
+	}
+	var ce *websocket.CloseError
+	if err := <-alice.err; !errors.As(err, &ce) || ce.Code != chat.CloseFlooding {
+		t.Fatalf("flooding socket ended with %v, want close %d", err, chat.CloseFlooding)
+	}
+	if limited == 0 {
+		t.Fatal("no rate_limited error before the close")
+	}
+}
+
+func TestSlowReaderClosedOthersServed(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SEND_QUEUE": "64", "SEND_RATE": "100000", "SEND_BURST": "100000"})
+	// The slow socket never reads: its queue fills and it is closed.
+	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, "carol", time.Hour)}}
+	slow, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fast, _ := e.dial(t, e.gws[0], "bob")
+	alice, _ := e.dial(t, e.gws[0], "alice")
+
+	// Enough to fill the slow socket's kernel buffers, then its queue.
+	const n = 2000
+	var wg sync.WaitGroup
+	got := map[string]bool{}
+	wg.Go(func() {
+		for len(got) < n {
+			f := fast.nextOf(t, "message")
+			got[f["id"].(string)] = true
+		}
+	})
+	for i := range n {
+		alice.send(t, fmt.Sprintf(`{"type":"send","id":"s%d","to":{"room":"lobby"},"text":"%s"}`, i, strings.Repeat("y", 4000)))
+	}
+	wg.Wait()
+	// Now read the slow socket: after what fit, a close 4009.
+	for {
+		_, _, err := slow.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != chat.CloseTooSlow {
+			t.Fatalf("slow socket ended with %v, want close %d", err, chat.CloseTooSlow)
+		}
+		break
+	}
+}
+
+func TestRevocationAndExpiryClose(t *testing.T) {
+	e := startChat(t, 1, nil)
+	tok, claims, _ := e.key.Issue("alice", "Alice", time.Now(), time.Hour)
+	alice := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {cookieName + "=" + tok}})
+	alice.nextOf(t, "hello")
+	bob, _ := e.dial(t, e.gws[0], "bob")
+
+	rev, _ := json.Marshal(chat.Revocation{TokenID: claims.ID, User: "alice", ExpiresAt: claims.ExpiresAt.Time})
+	if err := e.nc.Publish(chat.AuthRevokedSubject, rev); err != nil {
+		t.Fatal(err)
+	}
+	if code := alice.closed(t); code != chat.CloseTokenRevoked {
+		t.Fatalf("revoked socket closed with %d, want %d", code, chat.CloseTokenRevoked)
+	}
+	// Bob's socket, another token, is unaffected.
+	bob.send(t, `{"type":"send","id":"b1","to":{"room":"lobby"},"text":"still here"}`)
+	bob.nextOf(t, "ack")
+
+	short := e.token(t, "carol", 1500*time.Millisecond)
+	carol := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {cookieName + "=" + short}})
+	carol.nextOf(t, "hello")
+	if code := carol.closed(t); code != chat.CloseTokenExpired {
+		t.Fatalf("expired socket closed with %d, want %d", code, chat.CloseTokenExpired)
+	}
+}
