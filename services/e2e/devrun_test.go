@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/mongotest"
@@ -218,6 +221,7 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 	if r := getWithCookie(t, s.gateway+"/api/me", login.cookie); r.status != http.StatusOK || !strings.Contains(r.body, "佐伊") {
 		t.Fatalf("me through the gateway: %d %s", r.status, r.body)
 	}
+	chatThroughGateway(t, s.gateway, login.cookie)
 
 	s.interrupt(t)
 	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
@@ -243,6 +247,54 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 		t.Fatalf("session after a restart of everything: %d %s", r.status, r.body)
 	}
 	s.interrupt(t)
+}
+
+// chatThroughGateway opens a websocket as the browser would (cookie from
+// login, the page's origin), sends to the lobby, and sees it stored and
+// delivered with the sender the real auth's token names.
+func chatThroughGateway(t *testing.T, gateway, cookie string) {
+	t.Helper()
+	h := http.Header{"Cookie": {cookie}, "Origin": {gateway}}
+	conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(gateway, "http")+"/ws", h)
+	if err != nil {
+		t.Fatalf("websocket through the gateway: %v %v", err, resp)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var objs []map[string]any
+	read := func() {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			var o map[string]any
+			if err := json.Unmarshal([]byte(line), &o); err != nil {
+				t.Fatalf("frame line %q: %v", line, err)
+			}
+			objs = append(objs, o)
+		}
+	}
+	read()
+	if objs[0]["type"] != "hello" {
+		t.Fatalf("first frame %v", objs[0])
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"send","id":"e2e-1","to":{"room":"lobby"},"text":"你好 natter"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var acked, delivered bool
+	for !(acked && delivered) {
+		read()
+		for _, o := range objs {
+			switch o["type"] {
+			case "ack":
+				acked = o["id"] == "e2e-1"
+			case "message":
+				from, _ := o["from"].(map[string]any)
+				delivered = o["text"] == "你好 natter" && from["name"] == "佐伊"
+			}
+		}
+	}
 }
 
 type httpResult struct {
