@@ -206,22 +206,33 @@ func newConnID() string {
 // handleFrame decodes one client frame and acts on it; every refusal is an
 // error frame and the socket stays open.
 func (g *gateway) handleFrame(c *client, data []byte) {
+	f, ferr := decodeFrame(data)
+	if ferr != nil {
+		g.metrics.framesIn.WithLabelValues("invalid").Inc()
+		c.reply(*ferr)
+		return
+	}
+	g.metrics.framesIn.WithLabelValues(f.Type).Inc()
+	// send is the only client frame type so far (decodeFrame checked).
+	g.handleSend(c, f)
+}
+
+// decodeFrame parses a client frame and checks its type is known.
+func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 	var f chat.ClientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
-		g.metrics.framesIn.WithLabelValues("invalid").Inc()
-		c.reply(errorFrame("", chat.CodeBadFrame, "not a JSON object of the protocol: "+jsonProblem(err)))
-		return
+		e := errorFrame("", chat.CodeBadFrame, "not a JSON object of the protocol: "+jsonProblem(err))
+		return f, &e
 	}
 	switch f.Type {
 	case chat.FrameSend:
-		g.metrics.framesIn.WithLabelValues(f.Type).Inc()
-		g.handleSend(c, f)
+		return f, nil
 	case "":
-		g.metrics.framesIn.WithLabelValues("invalid").Inc()
-		c.reply(errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`))
+		e := errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`)
+		return f, &e
 	default:
-		g.metrics.framesIn.WithLabelValues("unknown").Inc()
-		c.reply(errorFrame(f.ID, chat.CodeUnknownType, fmt.Sprintf("unknown frame type %q", f.Type)))
+		e := errorFrame(f.ID, chat.CodeUnknownType, fmt.Sprintf("unknown frame type %q", f.Type))
+		return f, &e
 	}
 }
 
@@ -233,28 +244,43 @@ func jsonProblem(err error) string {
 	return "invalid JSON"
 }
 
+// checkSend checks a send's shape: id, exactly one recipient, text.
+// Whether the recipient exists is destination's business.
+func checkSend(f chat.ClientFrame, maxText int) *chat.ErrorFrame {
+	refuse := func(id, code, msg string) *chat.ErrorFrame {
+		e := errorFrame(id, code, msg)
+		return &e
+	}
+	switch {
+	case f.ID == "":
+		return refuse("", chat.CodeMissingField, `send needs an "id"`)
+	case chat.ValidID(f.ID) != nil:
+		return refuse("", chat.CodeBadID, "message id: "+chat.ValidID(f.ID).Error())
+	case f.To == nil:
+		return refuse(f.ID, chat.CodeMissingField, `send needs "to": {"room": ...} or {"user": ...}`)
+	case (f.To.Room == "") == (f.To.User == ""):
+		return refuse(f.ID, chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`)
+	case f.To.User != "" && chat.ValidID(f.To.User) != nil:
+		return refuse(f.ID, chat.CodeBadID, "recipient: "+chat.ValidID(f.To.User).Error())
+	case strings.TrimFunc(f.Text, unicode.IsSpace) == "":
+		return refuse(f.ID, chat.CodeEmptyText, "text is empty")
+	}
+	if n := utf8.RuneCountInString(f.Text); n > maxText {
+		return refuse(f.ID, chat.CodeTextTooLong, fmt.Sprintf("text has %d characters; the limit is %d", n, maxText))
+	}
+	return nil
+}
+
 // handleSend validates a send, stores it, and acks with its sequence.
 // The sender is the token's user, whatever the frame says.
 func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
-	if f.ID == "" {
-		c.reply(errorFrame("", chat.CodeMissingField, `send needs an "id"`))
-		return
-	}
-	if err := chat.ValidID(f.ID); err != nil {
-		c.reply(errorFrame("", chat.CodeBadID, "message id: "+err.Error()))
+	if e := checkSend(f, g.limits.MaxTextChars); e != nil {
+		c.reply(*e)
 		return
 	}
 	subject, code, msg := g.destination(c, f.To)
 	if code != "" {
 		c.reply(errorFrame(f.ID, code, msg))
-		return
-	}
-	if strings.TrimFunc(f.Text, unicode.IsSpace) == "" {
-		c.reply(errorFrame(f.ID, chat.CodeEmptyText, "text is empty"))
-		return
-	}
-	if n := utf8.RuneCountInString(f.Text); n > g.limits.MaxTextChars {
-		c.reply(errorFrame(f.ID, chat.CodeTextTooLong, fmt.Sprintf("text has %d characters; the limit is %d", n, g.limits.MaxTextChars)))
 		return
 	}
 	m := chat.Message{ID: f.ID, From: c.user, To: *f.To, Text: f.Text, TS: time.Now().UTC()}
@@ -273,22 +299,15 @@ func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 	c.reply(chat.AckFrame{Type: chat.FrameAck, ID: f.ID, Seq: ack.Sequence})
 }
 
-// destination checks "to" and returns the subject, or an error code.
+// destination maps a checked "to" to its subject, or an error code: the
+// room must be one the user is in, the user must exist.
 func (g *gateway) destination(c *client, to *chat.To) (string, string, string) {
-	switch {
-	case to == nil:
-		return "", chat.CodeMissingField, `send needs "to": {"room": ...} or {"user": ...}`
-	case (to.Room == "") == (to.User == ""):
-		return "", chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`
-	case to.Room != "":
+	if to.Room != "" {
 		if to.Room != chat.Lobby {
 			return "", chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room)
 		}
 		s, _ := chat.RoomSubject(to.Room)
 		return s, "", ""
-	}
-	if err := chat.ValidID(to.User); err != nil {
-		return "", chat.CodeBadID, "recipient: " + err.Error()
 	}
 	if to.User != c.user.ID {
 		exists, err := g.userExists(to.User)
