@@ -31,9 +31,10 @@ lint:
 	$(GO) vet $(PKGS)
 	cd services && $(GO) tool staticcheck $(addprefix github.com/natter/natter/,$(addsuffix /...,$(MODULES)))
 
-## bench: placeholder until the load tool and benchmarks exist (issue 7); measures nothing yet
+## bench: Go micro-benchmarks of the hot paths, 5 runs each (compare runs with benchstat); the load tool is not built yet
 bench:
-	@echo "make bench: no benchmarks exist yet; nothing is measured. The load tool and Go benchmarks come with issue 7."
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+	@echo "make bench: Go micro-benchmarks only; the load tool and the standard load profile are not built yet (issue 7)."
 
 clean:
 	rm -rf $(BIN)
