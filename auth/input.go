@@ -77,7 +77,11 @@ func decodeStrict(body []byte, dst any) error {
 		case errors.Is(err, io.EOF):
 			return invalid("body", "empty")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
+			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			if name == "" {
+				return invalid("body", `unknown field ""`)
+			}
+			return invalid(name, "unknown field")
 		default:
 			return invalid("body", "not valid JSON")
 		}
