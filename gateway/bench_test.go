@@ -39,7 +39,7 @@ func BenchmarkRoomFanOut(b *testing.B) {
 			stop := make(chan struct{})
 			defer close(stop)
 			for range n {
-				c := &client{gw: gw, send: make(chan []byte, 1024), closing: make(chan struct{}), claims: &token.Claims{}}
+				c := &client{gw: gw, send: make(chan []byte, 1024), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
 				h.room[c] = struct{}{}
 				go func() {
 					for {

@@ -40,7 +40,109 @@ type client struct {
 	closeText string
 
 	limiter *rate.Limiter
-	strikes int // rate-limited frames in a row; reader goroutine only
+	strikes int  // rate-limited frames in a row; reader goroutine only
+	started bool // a first frame was read; reader goroutine only
+
+	// Live delivery starts held: a reconnecting client's first frame is
+	// resume, whose replay must come before anything live. mu guards state
+	// and held.
+	mu    sync.Mutex
+	state int
+	held  []heldMsg
+}
+
+// Delivery states of a client.
+const (
+	stateHolding   = iota // live messages held until the first frame or holdTimeout
+	stateReplaying        // resume replay running; live messages still held
+	stateLive             // live messages go straight to the queue
+)
+
+type heldMsg struct {
+	b   []byte
+	seq uint64
+}
+
+// holdTimeout is how long after hello live messages wait for a possible
+// resume; any first frame ends the wait sooner.
+const holdTimeout = time.Second
+
+// deliver queues a live message, or holds it while a replay may precede it.
+// Holding is bounded by the queue length: a holding client (not yet sent
+// its first frame) that would exceed it goes live instead; a replaying one
+// is too slow.
+func (c *client) deliver(b []byte, seq uint64) {
+	c.mu.Lock()
+	if c.state == stateHolding && len(c.held) >= cap(c.send) {
+		c.mu.Unlock()
+		c.goLive(0, stateHolding)
+		c.mu.Lock()
+	}
+	if c.state != stateLive {
+		if len(c.held) >= cap(c.send) {
+			c.mu.Unlock()
+			c.gw.metrics.slowCloses.Inc()
+			c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+			return
+		}
+		c.held = append(c.held, heldMsg{b: b, seq: seq})
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.enqueue(b)
+}
+
+// goLive releases the held messages with a seq above after and delivers
+// live from then on, if the client is still in state from.
+func (c *client) goLive(after uint64, from int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != from {
+		return false
+	}
+	for _, h := range c.held {
+		if h.seq > after {
+			c.enqueue(h.b)
+		}
+	}
+	c.held, c.state = nil, stateLive
+	return true
+}
+
+// beginResume moves a holding client to replaying; false once live.
+func (c *client) beginResume() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHolding {
+		return false
+	}
+	c.state = stateReplaying
+	return true
+}
+
+// enqueueWait queues b, waiting up to writeWait for room: a replay may
+// outrun the writer for a moment without the client being slow.
+func (c *client) enqueueWait(b []byte) bool {
+	select {
+	case c.send <- b:
+		return true
+	case <-c.closing:
+		return false
+	default:
+	}
+	t := time.NewTimer(writeWait)
+	defer t.Stop()
+	select {
+	case c.send <- b:
+		return true
+	case <-c.closing:
+		return false
+	case <-t.C:
+		c.gw.metrics.slowCloses.Inc()
+		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+		return false
+	}
 }
 
 // enqueue queues an encoded object without blocking; a client whose queue

@@ -147,34 +147,43 @@ func (h *hub) leave(c *client) {
 }
 
 // frame turns a republished message into its encoded delivery frame.
-func (h *hub) frame(m *nats.Msg) ([]byte, bool) {
+func (h *hub) frame(m *nats.Msg) ([]byte, uint64, bool) {
 	seq, err := strconv.ParseUint(m.Header.Get(chat.SequenceHeader), 10, 64)
 	if err != nil {
 		h.log.Error("live message without sequence", "subject", m.Subject)
-		return nil, false
+		return nil, 0, false
 	}
-	var msg chat.Message
-	if err := json.Unmarshal(m.Data, &msg); err != nil {
+	f, err := messageFrame(m.Data, seq)
+	if err != nil {
 		h.log.Error("undecodable stored message", "subject", m.Subject, "seq", seq, "err", err)
-		return nil, false
+		return nil, 0, false
 	}
-	return chat.Encode(chat.NewMessageFrame(msg, seq)), true
+	return chat.Encode(f), seq, true
+}
+
+// messageFrame decodes a stored message into its delivery frame.
+func messageFrame(data []byte, seq uint64) (chat.MessageFrame, error) {
+	var msg chat.Message
+	if err := json.Unmarshal(data, &msg); err != nil {
+		return chat.MessageFrame{}, err
+	}
+	return chat.NewMessageFrame(msg, seq), nil
 }
 
 func (h *hub) onRoom(m *nats.Msg) {
-	b, ok := h.frame(m)
+	b, seq, ok := h.frame(m)
 	if !ok {
 		return
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for c := range h.room {
-		c.enqueue(b)
+		c.deliver(b, seq)
 	}
 }
 
 func (h *hub) onDM(user string, m *nats.Msg) {
-	b, ok := h.frame(m)
+	b, seq, ok := h.frame(m)
 	if !ok {
 		return
 	}
@@ -182,7 +191,7 @@ func (h *hub) onDM(user string, m *nats.Msg) {
 	defer h.mu.RUnlock()
 	if u := h.users[user]; u != nil {
 		for c := range u.clients {
-			c.enqueue(b)
+			c.deliver(b, seq)
 		}
 	}
 }

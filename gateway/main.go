@@ -65,6 +65,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.WS.SendBurst, "send-burst", "SEND_BURST", 30, "client frames per socket allowed at once above the rate")
 	fs.Int(&c.WS.FloodStrikes, "flood-strikes", "FLOOD_STRIKES", 20, "rate-limited frames in a row before the socket is closed (4008)")
 	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
+	fs.Int(&c.WS.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most; beyond, resumed says complete=false")
 	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
 	fs.Stream(&c.Stream)
 	fs.Presence(&c.Presence)
@@ -74,7 +75,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	c.Presence.Replicas = c.Stream.Replicas
 	c.WS.MaxFrameBytes = int64(maxFrame)
-	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second {
+	if c.Stream.Retention > 0 && c.Stream.DedupeWindow > c.Stream.Retention {
+		return c, fmt.Errorf("chat dedupe window %s is longer than the retention %s", c.Stream.DedupeWindow, c.Stream.Retention)
+	}
+	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second || c.WS.MaxReplay < 1 {
 		return c, fmt.Errorf("websocket limits out of range: %+v", c.WS)
 	}
 	u, err := url.Parse(c.AuthURL)

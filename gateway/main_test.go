@@ -159,6 +159,7 @@ func TestBadConfig(t *testing.T) {
 		{"auth url", "AUTH_URL", "ftp://x", "auth url"},
 		{"retention", "CHAT_RETENTION", "a week", "CHAT_RETENTION"},
 		{"log format", "LOG_FORMAT", "xml", "log format"},
+		{"dedupe longer than retention", "CHAT_RETENTION", "1m", "dedupe window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

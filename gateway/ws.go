@@ -49,6 +49,7 @@ type WSLimits struct {
 	FloodStrikes  int           // rate-limited frames in a row before close 4008
 	QueueLen      int           // queued server objects before close 4009
 	PingInterval  time.Duration // ping period; a socket silent for two is dropped
+	MaxReplay     int           // messages one resume replays at most
 }
 
 // gateway is the websocket side: verification, the hub, the send path.
@@ -155,6 +156,9 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: info.State.LastSeq,
 		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: int(g.limits.MaxFrameBytes), SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
 	})
+	// Live messages wait for a possible resume no longer than holdTimeout.
+	hold := time.AfterFunc(holdTimeout, func() { c.goLive(0, stateHolding) })
+	defer hold.Stop()
 	// The socket ends when its token does.
 	expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { c.closeWith(chat.CloseTokenExpired, "token expired; log in again") })
 	defer expiry.Stop()
@@ -213,8 +217,25 @@ func (g *gateway) handleFrame(c *client, data []byte) {
 		return
 	}
 	g.metrics.framesIn.WithLabelValues(f.Type).Inc()
-	// send is the only client frame type so far (decodeFrame checked).
-	g.handleSend(c, f)
+	first := !c.started
+	c.started = true
+	if f.Type == chat.FrameResume {
+		if first {
+			g.handleResume(c, f)
+		} else {
+			c.reply(errorFrame(f.ID, chat.CodeResumeLate, "resume must be the first frame"))
+		}
+		return
+	}
+	if first {
+		c.goLive(0, stateHolding) // not resuming: no need to hold live messages
+	}
+	switch f.Type {
+	case chat.FrameSend:
+		g.handleSend(c, f)
+	case chat.FrameHistory:
+		g.handleHistory(c, f)
+	}
 }
 
 // decodeFrame parses a client frame and checks its type is known.
@@ -225,7 +246,7 @@ func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 		return f, &e
 	}
 	switch f.Type {
-	case chat.FrameSend:
+	case chat.FrameSend, chat.FrameHistory, chat.FrameResume:
 		return f, nil
 	case "":
 		e := errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`)

@@ -14,6 +14,8 @@ import (
 //
 //	{"type":"send","id":"m1","to":{"room":"lobby"},"text":"hello"}
 //	{"type":"send","id":"m2","to":{"user":"u7"},"text":"psst"}
+//	{"type":"history","to":{"user":"u7"},"before":0,"limit":50}
+//	{"type":"resume","after":41}
 //
 // Server frames:
 //
@@ -21,6 +23,21 @@ import (
 //	{"type":"ack","id":"m1","seq":43}
 //	{"type":"message","seq":43,"id":"m1","from":{"id":"u1","name":"Alice"},"to":{"room":"lobby"},"text":"hello","ts":"2026-11-25T22:00:00Z"}
 //	{"type":"error","id":"m1","code":"text_too_long","message":"..."}
+//	{"type":"history","to":{"user":"u7"},"messages":[{"type":"message",...}],"more":true}
+//	{"type":"resumed","seq":57,"complete":true}
+//
+// History: the messages of one conversation the user is part of (a room
+// they are in, or their direct conversation with one user) with seq below
+// "before" (0: the latest), at most "limit" (1-100, default 50), oldest
+// first; "more" says older ones exist.
+//
+// Resume: a reconnecting client sends resume, with the last seq it saw, as
+// its first frame (within HoldTimeout of hello). The gateway replays, in
+// order, every stored message the user may see with a larger seq, then
+// sends resumed with the last replayed seq, then live messages: none
+// missing, none twice. complete is false when messages after "after" have
+// already left the stream (retention) or the gap exceeds the replay limit;
+// the client then has what was replayed and can page with history.
 //
 // A send's id (1-64 letters, digits, '-', '_') is chosen by the client; a
 // repeated id from the same user within the dedupe window is stored once
@@ -34,6 +51,9 @@ const (
 	FrameAck     = "ack"
 	FrameMessage = "message"
 	FrameError   = "error"
+	FrameHistory = "history"
+	FrameResume  = "resume"
+	FrameResumed = "resumed"
 )
 
 // Error codes of error frames; the socket stays open after each.
@@ -49,6 +69,8 @@ const (
 	CodeTextTooLong      = "text_too_long"     // more than MaxTextChars characters
 	CodeRateLimited      = "rate_limited"      // over the send rate; retry later
 	CodeUnavailable      = "unavailable"       // storing failed (NATS or auth unreachable); retry
+	CodeBadLimit         = "bad_limit"         // history limit outside 1-MaxHistory
+	CodeResumeLate       = "resume_late"       // resume after another frame or after HoldTimeout
 )
 
 // Close codes the gateway ends a socket with (RFC 6455 private range,
@@ -66,15 +88,22 @@ const (
 	MaxTextChars = 4000
 	// MaxFrameBytes bounds a client frame; bigger ones close with 1009.
 	MaxFrameBytes = 64 << 10
+	// MaxHistory bounds the messages of one history answer.
+	MaxHistory = 100
+	// DefaultHistory is a history request's limit when it gives none.
+	DefaultHistory = 50
 )
 
 // ClientFrame is any frame a client sends; fields unused by its type are
 // ignored.
 type ClientFrame struct {
-	Type string `json:"type"`
-	ID   string `json:"id,omitempty"`
-	To   *To    `json:"to,omitempty"`
-	Text string `json:"text,omitempty"`
+	Type   string  `json:"type"`
+	ID     string  `json:"id,omitempty"`
+	To     *To     `json:"to,omitempty"`
+	Text   string  `json:"text,omitempty"`
+	Before uint64  `json:"before,omitempty"` // history
+	Limit  int     `json:"limit,omitempty"`  // history
+	After  *uint64 `json:"after,omitempty"`  // resume
 }
 
 // Limits tells clients the limits in force, in hello.
@@ -118,6 +147,21 @@ type MessageFrame struct {
 	To   To        `json:"to"`
 	Text string    `json:"text"`
 	TS   time.Time `json:"ts"`
+}
+
+// HistoryFrame answers a history request.
+type HistoryFrame struct {
+	Type     string         `json:"type"`
+	To       To             `json:"to"`
+	Messages []MessageFrame `json:"messages"`
+	More     bool           `json:"more"`
+}
+
+// ResumedFrame ends a replay; live messages follow.
+type ResumedFrame struct {
+	Type     string `json:"type"`
+	Seq      uint64 `json:"seq"`
+	Complete bool   `json:"complete"`
 }
 
 // NewMessageFrame is the delivery frame of m stored at seq.

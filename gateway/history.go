@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+)
+
+// Limits of the stream reads behind history and resume.
+const (
+	// readTimeout bounds one history answer or one replay.
+	readTimeout = 10 * time.Second
+	// replayBatch is how many messages one replay fetch asks for.
+	replayBatch = 256
+)
+
+// conversation is the subject of a conversation the user is part of: a
+// room they are in, or their direct conversation with to.User.
+func conversation(user string, to *chat.To) (string, string, string) {
+	switch {
+	case to == nil:
+		return "", chat.CodeMissingField, `history needs "to"`
+	case (to.Room == "") == (to.User == ""):
+		return "", chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`
+	case to.Room != "":
+		if to.Room != chat.Lobby {
+			return "", chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room)
+		}
+		s, _ := chat.RoomSubject(to.Room)
+		return s, "", ""
+	}
+	s, err := chat.DMSubject(user, to.User)
+	if err != nil {
+		return "", chat.CodeBadID, "recipient: " + err.Error()
+	}
+	return s, "", ""
+}
+
+// handleHistory answers one page of a conversation, oldest first.
+func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
+	subject, code, msg := conversation(c.user.ID, f.To)
+	if code != "" {
+		c.reply(errorFrame(f.ID, code, msg))
+		return
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = chat.DefaultHistory
+	}
+	if limit < 1 || limit > chat.MaxHistory {
+		c.reply(errorFrame(f.ID, chat.CodeBadLimit, fmt.Sprintf("limit must be 1 to %d", chat.MaxHistory)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	// Walk back from "before": one direct get per message, each the last
+	// of the conversation's subject below the previous one; one extra
+	// tells whether there is more.
+	var msgs []chat.MessageFrame
+	more := false
+	upTo := f.Before
+	for len(msgs) <= limit {
+		if upTo == 1 {
+			break
+		}
+		var data []byte
+		var seq uint64
+		var err error
+		data, seq, err = g.lastBefore(ctx, subject, upTo)
+		if errors.Is(err, errNoMessage) {
+			break
+		}
+		if err != nil {
+			g.log.Warn("history read failed", "subject", subject, "err", err)
+			c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not read the history; retry"))
+			return
+		}
+		if len(msgs) == limit {
+			more = true
+			break
+		}
+		mf, err := messageFrame(data, seq)
+		if err != nil {
+			g.log.Error("undecodable stored message", "seq", seq, "err", err)
+		} else {
+			msgs = append(msgs, mf)
+		}
+		upTo = seq
+	}
+	// Oldest first.
+	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+		msgs[i], msgs[j] = msgs[j], msgs[i]
+	}
+	if msgs == nil {
+		msgs = []chat.MessageFrame{}
+	}
+	c.reply(chat.HistoryFrame{Type: chat.FrameHistory, To: *f.To, Messages: msgs, More: more})
+}
+
+var errNoMessage = errors.New("no message")
+
+// lastBefore is the last message on subject with a seq below before (0:
+// the very last), through the stream's direct get.
+func (g *gateway) lastBefore(ctx context.Context, subject string, before uint64) ([]byte, uint64, error) {
+	req := map[string]any{"multi_last": []string{subject}}
+	if before > 0 {
+		req["up_to_seq"] = before - 1
+	}
+	body, _ := json.Marshal(req)
+	m, err := g.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+chat.StreamName, body)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch st := m.Header.Get("Status"); st {
+	case "":
+	case "404":
+		return nil, 0, errNoMessage
+	default:
+		return nil, 0, fmt.Errorf("direct get: status %s %s", st, m.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("direct get: sequence %q", m.Header.Get(jetstream.SequenceHeader))
+	}
+	return m.Data, seq, nil
+}
+
+// handleResume replays what the user missed after f.After, then goes live.
+func (g *gateway) handleResume(c *client, f chat.ClientFrame) {
+	if f.After == nil {
+		c.reply(errorFrame(f.ID, chat.CodeMissingField, `resume needs "after": the last seq seen`))
+		c.goLive(0, stateHolding)
+		return
+	}
+	if !c.beginResume() {
+		c.reply(errorFrame(f.ID, chat.CodeResumeLate, "resume must be the first frame, sent at once after connecting"))
+		return
+	}
+	after := *f.After
+	last, complete, err := g.replay(c, after)
+	if err != nil {
+		g.log.Warn("replay failed", "user", c.user.ID, "err", err)
+		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not replay; reconnect and resume again"))
+		c.closeWith(1011, "replay failed")
+		return
+	}
+	c.enqueueWait(chat.Encode(chat.ResumedFrame{Type: chat.FrameResumed, Seq: last, Complete: complete}))
+	c.goLive(last, stateReplaying)
+}
+
+// replay sends every stored message the user may see with a seq above
+// after, in order, and returns the last seq sent (after if none).
+func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	info, err := g.stream.Info(ctx)
+	if err != nil {
+		return after, false, err
+	}
+	complete := after+1 >= info.State.FirstSeq || info.State.Msgs == 0
+	if after >= info.State.LastSeq {
+		return after, complete, nil
+	}
+	room, _ := chat.RoomSubject(chat.Lobby)
+	id := c.user.ID
+	cons, err := g.js.OrderedConsumer(ctx, chat.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{room, "chat.dm." + id + ".*", "chat.dm.*." + id},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
+	})
+	if err != nil {
+		return after, false, err
+	}
+	last := after
+	sent := 0
+	for {
+		batch, err := cons.FetchNoWait(replayBatch)
+		if err != nil {
+			return last, false, err
+		}
+		n := 0
+		var pending uint64
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return last, false, err
+			}
+			pending = meta.NumPending
+			if meta.Sequence.Stream <= last {
+				continue
+			}
+			mf, err := messageFrame(m.Data(), meta.Sequence.Stream)
+			if err != nil {
+				g.log.Error("undecodable stored message", "seq", meta.Sequence.Stream, "err", err)
+			} else if !c.enqueueWait(chat.Encode(mf)) {
+				return last, false, errors.New("client gone during replay")
+			}
+			last = meta.Sequence.Stream
+			sent++
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return last, false, err
+		}
+		if sent >= g.limits.MaxReplay && pending > 0 {
+			return last, false, nil // the rest through history
+		}
+		if n == 0 || pending == 0 {
+			return last, complete, nil
+		}
+	}
+}
