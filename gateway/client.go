@@ -187,6 +187,13 @@ func (c *client) writePump() {
 				return
 			}
 		case <-c.closing:
+			// What is already queued (say, the error frames before a 4008)
+			// goes out first, within writeWait, then the close frame.
+			for len(c.send) > 0 {
+				if err := c.writeBatch(<-c.send); err != nil {
+					return
+				}
+			}
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 			_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
 			return

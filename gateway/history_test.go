@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,10 +137,17 @@ func TestResumeReplaysExactlyWhatWasMissed(t *testing.T) {
 		t.Fatalf("first frame %v", f)
 	}
 	got := map[string]int{}
+	var frames []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("bob2 frames:\n%s", strings.Join(frames, "\n"))
+		}
+	}()
 	var prev uint64 = lastSeen
 	resumed := false
 	for len(got) < len(want) || !resumed {
 		f := bob2.next(t)
+		frames = append(frames, fmt.Sprint(f["type"], " ", f["id"], " ", f["seq"]))
 		switch f["type"] {
 		case "resumed":
 			if resumed || f["complete"] != true {

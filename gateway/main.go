@@ -167,8 +167,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	err = ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler)
 	// Sockets are hijacked connections: the HTTP shutdown leaves them to us.
-	h.closeAll(websocket.CloseGoingAway, "gateway shutting down")
-	waitFor(&g.clients, 2*time.Second)
+	g.stopSockets(2 * time.Second)
 	if err != nil {
 		return err
 	}
@@ -180,16 +179,3 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }
-
-// waitFor waits for wg at most d.
-func waitFor(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(d):
-	}
-}

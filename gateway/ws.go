@@ -69,8 +69,45 @@ type gateway struct {
 	revoked jetstream.KeyValue
 
 	known    sync.Map // user id -> time found at auth
-	clients  sync.WaitGroup
 	upgrader websocket.Upgrader
+
+	// Sockets are hijacked: the HTTP server's shutdown does not wait for
+	// them. stopping (under mu) refuses new ones, so clients.Add never
+	// races the final Wait.
+	mu       sync.Mutex
+	stopping bool
+	clients  sync.WaitGroup
+}
+
+// admitSocket registers c unless the gateway is stopping.
+func (g *gateway) admitSocket(c *client) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopping {
+		return errors.New("gateway stopping")
+	}
+	if err := g.hub.join(c); err != nil {
+		return err
+	}
+	g.clients.Add(1)
+	return nil
+}
+
+// stopSockets closes every socket with 1001 and waits for them, at most d.
+func (g *gateway) stopSockets(d time.Duration) {
+	g.mu.Lock()
+	g.stopping = true
+	g.mu.Unlock()
+	g.hub.closeAll(websocket.CloseGoingAway, "gateway shutting down")
+	done := make(chan struct{})
+	go func() {
+		g.clients.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
 }
 
 type metrics struct {
@@ -142,13 +179,12 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		closing: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
-	if err := g.hub.join(c); err != nil {
-		g.log.Error("join failed", "err", err)
-		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "try again"), time.Now().Add(writeWait))
+	if err := g.admitSocket(c); err != nil {
+		g.log.Warn("socket refused after upgrade", "err", err)
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "try again"), time.Now().Add(writeWait))
 		_ = conn.Close()
 		return
 	}
-	g.clients.Add(1)
 	defer g.clients.Done()
 	defer g.hub.leave(c)
 

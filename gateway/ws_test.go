@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -402,31 +401,49 @@ func TestFloodingIsLimitedThenClosed(t *testing.T) {
 }
 
 func TestSlowReaderClosedOthersServed(t *testing.T) {
-	e := startChat(t, 1, map[string]string{"SEND_QUEUE": "64", "SEND_RATE": "100000", "SEND_BURST": "100000"})
-	// The slow socket never reads: its queue fills and it is closed.
-	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, "carol", time.Hour)}}
-	slow, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
-	if err != nil {
+	e := startChat(t, 1, map[string]string{"SEND_QUEUE": "256", "SEND_RATE": "100000", "SEND_BURST": "100000"})
+	dialRaw := func(user string) *websocket.Conn {
+		h := http.Header{"Cookie": {cookieName + "=" + e.token(t, user, time.Hour)}}
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	// The slow socket never reads: its kernel buffers, then its queue fill.
+	slow := dialRaw("carol")
+	// The fast one reads as fast as it can and only counts.
+	fast := dialRaw("bob")
+	if err := fast.WriteMessage(websocket.TextMessage, []byte(`{"type":"history","to":{"room":"lobby"},"limit":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	defer slow.Close()
-	fast, _ := e.dial(t, e.gws[0], "bob")
 	alice, _ := e.dial(t, e.gws[0], "alice")
 
-	// Enough to fill the slow socket's kernel buffers, then its queue.
 	const n = 2000
-	var wg sync.WaitGroup
-	got := map[string]bool{}
-	wg.Go(func() {
-		for len(got) < n {
-			f := fast.nextOf(t, "message")
-			got[f["id"].(string)] = true
+	counted := make(chan int, 1)
+	go func() {
+		seen := 0
+		for seen < n {
+			_, data, err := fast.ReadMessage()
+			if err != nil {
+				break
+			}
+			seen += strings.Count(string(data), `"type":"message"`)
 		}
-	})
+		counted <- seen
+	}()
 	for i := range n {
 		alice.send(t, fmt.Sprintf(`{"type":"send","id":"s%d","to":{"room":"lobby"},"text":"%s"}`, i, strings.Repeat("y", 4000)))
 	}
-	wg.Wait()
+	select {
+	case seen := <-counted:
+		if seen != n {
+			t.Fatalf("fast reader got %d of %d messages", seen, n)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("fast reader did not get every message within 60s")
+	}
 	// Now read the slow socket: after what fit, a close 4009.
 	for {
 		_, _, err := slow.ReadMessage()
