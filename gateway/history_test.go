@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
 	"github.com/natter/natter/services/poll"
@@ -220,5 +222,55 @@ func TestResumeSaysIncompleteWhenRetentionDropped(t *testing.T) {
 	r := bob.nextOf(t, "resumed")
 	if m["id"] != "new" || r["complete"] != false || seq(r) != seq(m) {
 		t.Fatalf("replay after a gap past retention: %v then %v", m, r)
+	}
+}
+
+func TestGatewayRestartLosesNothingForResumingClient(t *testing.T) {
+	e := startChat(t, 2, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[1], "bob")
+	sendOK(t, alice, "before", `{"room":"lobby"}`, "before")
+	lastSeen := seq(bob.nextOf(t, "message"))
+
+	// Bob's gateway goes away: his socket is told (1001), the rest goes on.
+	if err := e.gws[1].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if code := bob.closed(t); code != websocket.CloseGoingAway {
+		t.Fatalf("socket of a stopping gateway closed with %d, want 1001", code)
+	}
+	sendOK(t, alice, "gone1", `{"room":"lobby"}`, "gone1")
+	sendOK(t, alice, "gone2", `{"user":"bob"}`, "gone2")
+
+	// Bob reconnects to the other gateway and resumes.
+	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, "bob", time.Hour)}}
+	bob2 := dialWith(t, wsURL(e.gws[0]), h)
+	bob2.send(t, fmt.Sprintf(`{"type":"resume","after":%d}`, lastSeen))
+	bob2.nextOf(t, "hello")
+	for _, id := range []string{"gone1", "gone2"} {
+		if m := bob2.next(t); m["type"] != "message" || m["id"] != id {
+			t.Fatalf("replay: %v, want %s", m, id)
+		}
+	}
+	if r := bob2.next(t); r["type"] != "resumed" || r["complete"] != true {
+		t.Fatalf("after the replay: %v", r)
+	}
+}
+
+func TestAuthDownKeepsChatting(t *testing.T) {
+	e := startChat(t, 1, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	sendOK(t, alice, "d0", `{"user":"bob"}`, "bob is known now")
+	// Auth goes away: its endpoints no longer answer.
+	e.nc.Close()
+	sendOK(t, alice, "l1", `{"room":"lobby"}`, "still here")
+	sendOK(t, alice, "d1", `{"user":"bob"}`, "known recipient")
+	// A new socket with a valid token still connects (keys are cached).
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	sendOK(t, bob, "l2", `{"room":"lobby"}`, "new socket works")
+	// An unknown recipient cannot be checked: a clear, retryable error.
+	bob.send(t, `{"type":"send","id":"d2","to":{"user":"carol"},"text":"x"}`)
+	if f := bob.nextOf(t, "error"); f["code"] != chat.CodeUnavailable {
+		t.Fatalf("dm to an unchecked user with auth down: %v", f)
 	}
 }
