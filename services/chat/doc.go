@@ -14,8 +14,12 @@
 //	presence state            KV bucket "presence"           PresenceEntry, per-key expiry
 //	revoked tokens            KV bucket "revoked"            Revocation, key = token id (jti)
 //	auth abuse counters       KV bucket "auth_limits"        auth-internal failure counts
-//	presence changes          presence.changed               PresenceEvent
-//	presence micro service    presence  (presence.online, presence.user)
+//	presence changes          presence.changed.<user>        PresenceEvent, once per change
+//	presence change intake    presence.events.<user>         PresenceEvent, from each presence
+//	                                                         replica; stream PRESENCE dedupes
+//	                                                         (Nats-Msg-Id <user>:<rev>), republishes
+//	presence micro service    presence  (presence.online: PresenceList;
+//	                                     presence.user: PresenceUserRequest -> PresenceUserResponse)
 //	auth micro service        auth      (auth.keys: token.JWKS; auth.users.get:
 //	                                     UsersGetRequest -> UsersGetResponse)
 //	token revocations         auth.revoked                   Revocation

@@ -75,17 +75,20 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 // EnsureStream creates the CHAT stream, or checks that the existing one has
 // the configuration o asks for; a difference is an ErrConfigConflict.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
-	want := StreamConfig(o)
+	return ensureStream(ctx, js, StreamConfig(o))
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.CreateStream(ctx, want)
 	if err == nil {
 		return s, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return nil, fmt.Errorf("create stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("create stream %s: %w", want.Name, err)
 	}
-	s, err = js.Stream(ctx, StreamName)
+	s, err = js.Stream(ctx, want.Name)
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("look up stream %s: %w", want.Name, err)
 	}
 	have := s.CachedInfo().Config
 	diffs := diffStream(have, want)
@@ -94,7 +97,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 		return s, nil
 	}
 	return nil, fmt.Errorf("%w: stream %s exists with %s; start every service with the same settings, or change the stream with `nats stream edit %s`",
-		ErrConfigConflict, StreamName, strings.Join(diffs, ", "), StreamName)
+		ErrConfigConflict, want.Name, strings.Join(diffs, ", "), want.Name)
 }
 
 func diffStream(have, want jetstream.StreamConfig) []string {
@@ -123,6 +126,29 @@ func republishString(r *jetstream.RePublish) string {
 type PresenceOptions struct {
 	TTL      time.Duration // an entry without heartbeat expires after TTL
 	Replicas int
+}
+
+// PresenceStreamConfig is the PRESENCE stream: presence changes, kept an
+// hour, deduplicated (two replicas report each change with the same
+// Nats-Msg-Id) and republished once to presence.changed.<user>.
+func PresenceStreamConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        PresenceStream,
+		Description: "natter presence changes, deduplicated across presence replicas",
+		Subjects:    []string{PresenceEventSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      time.Hour,
+		Duplicates:  DefaultDedupeWindow,
+		Replicas:    replicas,
+		RePublish:   &jetstream.RePublish{Source: "presence.events.>", Destination: "presence.changed.>"},
+	}
+}
+
+// EnsurePresenceStream creates the PRESENCE stream or checks it.
+func EnsurePresenceStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, PresenceStreamConfig(replicas))
 }
 
 // DefaultPresenceOptions are the presence bucket settings of a single node.

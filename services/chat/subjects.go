@@ -11,6 +11,9 @@ const (
 	StreamName = "CHAT"
 	// PresenceBucket is the JetStream KV bucket holding presence entries.
 	PresenceBucket = "presence"
+	// PresenceStream stores presence changes; publishing through it makes
+	// every change appear once on presence.changed.<user>.
+	PresenceStream = "PRESENCE"
 	// RevokedBucket holds revoked token ids until the tokens expire.
 	RevokedBucket = "revoked"
 	// AuthLimitsBucket holds auth's failed-login and registration counters.
@@ -32,9 +35,14 @@ const (
 	// DMSubjects matches every direct message.
 	DMSubjects = "chat.dm.>"
 
-	// PresenceChangedSubject carries a PresenceEvent whenever a user comes
-	// online or goes offline.
-	PresenceChangedSubject = "presence.changed"
+	// PresenceChangedSubjects carries a PresenceEvent, on
+	// presence.changed.<user>, whenever a user comes online or goes
+	// offline: republished once by the PRESENCE stream however many
+	// presence replicas reported it.
+	PresenceChangedSubjects = "presence.changed.>"
+	// PresenceEventSubjects is where presence replicas publish changes
+	// (presence.events.<user>), deduplicated by the PRESENCE stream.
+	PresenceEventSubjects = "presence.events.>"
 	// PresenceOnlineSubject is the presence endpoint answering the online list.
 	PresenceOnlineSubject = "presence.online"
 	// PresenceUserSubject is the presence endpoint answering one user's state.
@@ -114,4 +122,13 @@ func PresenceKey(user, gateway, conn string) (string, error) {
 		}
 	}
 	return user + "." + gateway + "." + conn, nil
+}
+
+// PresenceEventSubject is the subject a presence replica publishes user's
+// change on.
+func PresenceEventSubject(user string) (string, error) {
+	if err := ValidID(user); err != nil {
+		return "", fmt.Errorf("user: %w", err)
+	}
+	return "presence.events." + user, nil
 }

@@ -27,12 +27,42 @@ type Message struct {
 	TS   time.Time `json:"ts"`
 }
 
-// PresenceEvent is published on PresenceChangedSubject when a user comes
-// online (first socket anywhere) or goes offline (last socket gone).
+// PresenceEvent is published on presence.changed.<user> when a user comes
+// online (first socket anywhere) or goes offline (last socket gone). Rev
+// is the presence bucket revision that made the change: events and
+// PresenceList snapshots are ordered by it.
 type PresenceEvent struct {
 	User   User      `json:"user"`
 	Online bool      `json:"online"`
+	Rev    uint64    `json:"rev"`
 	TS     time.Time `json:"ts"`
+}
+
+// OnlineUser is one user in the online list.
+type OnlineUser struct {
+	User
+	Since   time.Time `json:"since"`   // when their first current socket opened
+	Sockets int       `json:"sockets"` // sockets open, on all gateways
+}
+
+// PresenceList answers presence.online: everyone online, as of bucket
+// revision Rev (events with a larger rev are newer).
+type PresenceList struct {
+	Users []OnlineUser `json:"users"`
+	Rev   uint64       `json:"rev"`
+}
+
+// PresenceUserRequest asks presence.user about one user.
+type PresenceUserRequest struct {
+	ID string `json:"id"`
+}
+
+// PresenceUserResponse is one user's state.
+type PresenceUserResponse struct {
+	User    User      `json:"user"`
+	Online  bool      `json:"online"`
+	Since   time.Time `json:"since,omitzero"`
+	Sockets int       `json:"sockets"`
 }
 
 // PresenceEntry is the value of one PresenceKey: one live socket.
