@@ -28,7 +28,10 @@ type hub struct {
 	room   map[*client]struct{}            // the lobby: every local client
 	users  map[string]*localUser           // user id -> their sockets here
 	tokens map[string]map[*client]struct{} // token id -> sockets opened with it
-	subs   []*nats.Subscription            // hub-wide: rooms, revocations
+	subs   []*nats.Subscription            // hub-wide: rooms, revocations, presence
+
+	online  map[string]chat.User // who is online, everywhere
+	presRev uint64               // presence bucket revision the list is as of
 }
 
 // subscribeTimeout bounds the round trip that confirms a user's
@@ -41,14 +44,16 @@ type localUser struct {
 }
 
 func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
-	h := &hub{log: log, nc: nc, m: m, room: map[*client]struct{}{}, users: map[string]*localUser{}, tokens: map[string]map[*client]struct{}{}}
+	h := &hub{log: log, nc: nc, m: m, room: map[*client]struct{}{}, users: map[string]*localUser{},
+		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{}}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
 		return nil, err
 	}
 	for subj, cb := range map[string]nats.MsgHandler{
-		chat.LivePrefix + room:  h.onRoom,
-		chat.AuthRevokedSubject: h.onRevoked,
+		chat.LivePrefix + room:       h.onRoom,
+		chat.AuthRevokedSubject:      h.onRevoked,
+		chat.PresenceChangedSubjects: h.onPresence,
 	} {
 		sub, err := nc.Subscribe(subj, cb)
 		if err != nil {
@@ -68,9 +73,10 @@ func (h *hub) close() {
 	}
 }
 
-// join registers c; its user's dm subscriptions start with their first
-// socket here.
-func (h *hub) join(c *client) error {
+// join registers c and queues hello then the online list, so every
+// presence change after the list follows it; its user's dm subscriptions
+// start with their first socket here.
+func (h *hub) join(c *client, hello []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	u := h.users[c.user.ID]
@@ -112,6 +118,8 @@ func (h *hub) join(c *client) error {
 	}
 	u.clients[c] = struct{}{}
 	h.room[c] = struct{}{}
+	c.enqueue(hello)
+	c.enqueue(h.presenceListFrame())
 	if h.tokens[c.claims.ID] == nil {
 		h.tokens[c.claims.ID] = map[*client]struct{}{}
 	}

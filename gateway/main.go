@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/natter/natter/services/logging"
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/presencekv"
 	"github.com/natter/natter/services/token"
 )
 
@@ -41,11 +43,12 @@ func main() {
 // Config is the gateway's configuration.
 type Config struct {
 	config.Base
-	AuthURL  string
-	Origins  string
-	Stream   chat.StreamOptions
-	Presence chat.PresenceOptions
-	WS       WSLimits
+	AuthURL   string
+	Origins   string
+	Stream    chat.StreamOptions
+	Presence  chat.PresenceOptions
+	WS        WSLimits
+	Heartbeat time.Duration
 }
 
 // setupRetry is the pause between attempts to create the stream and bucket
@@ -69,12 +72,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
 	fs.Stream(&c.Stream)
 	fs.Presence(&c.Presence)
+	fs.Duration(&c.Heartbeat, "presence-heartbeat", "PRESENCE_HEARTBEAT", chat.DefaultPresenceHeartbeat, "how often this gateway refreshes its sockets' presence (keep PRESENCE_TTL about 2.5 times this)")
 	fs.Replicas(&c.Stream.Replicas)
 	if err := fs.Parse(args[1:]); err != nil {
 		return c, err
 	}
 	c.Presence.Replicas = c.Stream.Replicas
 	c.WS.MaxFrameBytes = int64(maxFrame)
+	if c.Heartbeat <= 0 || c.Heartbeat >= c.Presence.TTL {
+		return c, fmt.Errorf("presence heartbeat %s must be shorter than the presence TTL %s", c.Heartbeat, c.Presence.TTL)
+	}
 	if c.Stream.Retention > 0 && c.Stream.DedupeWindow > c.Stream.Retention {
 		return c, fmt.Errorf("chat dedupe window %s is longer than the retention %s", c.Stream.DedupeWindow, c.Stream.Retention)
 	}
@@ -114,6 +121,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	gatewayID := newConnID()
+	log = log.With("gateway", gatewayID)
 	reg := ops.NewRegistry()
 	m := newMetrics(reg)
 	h, err := newHub(log, nc, m)
@@ -143,14 +152,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		if _, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence); err != nil {
+		pkv, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
+		if err != nil {
 			return err
 		}
 		revoked, err := chat.EnsureRevokedBucket(ctx, js, cfg.Stream.Replicas)
 		if err != nil {
 			return err
 		}
-		g.stream, g.revoked = stream, revoked
+		reg, err := presencekv.New(pkv, gatewayID)
+		if err != nil {
+			return err
+		}
+		g.stream, g.revoked, g.presence = stream, revoked, reg
+		go heartbeat(ctx, log, reg, cfg.Heartbeat)
 		return nil
 	}, isConflict, fail)
 	// Auth's keys: needed for new sockets only (503 until loaded), so not
@@ -159,6 +174,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fetchKeys(ctx, nc, g.verifier)
 	}, func(error) bool { return false }, fail)
 	go refreshKeys(ctx, log, nc, g.verifier)
+	go h.syncPresence(ctx)
 
 	authURL, _ := url.Parse(cfg.AuthURL) // checked in parseConfig
 	handler := newServer(log, reg, authURL, g, []ops.Check{
@@ -179,3 +195,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }
+
+// heartbeat refreshes the gateway's presence entries every period.
+func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			lost, err := reg.Heartbeat(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("presence heartbeat failed", "err", err)
+			}
+			if lost > 0 {
+				log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
+			}
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/presencekv"
 	"github.com/natter/natter/services/token"
 )
 
@@ -64,9 +65,10 @@ type gateway struct {
 	metrics  *metrics
 
 	// Set by setup before ready opens.
-	ready   *ops.Gate
-	stream  jetstream.Stream
-	revoked jetstream.KeyValue
+	ready    *ops.Gate
+	stream   jetstream.Stream
+	revoked  jetstream.KeyValue
+	presence *presencekv.Registry
 
 	known    sync.Map // user id -> time found at auth
 	upgrader websocket.Upgrader
@@ -79,18 +81,37 @@ type gateway struct {
 	clients  sync.WaitGroup
 }
 
-// admitSocket registers c unless the gateway is stopping.
-func (g *gateway) admitSocket(c *client) error {
+// admitSocket registers c (hub, presence) unless the gateway is stopping.
+func (g *gateway) admitSocket(c *client, hello []byte) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.stopping {
 		return errors.New("gateway stopping")
 	}
-	if err := g.hub.join(c); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := g.presence.Add(ctx, c.user.ID, c.id, func() {
+		c.closeWith(chat.ClosePresenceLost, "presence lost: reconnect")
+	}); err != nil {
+		return err
+	}
+	if err := g.hub.join(c, hello); err != nil {
+		_ = g.presence.Remove(ctx, c.user.ID, c.id)
 		return err
 	}
 	g.clients.Add(1)
 	return nil
+}
+
+// dropSocket undoes admitSocket.
+func (g *gateway) dropSocket(c *client) {
+	g.hub.leave(c)
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := g.presence.Remove(ctx, c.user.ID, c.id); err != nil {
+		g.log.Warn("presence remove failed; the entry will expire", "err", err)
+	}
+	g.clients.Done()
 }
 
 // stopSockets closes every socket with 1001 and waits for them, at most d.
@@ -179,19 +200,17 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		closing: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
-	if err := g.admitSocket(c); err != nil {
+	hello := chat.Encode(chat.HelloFrame{
+		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: info.State.LastSeq,
+		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: int(g.limits.MaxFrameBytes), SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
+	})
+	if err := g.admitSocket(c, hello); err != nil {
 		g.log.Warn("socket refused after upgrade", "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "try again"), time.Now().Add(writeWait))
 		_ = conn.Close()
 		return
 	}
-	defer g.clients.Done()
-	defer g.hub.leave(c)
-
-	c.reply(chat.HelloFrame{
-		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: info.State.LastSeq,
-		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: int(g.limits.MaxFrameBytes), SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
-	})
+	defer g.dropSocket(c)
 	// Live messages wait for a possible resume no longer than holdTimeout.
 	hold := time.AfterFunc(holdTimeout, func() { c.goLive(0, stateHolding) })
 	defer hold.Stop()

@@ -90,8 +90,9 @@ type wsClient struct {
 	t    *testing.T
 	conn *websocket.Conn
 	in   chan map[string]any
-	err  chan error       // the read error that ended the socket
-	held []map[string]any // frames read while looking for another type
+	pres chan map[string]any // presence frames, apart: they interleave with everything
+	err  chan error          // the read error that ended the socket
+	held []map[string]any    // frames read while looking for another type
 }
 
 func wsURL(gw *servicetest.Service) string { return "ws" + strings.TrimPrefix(gw.URL, "http") + "/ws" }
@@ -114,7 +115,7 @@ func dialWith(t *testing.T, url string, h http.Header) *wsClient {
 	if err != nil {
 		t.Fatalf("dial: %v (%v)", err, resp)
 	}
-	c := &wsClient{t: t, conn: conn, in: make(chan map[string]any, 1024), err: make(chan error, 1)}
+	c := &wsClient{t: t, conn: conn, in: make(chan map[string]any, 1024), pres: make(chan map[string]any, 1024), err: make(chan error, 1)}
 	go func() {
 		for {
 			_, data, err := conn.ReadMessage()
@@ -130,12 +131,28 @@ func dialWith(t *testing.T, url string, h http.Header) *wsClient {
 					close(c.in)
 					return
 				}
+				if obj["type"] == "presence" {
+					c.pres <- obj
+					continue
+				}
 				c.in <- obj
 			}
 		}
 	}()
 	t.Cleanup(func() { _ = conn.Close() })
 	return c
+}
+
+// nextPresence is the next presence frame.
+func (c *wsClient) nextPresence(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case f := <-c.pres:
+		return f
+	case <-time.After(20 * time.Second):
+		t.Fatal("no presence frame within 20s")
+	}
+	return nil
 }
 
 func (c *wsClient) send(t *testing.T, frame string) {

@@ -7,6 +7,7 @@ replace github.com/natter/natter/services => ../services
 require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/natter/natter/services v0.0.0-00010101000000-000000000000
+	github.com/prometheus/client_golang v1.25.0
 )
 
 require (
@@ -44,7 +45,6 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/ncruces/go-strftime v0.1.9 // indirect
 	github.com/pmezard/go-difflib v1.0.0 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect

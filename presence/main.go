@@ -76,15 +76,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	setup := ops.Setup(ctx, log, "bucket", setupRetry, func(ctx context.Context) error {
-		_, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
-		return err
-	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
-
 	reg := ops.NewRegistry()
+	svc := newService(log, nc, js, reg)
+	setup := ops.Setup(ctx, log, "bucket", setupRetry, func(ctx context.Context) error {
+		kv, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
+		if err != nil {
+			return err
+		}
+		if _, err := chat.EnsurePresenceStream(ctx, js, cfg.Presence.Replicas); err != nil {
+			return err
+		}
+		go func() {
+			if err := svc.follow(ctx, kv); err != nil {
+				fail(err)
+			}
+		}()
+		return nil
+	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
+	ms, err := svc.addMicro(nc)
+	if err != nil {
+		return fmt.Errorf("micro service: %w", err)
+	}
+	defer func() { _ = ms.Stop() }()
+
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", ops.Healthz())
-	mux.Handle("GET /readyz", ops.Readyz(ops.Check{Name: "nats", Run: natsconn.Ready(nc)}, setup.Check()))
+	mux.Handle("GET /readyz", ops.Readyz(ops.Check{Name: "nats", Run: natsconn.Ready(nc)}, setup.Check(), svc.loaded.Check()))
 	mux.Handle("GET /metrics", ops.Metrics(reg))
 	if err := ops.ListenAndServe(ctx, log, cfg.HTTPAddr, ops.NewHTTPMetrics(reg).Wrap(mux)); err != nil {
 		return err

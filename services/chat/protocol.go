@@ -25,6 +25,11 @@ import (
 //	{"type":"error","id":"m1","code":"text_too_long","message":"..."}
 //	{"type":"history","to":{"user":"u7"},"messages":[{"type":"message",...}],"more":true}
 //	{"type":"resumed","seq":57,"complete":true}
+//	{"type":"presence","users":[{"id":"u1","name":"Alice"}]}
+//	{"type":"presence","user":{"id":"u2","name":"Bob"},"online":true}
+//
+// Presence: right after hello, the list of everyone online; then one frame
+// per change. Every socket of every user converges to the same list.
 //
 // History: the messages of one conversation the user is part of (a room
 // they are in, or their direct conversation with one user) with seq below
@@ -46,14 +51,15 @@ import (
 
 // Frame types.
 const (
-	FrameHello   = "hello"
-	FrameSend    = "send"
-	FrameAck     = "ack"
-	FrameMessage = "message"
-	FrameError   = "error"
-	FrameHistory = "history"
-	FrameResume  = "resume"
-	FrameResumed = "resumed"
+	FrameHello    = "hello"
+	FrameSend     = "send"
+	FrameAck      = "ack"
+	FrameMessage  = "message"
+	FrameError    = "error"
+	FrameHistory  = "history"
+	FrameResume   = "resume"
+	FrameResumed  = "resumed"
+	FramePresence = "presence"
 )
 
 // Error codes of error frames; the socket stays open after each.
@@ -80,6 +86,7 @@ const (
 	CloseTokenExpired = 4002 // the token expired; log in again
 	CloseFlooding     = 4008 // kept sending over the rate limit
 	CloseTooSlow      = 4009 // did not read fast enough; its queue filled
+	ClosePresenceLost = 4010 // its gateway lost contact longer than the presence TTL; reconnect
 )
 
 // Default limits of the browser protocol; each is a gateway flag.
@@ -147,6 +154,19 @@ type MessageFrame struct {
 	To   To        `json:"to"`
 	Text string    `json:"text"`
 	TS   time.Time `json:"ts"`
+}
+
+// PresenceListFrame is everyone online, sent right after hello.
+type PresenceListFrame struct {
+	Type  string `json:"type"`
+	Users []User `json:"users"`
+}
+
+// PresenceFrame is one change of the online list.
+type PresenceFrame struct {
+	Type   string `json:"type"`
+	User   User   `json:"user"`
+	Online bool   `json:"online"`
 }
 
 // HistoryFrame answers a history request.

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natter/natter/services/chat"
+)
+
+// Presence timing on the gateway side.
+const (
+	// presenceResync is how often the gateway re-reads the whole online
+	// list, so its sockets converge even on changes no event reported
+	// (presence restarting, events lost while NATS was unreachable).
+	presenceResync = 30 * time.Second
+	// presenceTimeout bounds one presence.online request.
+	presenceTimeout = 2 * time.Second
+)
+
+// onPresence applies a change reported on presence.changed.<user>.
+func (h *hub) onPresence(m *nats.Msg) {
+	var ev chat.PresenceEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil || chat.ValidID(ev.User.ID) != nil {
+		h.log.Warn("undecodable presence change", "subject", m.Subject)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ev.Rev <= h.presRev {
+		return // already reflected in a newer list or change
+	}
+	h.presRev = ev.Rev
+	h.setOnline(ev.User, ev.Online)
+}
+
+// setOnline records a user's state and tells every local socket when it
+// changed. h.mu is held.
+func (h *hub) setOnline(u chat.User, online bool) {
+	_, was := h.online[u.ID]
+	if online == was {
+		if online && u.Name != "" {
+			h.online[u.ID] = u // a name learned late
+		}
+		return
+	}
+	if online {
+		h.online[u.ID] = u
+	} else {
+		delete(h.online, u.ID)
+	}
+	b := chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})
+	for c := range h.room {
+		c.enqueue(b)
+	}
+}
+
+// applyList replaces the online list with a snapshot newer than what the
+// hub has applied, telling sockets the differences.
+func (h *hub) applyList(list chat.PresenceList) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if list.Rev < h.presRev {
+		return false // older than a change already applied: ask again later
+	}
+	h.presRev = list.Rev
+	in := make(map[string]bool, len(list.Users))
+	for _, u := range list.Users {
+		in[u.ID] = true
+		h.setOnline(u.User, true)
+	}
+	for id, u := range h.online {
+		if !in[id] {
+			h.setOnline(u, false)
+		}
+	}
+	return true
+}
+
+// presenceListFrame is the online list as a socket's first presence
+// frame. h.mu is held.
+func (h *hub) presenceListFrame() []byte {
+	users := make([]chat.User, 0, len(h.online))
+	for _, u := range h.online {
+		users = append(users, u)
+	}
+	slices.SortFunc(users, func(a, b chat.User) int { return strings.Compare(a.ID, b.ID) })
+	return chat.Encode(chat.PresenceListFrame{Type: chat.FramePresence, Users: users})
+}
+
+// fetchPresence asks the presence service for the whole list.
+func fetchPresence(ctx context.Context, nc *nats.Conn) (chat.PresenceList, error) {
+	var list chat.PresenceList
+	ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, chat.PresenceOnlineSubject, nil)
+	if err != nil {
+		return list, err
+	}
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+		return list, fmt.Errorf("presence.online: %s %s", code, m.Header.Get("Nats-Service-Error"))
+	}
+	err = json.Unmarshal(m.Data, &list)
+	return list, err
+}
+
+// syncPresence keeps the hub's online list current: at start as soon as
+// presence answers, then every presenceResync.
+func (h *hub) syncPresence(ctx context.Context) {
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		list, err := fetchPresence(ctx, h.nc)
+		switch {
+		case err != nil:
+			h.log.Debug("presence list unavailable", "err", err)
+			wait = time.Second
+		case !h.applyList(list):
+			wait = time.Second
+		default:
+			wait = presenceResync
+		}
+	}
+}

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/poll"
+	"github.com/natter/natter/services/presencekv"
+	"github.com/natter/natter/services/servicetest"
+)
+
+// Short presence timing so expiry tests take seconds.
+const (
+	testTTL       = 2 * time.Second
+	testHeartbeat = 500 * time.Millisecond
+)
+
+type presenceEnv struct {
+	ns  *natstest.Server
+	nc  *nats.Conn
+	kv  jetstream.KeyValue
+	env map[string]string
+}
+
+func newEnv(t *testing.T) *presenceEnv {
+	t.Helper()
+	e := &presenceEnv{ns: natstest.Start(t)}
+	e.nc = natstest.Connect(t, e.ns.URL())
+	e.env = map[string]string{"NATS_URL": e.ns.URL(), "HTTP_ADDR": "127.0.0.1:0", "PRESENCE_TTL": testTTL.String()}
+	kv, err := chat.EnsurePresenceBucket(context.Background(), natstest.JetStream(t, e.ns.URL()), chat.PresenceOptions{TTL: testTTL, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kv = kv
+	// auth.users.get, answered from a table (auth is another module).
+	names := map[string]string{"alice": "Alice", "bob": "Bob", "carol": "Carol"}
+	if _, err := e.nc.Subscribe(chat.AuthUsersGetSubject, func(m *nats.Msg) {
+		var req chat.UsersGetRequest
+		_ = json.Unmarshal(m.Data, &req)
+		resp := chat.UsersGetResponse{Users: []chat.User{}}
+		for _, id := range req.IDs {
+			if n, ok := names[id]; ok {
+				resp.Users = append(resp.Users, chat.User{ID: id, Name: n})
+			}
+		}
+		b, _ := json.Marshal(resp)
+		_ = m.Respond(b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *presenceEnv) startPresence(t *testing.T) *servicetest.Service {
+	t.Helper()
+	p := servicetest.Start(t, "presence", run, e.env)
+	p.WaitReady(t)
+	return p
+}
+
+// gateway is a simulated gateway: its sockets in the bucket, heartbeated
+// until stop (a crash: no goodbye).
+type gateway struct {
+	reg  *presencekv.Registry
+	stop context.CancelFunc
+}
+
+func (e *presenceEnv) gateway(t *testing.T, id string) *gateway {
+	t.Helper()
+	reg, err := presencekv.New(e.kv, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		tick := time.NewTicker(testHeartbeat)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_, _ = reg.Heartbeat(ctx)
+			}
+		}
+	}()
+	return &gateway{reg: reg, stop: cancel}
+}
+
+func (g *gateway) add(t *testing.T, user, conn string) {
+	t.Helper()
+	if err := g.reg.Add(context.Background(), user, conn, func() {}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (g *gateway) remove(t *testing.T, user, conn string) {
+	t.Helper()
+	if err := g.reg.Remove(context.Background(), user, conn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *presenceEnv) online(t *testing.T) chat.PresenceList {
+	t.Helper()
+	m, err := e.nc.Request(chat.PresenceOnlineSubject, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l chat.PresenceList
+	if err := json.Unmarshal(m.Data, &l); err != nil {
+		t.Fatalf("presence.online = %s: %v", m.Data, err)
+	}
+	return l
+}
+
+// waitOnline polls presence.online until exactly want (id -> sockets).
+func (e *presenceEnv) waitOnline(t *testing.T, timeout time.Duration, want map[string]int) chat.PresenceList {
+	t.Helper()
+	var last chat.PresenceList
+	poll.Until(t, timeout, func() error {
+		last = e.online(t)
+		got := map[string]int{}
+		for _, u := range last.Users {
+			got[u.ID] = u.Sockets
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("online = %v, want %v", got, want)
+		}
+		return nil
+	})
+	return last
+}
+
+// events subscribes to presence changes.
+func (e *presenceEnv) events(t *testing.T) chan chat.PresenceEvent {
+	t.Helper()
+	ch := make(chan chat.PresenceEvent, 4096)
+	sub, err := e.nc.Subscribe(chat.PresenceChangedSubjects, func(m *nats.Msg) {
+		var ev chat.PresenceEvent
+		if err := json.Unmarshal(m.Data, &ev); err == nil {
+			ch <- ev
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+func nextEvent(t *testing.T, ch chan chat.PresenceEvent, timeout time.Duration) chat.PresenceEvent {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		return ev
+	case <-time.After(timeout):
+		t.Fatalf("no presence change within %s", timeout)
+	}
+	return chat.PresenceEvent{}
+}
+
+func TestJoinLeaveAndSecondTab(t *testing.T) {
+	e := newEnv(t)
+	e.startPresence(t)
+	events := e.events(t)
+	gw1, gw2 := e.gateway(t, "gw1"), e.gateway(t, "gw2")
+
+	gw1.add(t, "alice", "c1")
+	ev := nextEvent(t, events, 5*time.Second)
+	if ev.User.ID != "alice" || ev.User.Name != "Alice" || !ev.Online || ev.Rev == 0 {
+		t.Fatalf("join event = %+v", ev)
+	}
+	l := e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1})
+	if l.Users[0].Name != "Alice" || l.Users[0].Since.IsZero() || l.Rev < ev.Rev {
+		t.Fatalf("online list = %+v", l)
+	}
+	// A second tab, on another gateway: no new announcement.
+	gw2.add(t, "alice", "c2")
+	e.waitOnline(t, 5*time.Second, map[string]int{"alice": 2})
+	// Closing one of two tabs does not mark alice offline.
+	gw1.remove(t, "alice", "c1")
+	e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1})
+	// Bob joins: the next event is bob's, so alice's tabs made none.
+	gw1.add(t, "bob", "c3")
+	if ev := nextEvent(t, events, 5*time.Second); ev.User.ID != "bob" || !ev.Online {
+		t.Fatalf("after alice's second tab came and went: %+v", ev)
+	}
+	gw2.remove(t, "alice", "c2")
+	if ev := nextEvent(t, events, 5*time.Second); ev.User.ID != "alice" || ev.Online {
+		t.Fatalf("last tab closed: %+v", ev)
+	}
+	m, err := e.nc.Request(chat.PresenceUserSubject, []byte(`{"id":"bob"}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u chat.PresenceUserResponse
+	if err := json.Unmarshal(m.Data, &u); err != nil || !u.Online || u.Sockets != 1 || u.User.Name != "Bob" {
+		t.Fatalf("presence.user bob = %s", m.Data)
+	}
+	m, _ = e.nc.Request(chat.PresenceUserSubject, []byte(`{"id":"a.b"}`), 5*time.Second)
+	if m.Header.Get("Nats-Service-Error-Code") != "400" {
+		t.Fatalf("presence.user with a bad id: %v %s", m.Header, m.Data)
+	}
+}
+
+func TestCrashedGatewayUsersGoOffline(t *testing.T) {
+	e := newEnv(t)
+	e.startPresence(t)
+	events := e.events(t)
+	crashing, healthy := e.gateway(t, "gwcrash"), e.gateway(t, "gwok")
+	crashing.add(t, "alice", "a1")
+	crashing.add(t, "bob", "b1")
+	healthy.add(t, "bob", "b2") // bob has a socket elsewhere
+	healthy.add(t, "carol", "c1")
+	e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1, "bob": 2, "carol": 1})
+	for range 3 {
+		nextEvent(t, events, 5*time.Second) // the three joins
+	}
+
+	crashing.stop() // no goodbye, no more heartbeats
+	start := time.Now()
+	ev := nextEvent(t, events, testTTL+2*testHeartbeat+5*time.Second)
+	if ev.User.ID != "alice" || ev.Online {
+		t.Fatalf("after the crash: %+v", ev)
+	}
+	if d := time.Since(start); d > testTTL+testHeartbeat+2*time.Second {
+		t.Fatalf("alice went offline %s after the crash; TTL is %s", d, testTTL)
+	}
+	e.waitOnline(t, 5*time.Second, map[string]int{"bob": 1, "carol": 1})
+	// The crashed gateway comes back (it was paused): its heartbeat does
+	// not resurrect alice.
+	if lost, err := crashing.reg.Heartbeat(context.Background()); err != nil || lost != 2 {
+		t.Fatalf("heartbeat of the paused gateway: %d lost, %v", lost, err)
+	}
+	e.waitOnline(t, 5*time.Second, map[string]int{"bob": 1, "carol": 1})
+}
+
+func TestRestartKeepsTheList(t *testing.T) {
+	e := newEnv(t)
+	p := e.startPresence(t)
+	gw := e.gateway(t, "gw1")
+	gw.add(t, "alice", "a1")
+	e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1})
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Changes while presence is down are in the bucket all the same.
+	gw.add(t, "bob", "b1")
+	gw.remove(t, "alice", "a1")
+	e.startPresence(t)
+	e.waitOnline(t, testHeartbeat, map[string]int{"bob": 1})
+}
+
+func TestTwoReplicasReportEachChangeOnce(t *testing.T) {
+	e := newEnv(t)
+	e.startPresence(t)
+	e.startPresence(t)
+	events := e.events(t)
+	gw := e.gateway(t, "gw1")
+	for i := range 10 {
+		gw.add(t, fmt.Sprintf("u%d", i), "c")
+	}
+	gw.remove(t, "u3", "c")
+	gw.add(t, "marker", "c")
+	seen := map[string]int{}
+	for {
+		ev := nextEvent(t, events, 5*time.Second)
+		key := fmt.Sprintf("%s/%v", ev.User.ID, ev.Online)
+		seen[key]++
+		if seen[key] > 1 {
+			t.Fatalf("change %s reported twice", key)
+		}
+		if ev.User.ID == "marker" {
+			break
+		}
+	}
+	if len(seen) != 12 {
+		t.Fatalf("changes = %v, want 12", seen)
+	}
+	// Both replicas answer alike.
+	for range 4 {
+		if l := e.online(t); len(l.Users) != 10 {
+			t.Fatalf("online list from a replica has %d users", len(l.Users))
+		}
+	}
+}
+
+func TestThousandSocketsAcrossThreeGateways(t *testing.T) {
+	e := newEnv(t)
+	e.startPresence(t)
+	gws := []*gateway{e.gateway(t, "g1"), e.gateway(t, "g2"), e.gateway(t, "g3")}
+	type sock struct {
+		gw         int
+		user, conn string
+	}
+	var socks []sock
+	want := map[string]int{}
+	for i := range 1000 {
+		s := sock{gw: i % 3, user: fmt.Sprintf("user%d", i%400), conn: fmt.Sprintf("c%d", i)}
+		gws[s.gw].add(t, s.user, s.conn)
+		socks = append(socks, s)
+		want[s.user]++
+	}
+	// Churn: 300 sockets leave, 100 new ones arrive.
+	r := rand.New(rand.NewPCG(1, 2))
+	r.Shuffle(len(socks), func(i, j int) { socks[i], socks[j] = socks[j], socks[i] })
+	for _, s := range socks[:300] {
+		gws[s.gw].remove(t, s.user, s.conn)
+		if want[s.user]--; want[s.user] == 0 {
+			delete(want, s.user)
+		}
+	}
+	for i := range 100 {
+		u := fmt.Sprintf("late%d", i%30)
+		gws[i%3].add(t, u, fmt.Sprintf("n%d", i))
+		want[u]++
+	}
+	l := e.waitOnline(t, 30*time.Second, want)
+	ids := make([]string, 0, len(l.Users))
+	for _, u := range l.Users {
+		ids = append(ids, u.ID)
+	}
+	if !slices.IsSorted(ids) {
+		t.Fatal("online list not ordered by id")
+	}
+}

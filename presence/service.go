@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/ops"
+)
+
+// version is reported by `nats micro info presence`.
+const version = "0.1.0"
+
+// publishTimeout bounds the publish of one change.
+const publishTimeout = 5 * time.Second
+
+// service follows the presence bucket, answers presence questions and
+// reports changes.
+type service struct {
+	log     *slog.Logger
+	js      jetstream.JetStream
+	tracker *tracker
+	names   *names
+	loaded  *ops.Gate // the bucket's current state is loaded
+
+	changes     *prometheus.CounterVec
+	expirations prometheus.Counter
+}
+
+func newService(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, reg prometheus.Registerer) *service {
+	s := &service{
+		log: log, js: js, tracker: newTracker(), names: newNames(nc), loaded: ops.NewGate("state"),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "presence_changes_total", Help: "Users coming online or going offline, as this replica saw them.",
+		}, []string{"online"}),
+		expirations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_expirations_total", Help: "Users gone offline because their last socket's entry expired (gateway gone without goodbye).",
+		}),
+	}
+	reg.MustRegister(s.changes, s.expirations,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_users_online", Help: "Users with at least one socket."},
+			func() float64 { u, _ := s.tracker.counts(); return float64(u) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_sockets_online", Help: "Sockets in the presence bucket."},
+			func() float64 { _, n := s.tracker.counts(); return float64(n) }),
+	)
+	return s
+}
+
+// follow applies every bucket update until ctx ends. Changes seen while
+// loading the current state are that state, not news: only later ones are
+// reported.
+func (s *service) follow(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", chat.PresenceBucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	live := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("presence watch ended")
+			}
+			if e == nil {
+				live = true
+				users, _ := s.tracker.counts()
+				s.log.Info("presence state loaded", "users_online", users)
+				s.loaded.Open()
+				continue
+			}
+			c, changed := s.tracker.apply(e)
+			if changed && live {
+				s.report(ctx, c)
+			}
+		}
+	}
+}
+
+// report publishes a change on presence.events.<user>. Every replica
+// reports it with the same message id (user and revision), so the PRESENCE
+// stream stores it once and republishes it once to presence.changed.<user>.
+func (s *service) report(ctx context.Context, c change) {
+	s.changes.WithLabelValues(fmt.Sprint(c.online)).Inc()
+	if c.expired {
+		s.expirations.Inc()
+	}
+	users := []chat.User{{ID: c.user}}
+	s.names.fill(users)
+	ev := chat.PresenceEvent{User: users[0], Online: c.online, Rev: c.rev, TS: time.Now().UTC()}
+	subj, err := chat.PresenceEventSubject(c.user)
+	if err != nil {
+		return
+	}
+	body, _ := json.Marshal(ev)
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if _, err := s.js.Publish(ctx, subj, body, jetstream.WithMsgID(fmt.Sprintf("%s:%d", c.user, c.rev))); err != nil {
+		s.log.Warn("presence change not reported", "user", c.user, "online", c.online, "err", err)
+	}
+}
+
+// addMicro registers the presence micro service; replicas share requests
+// through micro's queue group and answer alike from the same bucket.
+func (s *service) addMicro(nc *nats.Conn) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name: chat.PresenceService, Version: version,
+		Description: "natter presence: who is online across every gateway",
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = errors.Join(
+		svc.AddEndpoint("online", micro.HandlerFunc(s.online), micro.WithEndpointSubject(chat.PresenceOnlineSubject),
+			micro.WithEndpointMetadata(map[string]string{"description": "everyone online", "response": "chat.PresenceList"})),
+		svc.AddEndpoint("user", micro.HandlerFunc(s.user), micro.WithEndpointSubject(chat.PresenceUserSubject),
+			micro.WithEndpointMetadata(map[string]string{"description": "one user's state", "request": `{"id":"..."}`, "response": "chat.PresenceUserResponse"})),
+	)
+	if err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return svc, nil
+}
+
+func (s *service) notLoaded(r micro.Request) bool {
+	if s.loaded.Check().Run(context.Background()) != nil {
+		respondError(r, "503", "unavailable", "presence is loading its state; retry")
+		return true
+	}
+	return false
+}
+
+func (s *service) online(r micro.Request) {
+	if s.notLoaded(r) {
+		return
+	}
+	list, rev := s.tracker.online()
+	users := make([]chat.User, len(list))
+	for i := range list {
+		users[i] = list[i].User
+	}
+	s.names.fill(users)
+	for i := range list {
+		list[i].User = users[i]
+	}
+	_ = r.RespondJSON(chat.PresenceList{Users: list, Rev: rev})
+}
+
+func (s *service) user(r micro.Request) {
+	if s.notLoaded(r) {
+		return
+	}
+	var req chat.PresenceUserRequest
+	if err := json.Unmarshal(r.Data(), &req); err != nil || chat.ValidID(req.ID) != nil {
+		respondError(r, "400", "invalid_input", `want {"id":"<user id>"}`)
+		return
+	}
+	online, since, sockets := s.tracker.user(req.ID)
+	users := []chat.User{{ID: req.ID}}
+	s.names.fill(users)
+	_ = r.RespondJSON(chat.PresenceUserResponse{User: users[0], Online: online, Since: since, Sockets: sockets})
+}
+
+func respondError(r micro.Request, status, code, message string) {
+	body, _ := json.Marshal(chat.Error{Code: code, Message: message})
+	_ = r.Error(status, message, body)
+}
