@@ -222,6 +222,7 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 		t.Fatalf("me through the gateway: %d %s", r.status, r.body)
 	}
 	chatThroughGateway(t, s.gateway, login.cookie)
+	presenceThroughGateway(t, s.gateway, login.cookie)
 
 	s.interrupt(t)
 	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
@@ -295,6 +296,75 @@ func chatThroughGateway(t *testing.T, gateway, cookie string) {
 			}
 		}
 	}
+}
+
+// wsObjects opens a socket with cookie and returns a reader of objects.
+func wsObjects(t *testing.T, gateway, cookie string) (*websocket.Conn, func() map[string]any) {
+	t.Helper()
+	h := http.Header{"Cookie": {cookie}, "Origin": {gateway}}
+	conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(gateway, "http")+"/ws", h)
+	if err != nil {
+		t.Fatalf("websocket through the gateway: %v %v", err, resp)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	var queue []map[string]any
+	return conn, func() map[string]any {
+		for len(queue) == 0 {
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				var o map[string]any
+				if err := json.Unmarshal([]byte(line), &o); err != nil {
+					t.Fatalf("frame line %q: %v", line, err)
+				}
+				queue = append(queue, o)
+			}
+		}
+		o := queue[0]
+		queue = queue[1:]
+		return o
+	}
+}
+
+// presenceThroughGateway: with zoe connected, a second user's socket
+// comes online and goes offline, and zoe's socket is told both, through
+// the real gateway, presence and auth.
+func presenceThroughGateway(t *testing.T, gateway, zoeCookie string) {
+	t.Helper()
+	if r := postJSON(t, gateway+"/api/register", `{"account":"yan","password":"amber-river-19","name":"Yan"}`, ""); r.status != http.StatusCreated {
+		t.Fatalf("register yan: %d %s", r.status, r.body)
+	}
+	yan := postJSON(t, gateway+"/api/login", `{"account":"yan","password":"amber-river-19"}`, "")
+	_, zoeNext := wsObjects(t, gateway, zoeCookie)
+	waitPresence := func(next func() map[string]any, name string, online bool) {
+		t.Helper()
+		for {
+			o := next()
+			if o["type"] != "presence" {
+				continue
+			}
+			if users, ok := o["users"].([]any); ok && online {
+				for _, u := range users {
+					if u.(map[string]any)["name"] == name {
+						return
+					}
+				}
+			}
+			if u, ok := o["user"].(map[string]any); ok && u["name"] == name && o["online"] == online {
+				return
+			}
+		}
+	}
+	yanConn, yanNext := wsObjects(t, gateway, yan.cookie)
+	waitPresence(zoeNext, "Yan", true)
+	waitPresence(yanNext, "佐伊", true)
+	start := time.Now()
+	_ = yanConn.Close()
+	waitPresence(zoeNext, "Yan", false)
+	t.Logf("offline seen %s after the socket closed", time.Since(start))
 }
 
 type httpResult struct {

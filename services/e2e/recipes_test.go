@@ -28,8 +28,9 @@ var recipeChecks = map[string]func(t *testing.T, natsURL string, args []string){
 	"server check connection": expectOutput("OK Connection"),
 	"stream ls":               expectOutput("CHAT"),
 	"kv ls":                   expectOutput("presence"),
-	"micro ls":                expectOutput("auth"),
+	"micro ls":                expectOutput("auth", "presence"),
 	"req auth.keys ''":        expectOutput(`"kty":"OKP"`),
+	"req presence.online ''":  expectOutput(`"users":`, `"rev":`),
 	"sub 'chat.>'":            checkSubChat,
 }
 
@@ -122,7 +123,7 @@ func natsCLI(ctx context.Context, t *testing.T, natsURL string, args ...string) 
 	return cmd
 }
 
-func expectOutput(want string) func(t *testing.T, natsURL string, args []string) {
+func expectOutput(wants ...string) func(t *testing.T, natsURL string, args []string) {
 	return func(t *testing.T, natsURL string, args []string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // first use compiles natscli
 		defer cancel()
@@ -130,8 +131,10 @@ func expectOutput(want string) func(t *testing.T, natsURL string, args []string)
 		if err != nil {
 			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		if !strings.Contains(string(out), want) {
-			t.Fatalf("nats %s output lacks %q:\n%s", strings.Join(args, " "), want, out)
+		for _, want := range wants {
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("nats %s output lacks %q:\n%s", strings.Join(args, " "), want, out)
+			}
 		}
 	}
 }
