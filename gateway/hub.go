@@ -67,56 +67,31 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	return h, nil
 }
 
-func (h *hub) close() {
-	for _, s := range h.subs {
-		_ = s.Unsubscribe()
-	}
-}
+func (h *hub) close() { unsubscribe(h.subs) }
 
 // join registers c and queues hello then the online list, so every
 // presence change after the list follows it; its user's dm subscriptions
 // start with their first socket here.
 func (h *hub) join(c *client, hello []byte) error {
+	id := c.user.ID
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	u := h.users[c.user.ID]
-	if u == nil {
-		u = &localUser{clients: map[*client]struct{}{}}
-		id := c.user.ID
-		// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>";
-		// a note to self matches both and is delivered from the first.
-		for _, sub := range []struct {
-			subject string
-			cb      nats.MsgHandler
-		}{
-			{chat.LivePrefix + "chat.dm." + id + ".*", func(m *nats.Msg) { h.onDM(id, m) }},
-			{chat.LivePrefix + "chat.dm.*." + id, func(m *nats.Msg) {
-				if !strings.HasPrefix(m.Subject, chat.LivePrefix+"chat.dm."+id+".") {
-					h.onDM(id, m)
-				}
-			}},
-		} {
-			s, err := h.nc.Subscribe(sub.subject, sub.cb)
-			if err != nil {
-				for _, s := range u.subs {
-					_ = s.Unsubscribe()
-				}
-				return err
-			}
-			_ = s.SetPendingLimits(-1, -1)
-			u.subs = append(u.subs, s)
+	for h.users[id] == nil {
+		// Subscribing takes a round trip to the server: not under the
+		// lock, which every delivery needs.
+		h.mu.Unlock()
+		subs, err := h.subscribeUser(id)
+		h.mu.Lock()
+		if err != nil {
+			return err
 		}
-		// The server has the subscriptions before the client hears hello,
-		// so nothing sent to the user after hello can miss them.
-		if err := h.nc.FlushTimeout(subscribeTimeout); err != nil {
-			for _, s := range u.subs {
-				_ = s.Unsubscribe()
-			}
-			return fmt.Errorf("subscribe %s: %w", id, err)
+		if h.users[id] != nil { // another socket of the user won the race
+			unsubscribe(subs)
+			break
 		}
-		h.users[id] = u
+		h.users[id] = &localUser{clients: map[*client]struct{}{}, subs: subs}
 	}
-	u.clients[c] = struct{}{}
+	h.users[id].clients[c] = struct{}{}
 	h.room[c] = struct{}{}
 	c.enqueue(hello)
 	c.enqueue(h.presenceListFrame())
@@ -126,6 +101,45 @@ func (h *hub) join(c *client, hello []byte) error {
 	h.tokens[c.claims.ID][c] = struct{}{}
 	h.m.sockets.Inc()
 	return nil
+}
+
+// subscribeUser subscribes to the live dm subjects of user id, and waits
+// until the server has the subscriptions, so nothing sent to the user
+// after their hello can miss them.
+func (h *hub) subscribeUser(id string) ([]*nats.Subscription, error) {
+	var subs []*nats.Subscription
+	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>";
+	// a note to self matches both and is delivered from the first.
+	for _, sub := range []struct {
+		subject string
+		cb      nats.MsgHandler
+	}{
+		{chat.LivePrefix + "chat.dm." + id + ".*", func(m *nats.Msg) { h.onDM(id, m) }},
+		{chat.LivePrefix + "chat.dm.*." + id, func(m *nats.Msg) {
+			if !strings.HasPrefix(m.Subject, chat.LivePrefix+"chat.dm."+id+".") {
+				h.onDM(id, m)
+			}
+		}},
+	} {
+		s, err := h.nc.Subscribe(sub.subject, sub.cb)
+		if err != nil {
+			unsubscribe(subs)
+			return nil, err
+		}
+		_ = s.SetPendingLimits(-1, -1)
+		subs = append(subs, s)
+	}
+	if err := h.nc.FlushTimeout(subscribeTimeout); err != nil {
+		unsubscribe(subs)
+		return nil, fmt.Errorf("subscribe %s: %w", id, err)
+	}
+	return subs, nil
+}
+
+func unsubscribe(subs []*nats.Subscription) {
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
 }
 
 // leave unregisters c; its user's subscriptions end with their last socket.
@@ -139,9 +153,7 @@ func (h *hub) leave(c *client) {
 	if u := h.users[c.user.ID]; u != nil {
 		delete(u.clients, c)
 		if len(u.clients) == 0 {
-			for _, s := range u.subs {
-				_ = s.Unsubscribe()
-			}
+			unsubscribe(u.subs)
 			delete(h.users, c.user.ID)
 		}
 	}
