@@ -1,0 +1,123 @@
+// The chat socket: connects, reconnects with backoff, resumes from the
+// last sequence seen so nothing is missed or shown twice, and keeps sends
+// made while disconnected until they are acknowledged.
+
+const maxBackoffMs = 30000;
+
+export class Connection {
+  // handlers: onFrame(obj), onState('connected'|'reconnecting'|'offline'),
+  // onLive(), onSessionEnd(closeCode), onAck(id, seq), onSendError(id, code).
+  constructor(handlers) {
+    this.h = handlers;
+    this.ws = null;
+    this.lastSeq = 0;          // highest message seq seen
+    this.outbox = new Map();   // id -> send frame, until acked
+    this.live = false;         // hello (and resumed) done: sends may go
+    this.attempt = 0;
+    this.stopped = false;
+    this.timer = null;
+    window.addEventListener('online', () => { if (!this.ws && !this.stopped) this.connect(); });
+    window.addEventListener('offline', () => this.h.onState('offline'));
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.stopped = false;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(`${proto}//${location.host}/ws`);
+    this.ws = ws;
+    this.live = false;
+    let resuming = false;
+    ws.onopen = () => {
+      // resume must be the first frame: replay comes before anything live.
+      if (this.lastSeq > 0) {
+        resuming = true;
+        ws.send(JSON.stringify({ type: 'resume', after: this.lastSeq }));
+      }
+    };
+    ws.onmessage = (ev) => {
+      for (const line of String(ev.data).split('\n')) {
+        if (!line) continue;
+        let f;
+        try { f = JSON.parse(line); } catch { continue; }
+        if (f.type === 'hello') {
+          this.attempt = 0;
+          this.h.onState('connected');
+          // Everything up to hello's seq is history, fetched per
+          // conversation; a later resume starts after it.
+          if (!resuming) {
+            this.lastSeq = Math.max(this.lastSeq, f.seq || 0);
+            this.goLive();
+          }
+        } else if (f.type === 'resumed') {
+          this.goLive();
+        } else if (f.type === 'message' && f.seq > this.lastSeq) {
+          this.lastSeq = f.seq;
+        } else if (f.type === 'ack') {
+          this.outbox.delete(f.id);
+          this.h.onAck(f.id, f.seq);
+          continue;
+        } else if (f.type === 'error' && f.id && this.outbox.has(f.id)) {
+          if (f.code === 'unavailable' || f.code === 'rate_limited') {
+            this.retryLater(f.id);
+          } else {
+            this.outbox.delete(f.id);
+            this.h.onSendError(f.id, f.code);
+          }
+          continue;
+        }
+        this.h.onFrame(f);
+      }
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.live = false;
+      // Revoked (logout elsewhere) or expired: a new login is needed.
+      if (ev.code === 4001 || ev.code === 4002 || ev.code === 1008) {
+        this.stopped = true;
+        this.h.onSessionEnd(ev.code);
+        return;
+      }
+      if (this.stopped) return;
+      this.h.onState(navigator.onLine === false ? 'offline' : 'reconnecting');
+      const delay = Math.min(maxBackoffMs, 500 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+      this.attempt++;
+      this.timer = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  goLive() {
+    this.live = true;
+    for (const frame of this.outbox.values()) this.ws.send(JSON.stringify(frame));
+    this.h.onLive();
+  }
+
+  retryLater(id) {
+    setTimeout(() => {
+      const frame = this.outbox.get(id);
+      if (frame && this.live) this.ws.send(JSON.stringify(frame));
+    }, 2000);
+  }
+
+  // send queues a message; it goes now if connected, else on reconnect
+  // with the same id, which the server stores once.
+  send(frame) {
+    this.outbox.set(frame.id, frame);
+    if (this.live) this.ws.send(JSON.stringify(frame));
+  }
+
+  // request sends a frame that is pointless to keep while disconnected.
+  request(frame) {
+    if (this.live) this.ws.send(JSON.stringify(frame));
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+    this.outbox.clear();
+    this.lastSeq = 0;
+  }
+}
