@@ -49,6 +49,10 @@ type client struct {
 	mu    sync.Mutex
 	state int
 	held  []heldMsg
+	// floor is the last seq a replay sent: a stored message reaches the
+	// replay's consumer and the live subscription independently, so its
+	// live copy may come after the replay, and is dropped.
+	floor uint64
 }
 
 // Delivery states of a client.
@@ -78,6 +82,10 @@ func (c *client) deliver(b []byte, seq uint64) {
 		c.goLive(0, stateHolding)
 		c.mu.Lock()
 	}
+	if seq <= c.floor {
+		c.mu.Unlock()
+		return
+	}
 	if c.state != stateLive {
 		if len(c.held) >= cap(c.send) {
 			c.mu.Unlock()
@@ -106,7 +114,7 @@ func (c *client) goLive(after uint64, from int) bool {
 			c.enqueue(h.b)
 		}
 	}
-	c.held, c.state = nil, stateLive
+	c.held, c.state, c.floor = nil, stateLive, after
 	return true
 }
 
