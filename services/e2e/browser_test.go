@@ -287,7 +287,12 @@ func TestBrowserChat(t *testing.T) {
 	alice.registerAndLogin(t, "alice", "A"+xssName, "blue-harbour-42")
 	shot(t, alice, "1-logged-in")
 	bob.registerAndLogin(t, "bob", "Bob", "amber-river-19")
+	// Carol reads Chinese: the switch changes the page's text.
+	carol.do(t, chromedp.Navigate(carol.origin+"/"), chromedp.WaitVisible(chromedp.ID("login-form")))
+	eval[bool](t, carol, `(() => { const s = document.querySelector('#lang'); s.value = 'zh'; s.dispatchEvent(new Event('change')); return true })()`)
+	carol.waitJS(t, "chinese", `document.querySelector('#login-submit').textContent === '登录' && document.documentElement.lang === 'zh-CN'`)
 	carol.registerAndLogin(t, "carol", "卡罗尔", "quiet-meadow-77")
+	carol.waitJS(t, "chinese chat", `document.querySelector('#send').textContent === '发送'`)
 
 	// Everyone sees everyone online; the name with markup is text.
 	for _, b := range []*browser{alice, bob, carol} {
@@ -351,6 +356,11 @@ func TestBrowserChat(t *testing.T) {
 	carol.waitJS(t, "queued message at carol", countMessages("queued while offline")+` === 1`)
 	alice.waitJS(t, "nothing pending", `document.querySelector('#messages .msg.pending') === null`)
 	shot(t, alice, "5-after-restart")
+
+	// Logging out ends the session, also for a reload.
+	alice.do(t, chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	alice.do(t, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("login-form")))
+	shot(t, alice, "6-logged-out")
 
 	// No script ran, and nothing was asked of another origin.
 	for _, b := range []*browser{alice, bob, carol} {
