@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/token"
 )
 
@@ -40,16 +41,9 @@ func fetchKeys(ctx context.Context, nc *nats.Conn, v *token.Verifier) error {
 // refreshKeys re-reads the keys every keysRefresh until ctx ends; failures
 // keep the keys already known.
 func refreshKeys(ctx context.Context, log *slog.Logger, nc *nats.Conn, v *token.Verifier) {
-	t := time.NewTicker(keysRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := fetchKeys(ctx, nc, v); err != nil {
-				log.Warn("key refresh failed; keeping the known keys", "err", err)
-			}
+	ops.Every(ctx, keysRefresh, func(ctx context.Context) {
+		if err := fetchKeys(ctx, nc, v); err != nil {
+			log.Warn("key refresh failed; keeping the known keys", "err", err)
 		}
-	}
+	})
 }

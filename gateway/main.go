@@ -198,20 +198,13 @@ func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) 
 
 // heartbeat refreshes the gateway's presence entries every period.
 func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			lost, err := reg.Heartbeat(ctx)
-			if err != nil && ctx.Err() == nil {
-				log.Warn("presence heartbeat failed", "err", err)
-			}
-			if lost > 0 {
-				log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
-			}
+	ops.Every(ctx, period, func(ctx context.Context) {
+		lost, err := reg.Heartbeat(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("presence heartbeat failed", "err", err)
 		}
-	}
+		if lost > 0 {
+			log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
+		}
+	})
 }

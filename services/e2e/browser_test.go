@@ -24,13 +24,13 @@ import (
 // service is a service binary run by a test.
 type service struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *servicetest.Buffer
 	exited chan struct{}
 }
 
 func startService(t *testing.T, name string, env ...string) *service {
 	t.Helper()
-	p := &service{out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &service{out: &servicetest.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, name))
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

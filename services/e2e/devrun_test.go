@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +30,7 @@ import (
 // stack is a devrun started by a test, with its ports.
 type stack struct {
 	cmd      *exec.Cmd
-	out      *syncBuffer
+	out      *servicetest.Buffer
 	exited   chan struct{}
 	gateway  string // base URLs
 	auth     string
@@ -45,7 +44,7 @@ func startDevRun(t *testing.T, dataDir string, env ...string) *stack {
 	t.Helper()
 	addrs := freeAddrs(t, 6)
 	s := &stack{
-		out:      &syncBuffer{},
+		out:      &servicetest.Buffer{},
 		exited:   make(chan struct{}),
 		gateway:  "http://" + addrs[0],
 		auth:     "http://" + addrs[1],
@@ -255,47 +254,24 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 // delivered with the sender the real auth's token names.
 func chatThroughGateway(t *testing.T, gateway, cookie string) {
 	t.Helper()
-	h := http.Header{"Cookie": {cookie}, "Origin": {gateway}}
-	conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(gateway, "http")+"/ws", h)
-	if err != nil {
-		t.Fatalf("websocket through the gateway: %v %v", err, resp)
-	}
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var objs []map[string]any
-	read := func() {
-		_, data, err := conn.ReadMessage()
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			var o map[string]any
-			if err := json.Unmarshal([]byte(line), &o); err != nil {
-				t.Fatalf("frame line %q: %v", line, err)
-			}
-			objs = append(objs, o)
-		}
-	}
-	read()
-	if objs[0]["type"] != "hello" {
-		t.Fatalf("first frame %v", objs[0])
+	conn, next := wsObjects(t, gateway, cookie)
+	if f := next(); f["type"] != "hello" {
+		t.Fatalf("first frame %v", f)
 	}
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"send","id":"e2e-1","to":{"room":"lobby"},"text":"你好 natter"}`)); err != nil {
 		t.Fatal(err)
 	}
 	var acked, delivered bool
-	for !(acked && delivered) {
-		read()
-		for _, o := range objs {
-			switch o["type"] {
-			case "ack":
-				acked = o["id"] == "e2e-1"
-			case "message":
-				from, _ := o["from"].(map[string]any)
-				delivered = o["text"] == "你好 natter" && from["name"] == "佐伊"
-			}
+	for !acked || !delivered {
+		switch o := next(); o["type"] {
+		case "ack":
+			acked = acked || o["id"] == "e2e-1"
+		case "message":
+			from, _ := o["from"].(map[string]any)
+			delivered = delivered || (o["text"] == "你好 natter" && from["name"] == "佐伊")
 		}
 	}
+	_ = conn.Close()
 }
 
 // wsObjects opens a socket with cookie and returns a reader of objects.
@@ -489,21 +465,4 @@ func freeAddrs(t *testing.T, n int) []string {
 		_ = l.Close()
 	}
 	return addrs
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/servicetest"
 )
 
 // recipeMarker starts the README's block of `go tool nats` recipes.
@@ -145,7 +146,7 @@ func checkSubChat(t *testing.T, natsURL string, args []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := natsCLI(ctx, t, natsURL, append(args, "--count=1")...)
-	out := &syncBuffer{}
+	out := &servicetest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -297,3 +297,18 @@ func Cause(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Every calls f every period until ctx ends (background upkeep: key
+// refresh, heartbeats).
+func Every(ctx context.Context, period time.Duration, f func(context.Context)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(ctx)
+		}
+	}
+}

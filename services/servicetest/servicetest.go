@@ -34,7 +34,7 @@ type Service struct {
 	cancel context.CancelFunc
 	exited chan struct{} // closed when run has returned
 	err    error         // what run returned, set before exited closes
-	logs   *syncBuffer
+	logs   *Buffer
 	waited atomic.Bool // the test took run's error through Wait
 }
 
@@ -51,7 +51,7 @@ func Start(t testing.TB, name string, run RunFunc, env map[string]string, args .
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	s := &Service{cancel: cancel, exited: make(chan struct{}), logs: &syncBuffer{}}
+	s := &Service{cancel: cancel, exited: make(chan struct{}), logs: &Buffer{}}
 	addrc := make(chan string, 1)
 	go scanLogs(io.TeeReader(pr, s.logs), addrc)
 	go func() {
@@ -162,18 +162,22 @@ func Get(t testing.TB, url string) (int, []byte) {
 	return resp.StatusCode, body
 }
 
-type syncBuffer struct {
+// Buffer is a bytes.Buffer safe for one writer and concurrent readers:
+// a process's output while a test reads it.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String is everything written so far.
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
