@@ -333,6 +333,18 @@ func TestBrowserChat(t *testing.T) {
 		t.Fatal("carol sees the direct message")
 	}
 
+	// On a phone-sized screen the conversations fold behind a button, and
+	// nothing is wider than the screen; keyboard: the button opens them.
+	bob.do(t, chromedp.EmulateViewport(390, 800, chromedp.EmulateMobile))
+	bob.waitJS(t, "phone layout", `getComputedStyle(document.querySelector('#toggle-side')).display !== 'none' && getComputedStyle(document.querySelector('#side')).display === 'none'`)
+	if w := eval[int](t, bob, `document.documentElement.scrollWidth`); w > 390 {
+		t.Errorf("page is %dpx wide on a 390px screen", w)
+	}
+	bob.do(t, chromedp.Focus(chromedp.ID("toggle-side")), chromedp.KeyEvent("\r"))
+	bob.waitJS(t, "side opened by keyboard", `getComputedStyle(document.querySelector('#side')).display !== 'none'`)
+	shot(t, bob, "3b-phone")
+	bob.do(t, chromedp.EmulateViewport(1100, 750))
+
 	// A reload keeps the session and the history.
 	bob.do(t, chromedp.Reload())
 	bob.waitJS(t, "history after reload", messagesContain(xssText))
