@@ -12,7 +12,7 @@ all: build
 
 ## build: compile every binary into bin/
 build:
-	cd services && $(GO) build -o $(BIN)/ ./cmd/devstack ./cmd/devrun
+	cd services && $(GO) build -o $(BIN)/ ./cmd/devstack ./cmd/devrun ./cmd/natter-bench
 	cd auth && $(GO) build -o $(BIN)/auth .
 	cd presence && $(GO) build -o $(BIN)/presence .
 	cd gateway && $(GO) build -o $(BIN)/gateway .
@@ -31,10 +31,10 @@ lint:
 	$(GO) vet $(PKGS)
 	cd services && $(GO) tool staticcheck $(addprefix github.com/natter/natter/,$(addsuffix /...,$(MODULES)))
 
-## bench: Go micro-benchmarks of the hot paths, 5 runs each (compare runs with benchstat); the load tool is not built yet
-bench:
+## bench: Go micro-benchmarks of the hot paths (5 runs each; compare with benchstat), then the standard load profile on a fresh stack
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
-	@echo "make bench: Go micro-benchmarks only; the load tool and the standard load profile are not built yet (issue 7)."
+	bash services/bench.sh
 
 clean:
 	rm -rf $(BIN)

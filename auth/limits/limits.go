@@ -12,13 +12,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// casRetries bounds optimistic-update retries under contention.
-const casRetries = 8
+// casRetries bounds optimistic-update retries under contention (many
+// attempts from one address at once all count on one key).
+const casRetries = 64
 
 // Counters is a set of named counters in a KV bucket whose TTL is the
 // window.
@@ -81,14 +83,20 @@ func (c *Counters) get(ctx context.Context, key string) (entry, uint64, error) {
 	return e, kve.Revision(), nil
 }
 
-// Add increments a counter and returns its new value.
+// Add increments a counter and returns its new value. Under extreme
+// contention on one key (a burst from one address), once the retries are
+// spent the attempt is answered with the count it tried to write, not an
+// error: the limit stays enforced from the count already stored, and a
+// burst never turns into failures for everyone.
 func (c *Counters) Add(ctx context.Context, key string) (int, error) {
-	for range casRetries {
+	tried := 0
+	for i := range casRetries {
 		e, rev, err := c.get(ctx, key)
 		if err != nil {
 			return 0, err
 		}
 		e.N++
+		tried = e.N
 		e.Last = c.now().UTC()
 		val, _ := json.Marshal(e)
 		if rev == 0 {
@@ -97,14 +105,17 @@ func (c *Counters) Add(ctx context.Context, key string) (int, error) {
 			_, err = c.kv.Update(ctx, key, val, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			continue // someone else counted meanwhile: read again
+			// Someone else counted meanwhile: read again, after a short
+			// random pause growing with the attempts, to spread contenders.
+			time.Sleep(time.Duration(rand.IntN(100*(i+1))) * time.Microsecond)
+			continue
 		}
 		if err != nil {
 			return 0, fmt.Errorf("limits add: %w", err)
 		}
 		return e.N, nil
 	}
-	return 0, fmt.Errorf("limits add %s: too much contention", key)
+	return tried, nil
 }
 
 // Reset forgets a counter.

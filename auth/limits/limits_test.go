@@ -68,3 +68,22 @@ func TestConcurrentAddsAllCount(t *testing.T) {
 		t.Fatalf("count after 5 concurrent adds = %d", n)
 	}
 }
+
+func TestHeavyContentionCountsEveryAdd(t *testing.T) {
+	// A burst from one address: every attempt counts, none fails.
+	c := newCounters(t, time.Minute)
+	ctx := context.Background()
+	key := Key("register_addr", "127.0.0.1")
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if _, err := c.Add(ctx, key); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n, _, _ := c.Count(ctx, key); n != 32 {
+		t.Fatalf("count after 32 concurrent adds = %d", n)
+	}
+}

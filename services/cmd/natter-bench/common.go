@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/natter/natter/services/config"
+)
+
+// Hard upper bounds: a run is bounded in size and time whatever the flags.
+const (
+	maxSockets  = 50000
+	maxDuration = 5 * time.Minute
+	maxRate     = 100000
+	// password of every bench user; the accounts are the tool's own.
+	benchPassword = "natter-bench-pw-7"
+)
+
+// common are the flags every scenario has.
+type common struct {
+	gateways   string // comma-separated base URLs
+	prefix     string // account prefix
+	users      int
+	sources    int // source addresses 127.0.0.1 .. 127.0.0.<sources>
+	gatewayPID int
+	json       bool
+	tokenCache string
+}
+
+func (c *common) define(fs *config.Set) {
+	fs.String(&c.gateways, "gateway", "NATTER_GATEWAY", "http://127.0.0.1:8080", "gateway base URL(s), comma-separated; sockets are spread over them")
+	fs.String(&c.prefix, "prefix", "", "bench", "account prefix of the bench users")
+	fs.Int(&c.sources, "sources", "", 8, "loopback source addresses to spread client sockets over (each gives about 28,000 ports)")
+	fs.Int(&c.gatewayPID, "gateway-pid", "", 0, "pid of the (first) gateway: its CPU time and memory are read from /proc")
+	fs.Bool(&c.json, "json", "", false, "print the result as JSON")
+	fs.String(&c.tokenCache, "token-cache", "", "", "file to keep tokens in between runs (they are valid 24 h)")
+}
+
+func (c *common) gatewayURLs() []string {
+	var out []string
+	for _, g := range strings.Split(c.gateways, ",") {
+		if g = strings.TrimRight(strings.TrimSpace(g), "/"); g != "" {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// session is a logged-in bench user.
+type session struct {
+	ID, Account, Name, Token string
+}
+
+// login registers (if new) and logs in n users before anything is timed.
+func (c *common) login(ctx context.Context, n int, stderr io.Writer) ([]session, error) {
+	cache := map[string]session{}
+	if c.tokenCache != "" {
+		if b, err := os.ReadFile(c.tokenCache); err == nil {
+			_ = json.Unmarshal(b, &cache)
+		}
+	}
+	api := c.gatewayURLs()[0]
+	out := make([]session, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range n {
+		account := fmt.Sprintf("%s-%d", c.prefix, i)
+		if s, ok := cache[account]; ok {
+			out[i] = s
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			s, err := loginOne(ctx, api, account)
+			if err != nil {
+				errs <- err
+				return
+			}
+			out[i] = s
+			mu.Lock()
+			cache[account] = s
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	if c.tokenCache != "" {
+		b, _ := json.Marshal(cache)
+		_ = os.WriteFile(c.tokenCache, b, 0o600)
+	}
+	return out, nil
+}
+
+func loginOne(ctx context.Context, api, account string) (session, error) {
+	body := fmt.Sprintf(`{"account":%q,"password":%q,"name":%q}`, account, benchPassword, account)
+	if code, b, err := post(ctx, api+"/api/register", body); err != nil || (code != 201 && code != 409) {
+		return session{}, fmt.Errorf("register %s: %d %s %v", account, code, b, err)
+	}
+	code, b, err := post(ctx, api+"/api/login", fmt.Sprintf(`{"account":%q,"password":%q}`, account, benchPassword))
+	if err != nil || code != 200 {
+		return session{}, fmt.Errorf("login %s: %d %s %v (a rate limit? the bench stack raises it)", account, code, b, err)
+	}
+	var r struct {
+		Token string
+		User  struct{ ID, Name string }
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return session{}, err
+	}
+	return session{ID: r.User.ID, Account: account, Name: r.User.Name, Token: r.Token}, nil
+}
+
+func post(ctx context.Context, url, body string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, nil
+}
+
+// dialer spreads sockets over source addresses and gateways.
+type dialer struct {
+	gateways []string
+	dialers  []*websocket.Dialer
+}
+
+func (c *common) newDialer() *dialer {
+	d := &dialer{gateways: c.gatewayURLs()}
+	for i := range max(1, c.sources) {
+		local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}
+		nd := &net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+		d.dialers = append(d.dialers, &websocket.Dialer{
+			NetDialContext:   nd.DialContext,
+			HandshakeTimeout: 10 * time.Second,
+			ReadBufferSize:   4096,
+			WriteBufferSize:  1024,
+		})
+	}
+	return d
+}
+
+// dial opens socket number i as s.
+func (d *dialer) dial(ctx context.Context, s session, i int) (*websocket.Conn, error) {
+	gw := d.gateways[i%len(d.gateways)]
+	h := http.Header{"Authorization": {"Bearer " + s.Token}}
+	conn, resp, err := d.dialers[i%len(d.dialers)].DialContext(ctx, "ws"+strings.TrimPrefix(gw, "http")+"/ws", h)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial %s: %v (HTTP %d)", gw, err, resp.StatusCode)
+		}
+		return nil, classify(err)
+	}
+	return conn, nil
+}
+
+// classify names the machine limit behind a dial error, if one is.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return fmt.Errorf("machine limit: out of file descriptors: %w", err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("machine limit: out of local ports (add -sources): %w", err)
+	}
+	return err
+}
+
+// raiseFileLimit lifts the soft file limit to the hard one.
+func raiseFileLimit() uint64 {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 0
+	}
+	l.Cur = l.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+	return l.Cur
+}
+
+// frame is what the tool reads of server frames.
+type frame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Seq  uint64 `json:"seq"`
+	Text string `json:"text"`
+	Code string `json:"code"`
+}
+
+// readFrames calls f for each object of each frame until the socket ends.
+func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+			var fr frame
+			if json.Unmarshal(line, &fr) == nil {
+				f(fr, now)
+			}
+		}
+	}
+}
+
+// stamp is the text of a timed message: its send time.
+func stamp(t time.Time) string { return "t=" + strconv.FormatInt(t.UnixNano(), 10) }
+
+func unstamp(text string) (time.Time, bool) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(text, "t="), 10, 64)
+	if err != nil || !strings.HasPrefix(text, "t=") {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// latencies collects durations and reports percentiles.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) summary() map[string]float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return map[string]float64{}
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	p := func(q float64) float64 {
+		return float64(s[min(len(s)-1, int(q*float64(len(s))))].Microseconds()) / 1000
+	}
+	return map[string]float64{"p50_ms": p(.50), "p90_ms": p(.90), "p99_ms": p(.99), "max_ms": float64(s[len(s)-1].Microseconds()) / 1000}
+}
+
+// cpuSeconds is the CPU time pid has used (user + system), or -1.
+func cpuSeconds(pid int) float64 {
+	if pid <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(fields) < 13 {
+		return -1
+	}
+	ut, _ := strconv.ParseFloat(fields[11], 64)
+	st, _ := strconv.ParseFloat(fields[12], 64)
+	return (ut + st) / 100 // clock ticks of 10 ms (USER_HZ)
+}
+
+// rssKiB is pid's resident memory, or -1.
+func rssKiB(pid int) float64 {
+	if pid <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// result is one run's figures, printed as a table or JSON.
+type result struct {
+	Scenario string             `json:"scenario"`
+	Figures  map[string]float64 `json:"figures"`
+	Notes    []string           `json:"notes,omitempty"`
+}
+
+func (r result) print(w io.Writer, asJSON bool) {
+	if asJSON {
+		b, _ := json.MarshalIndent(r, "", "  ")
+		fmt.Fprintln(w, string(b))
+		return
+	}
+	fmt.Fprintf(w, "%s\n", r.Scenario)
+	keys := make([]string, 0, len(r.Figures))
+	for k := range r.Figures {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-28s %14.2f\n", k, r.Figures[k])
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+}
+
+// progress prints a progress line to w every second until ctx ends.
+func progress(ctx context.Context, w io.Writer, line func() string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(w)
+			return
+		case <-t.C:
+			fmt.Fprintf(w, "\r%s   ", line())
+		}
+	}
+}
+
+func bound(name string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("-%s %d out of range %d..%d", name, v, lo, hi)
+	}
+	return nil
+}

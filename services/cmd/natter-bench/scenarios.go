@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/natter/natter/services/config"
+)
+
+// settle is how long sockets wait after connecting before anything is
+// timed: the gateway holds live messages up to 1 s for a possible resume.
+const settle = 1500 * time.Millisecond
+
+// socket is one open bench socket with its reader.
+type socket struct {
+	conn  *websocket.Conn
+	hello chan struct{}
+	wmu   sync.Mutex
+}
+
+func (s *socket) send(v string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.conn.WriteMessage(websocket.TextMessage, []byte(v))
+}
+
+// openAll opens n sockets for the sessions (round robin), each with its
+// reader calling onFrame, and waits for every hello.
+func openAll(ctx context.Context, d *dialer, sessions []session, n int, onFrame func(i int, f frame, at time.Time)) ([]*socket, error) {
+	socks := make([]*socket, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			conn, err := d.dial(ctx, sessions[i%len(sessions)], i)
+			if err != nil {
+				errs <- err
+				return
+			}
+			s := &socket{conn: conn, hello: make(chan struct{})}
+			socks[i] = s
+			go func() {
+				var once sync.Once
+				_ = readFrames(conn, func(f frame, at time.Time) {
+					if f.Type == "hello" {
+						once.Do(func() { close(s.hello) })
+					}
+					if onFrame != nil {
+						onFrame(i, f, at)
+					}
+				})
+			}()
+			select {
+			case <-s.hello:
+			case <-time.After(30 * time.Second):
+				errs <- fmt.Errorf("socket %d: no hello within 30s", i)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		closeAll(socks)
+		return nil, err
+	}
+	return socks, nil
+}
+
+func closeAll(socks []*socket) {
+	for _, s := range socks {
+		if s != nil {
+			_ = s.conn.Close()
+		}
+	}
+}
+
+func runFanout(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (result, bool, error) {
+	var c common
+	var sockets, rate int
+	var duration time.Duration
+	fs := config.New("natter-bench fanout", getenv, stderr)
+	c.define(fs)
+	fs.Int(&sockets, "sockets", "", 1000, "sockets in the room (the sender's included)")
+	fs.Int(&c.users, "users", "", 1000, "distinct users the sockets belong to")
+	fs.Int(&rate, "rate", "", 100, "messages per second from the sender")
+	fs.Duration(&duration, "duration", "", 10*time.Second, "how long to send")
+	if err := fs.Parse(args[1:]); err != nil {
+		return result{}, false, err
+	}
+	if err := errorsJoin(bound("sockets", sockets, 1, maxSockets), bound("rate", rate, 1, maxRate), bound("users", c.users, 1, maxSockets)); err != nil {
+		return result{}, false, err
+	}
+	duration = min(duration, maxDuration)
+	limit := raiseFileLimit()
+	sessions, err := c.login(ctx, min(c.users, sockets), stderr)
+	if err != nil {
+		return result{}, false, err
+	}
+	var received atomic.Int64
+	lat := &latencies{}
+	var acked atomic.Int64
+	socks, err := openAll(ctx, c.newDialer(), sessions, sockets, func(i int, f frame, at time.Time) {
+		switch f.Type {
+		case "message":
+			if ts, ok := unstamp(f.Text); ok {
+				received.Add(1)
+				lat.add(at.Sub(ts))
+			}
+		case "ack":
+			if i == 0 {
+				acked.Add(1)
+			}
+		}
+	})
+	if err != nil {
+		return result{}, false, fmt.Errorf("%w (file limit %d)", err, limit)
+	}
+	defer closeAll(socks)
+	time.Sleep(settle)
+
+	cpu0 := cpuSeconds(c.gatewayPID)
+	runID := newRunID() // message ids unique to this run: no dedupe across runs
+	pctx, stopProgress := context.WithCancel(ctx)
+	go progress(pctx, stderr, func() string {
+		return fmt.Sprintf("fanout: acked %d, delivered %d", acked.Load(), received.Load())
+	})
+	start := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	sent := 0
+	sender := socks[0]
+	for time.Since(start) < duration && ctx.Err() == nil {
+		<-tick.C
+		frame := fmt.Sprintf(`{"type":"send","id":"%sf%d","to":{"room":"lobby"},"text":%q}`, runID, sent, stamp(time.Now()))
+		if err := sender.send(frame); err != nil {
+			stopProgress()
+			return result{}, false, fmt.Errorf("send: %w", err)
+		}
+		sent++
+	}
+	tick.Stop()
+	sendTime := time.Since(start)
+	// Let the last deliveries arrive (bounded).
+	want := int64(sent) * int64(sockets)
+	for deadline := time.Now().Add(10 * time.Second); received.Load() < want && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopProgress()
+	elapsed := time.Since(start)
+	cpu := cpuSeconds(c.gatewayPID) - cpu0
+	r := result{Scenario: fmt.Sprintf("fanout: %d sockets in one room, %d msg/s for %s", sockets, rate, sendTime.Round(time.Millisecond)), Figures: map[string]float64{
+		"messages_sent":    float64(sent),
+		"messages_acked":   float64(acked.Load()),
+		"deliveries_want":  float64(want),
+		"deliveries":       float64(received.Load()),
+		"loss":             float64(want - received.Load()),
+		"deliveries_per_s": float64(received.Load()) / elapsed.Seconds(),
+	}}
+	for k, v := range lat.summary() {
+		r.Figures["latency_"+k] = v
+	}
+	addCPU(&r, cpu, float64(received.Load()), "deliveries")
+	return r, c.json, nil
+}
+
+func addCPU(r *result, cpu, work float64, what string) {
+	if cpu < 0 {
+		r.Notes = append(r.Notes, "gateway CPU not measured: give -gateway-pid")
+		return
+	}
+	r.Figures["gateway_cpu_s"] = cpu
+	if cpu > 0 {
+		r.Figures[what+"_per_gateway_cpu_s"] = work / cpu
+	}
+}
+
+func runDirect(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (result, bool, error) {
+	var c common
+	var pairs int
+	var rate float64
+	var duration time.Duration
+	fs := config.New("natter-bench direct", getenv, stderr)
+	c.define(fs)
+	fs.Int(&pairs, "pairs", "", 500, "pairs of users; in each, one sends to the other")
+	fs.Float(&rate, "rate", "", 5, "messages per second per pair")
+	fs.Duration(&duration, "duration", "", 10*time.Second, "how long to send")
+	if err := fs.Parse(args[1:]); err != nil {
+		return result{}, false, err
+	}
+	if err := bound("pairs", pairs, 1, maxSockets/2); err != nil {
+		return result{}, false, err
+	}
+	if rate <= 0 || rate*float64(pairs) > maxRate {
+		return result{}, false, fmt.Errorf("-rate %.1f x %d pairs out of range (at most %d/s in all)", rate, pairs, maxRate)
+	}
+	duration = min(duration, maxDuration)
+	raiseFileLimit()
+	sessions, err := c.login(ctx, 2*pairs, stderr)
+	if err != nil {
+		return result{}, false, err
+	}
+	sentAt := sync.Map{} // id -> time
+	ackLat, recvLat := &latencies{}, &latencies{}
+	var acked, received atomic.Int64
+	socks, err := openAll(ctx, c.newDialer(), sessions, 2*pairs, func(i int, f frame, at time.Time) {
+		switch {
+		case f.Type == "ack" && i%2 == 0:
+			if t, ok := sentAt.Load(f.ID); ok {
+				acked.Add(1)
+				ackLat.add(at.Sub(t.(time.Time)))
+			}
+		case f.Type == "message" && i%2 == 1:
+			if ts, ok := unstamp(f.Text); ok {
+				received.Add(1)
+				recvLat.add(at.Sub(ts))
+			}
+		}
+	})
+	if err != nil {
+		return result{}, false, err
+	}
+	defer closeAll(socks)
+	time.Sleep(settle)
+	cpu0 := cpuSeconds(c.gatewayPID)
+	runID := newRunID()
+	pctx, stopProgress := context.WithCancel(ctx)
+	go progress(pctx, stderr, func() string {
+		return fmt.Sprintf("direct: acked %d, delivered %d", acked.Load(), received.Load())
+	})
+	start := time.Now()
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for p := range pairs {
+		wg.Go(func() {
+			from, to := socks[2*p], sessions[(2*p+1)%len(sessions)]
+			tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+			defer tick.Stop()
+			for n := 0; time.Since(start) < duration && ctx.Err() == nil; n++ {
+				<-tick.C
+				id := fmt.Sprintf("%sd%d-%d", runID, p, n)
+				now := time.Now()
+				sentAt.Store(id, now)
+				if from.send(fmt.Sprintf(`{"type":"send","id":%q,"to":{"user":%q},"text":%q}`, id, to.ID, stamp(now))) != nil {
+					return
+				}
+				sent.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	for deadline := time.Now().Add(10 * time.Second); received.Load() < sent.Load() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopProgress()
+	elapsed := time.Since(start)
+	cpu := cpuSeconds(c.gatewayPID) - cpu0
+	r := result{Scenario: fmt.Sprintf("direct: %d pairs, %.1f msg/s each, for %s", pairs, rate, duration), Figures: map[string]float64{
+		"messages_sent":              float64(sent.Load()),
+		"stored_acked":               float64(acked.Load()),
+		"delivered":                  float64(received.Load()),
+		"loss":                       float64(sent.Load() - received.Load()),
+		"stored_and_delivered_per_s": float64(received.Load()) / elapsed.Seconds(),
+	}}
+	for k, v := range ackLat.summary() {
+		r.Figures["send_to_ack_"+k] = v
+	}
+	for k, v := range recvLat.summary() {
+		r.Figures["send_to_receipt_"+k] = v
+	}
+	addCPU(&r, cpu, float64(received.Load()), "messages")
+	return r, c.json, nil
+}
+
+func runConnect(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (result, bool, error) {
+	var c common
+	var sockets int
+	fs := config.New("natter-bench connect", getenv, stderr)
+	c.define(fs)
+	fs.Int(&sockets, "sockets", "", 2000, "sockets to open")
+	fs.Int(&c.users, "users", "", 1000, "distinct users the sockets belong to")
+	if err := fs.Parse(args[1:]); err != nil {
+		return result{}, false, err
+	}
+	if err := errorsJoin(bound("sockets", sockets, 1, maxSockets), bound("users", c.users, 1, maxSockets)); err != nil {
+		return result{}, false, err
+	}
+	limit := raiseFileLimit()
+	sessions, err := c.login(ctx, min(c.users, sockets), stderr)
+	if err != nil {
+		return result{}, false, err
+	}
+	cpu0 := cpuSeconds(c.gatewayPID)
+	start := time.Now()
+	// A handshake is upgrade + token check + hello + the presence list.
+	socks, err := openAll(ctx, c.newDialer(), sessions, sockets, nil)
+	elapsed := time.Since(start)
+	if err != nil {
+		return result{}, false, fmt.Errorf("%w (file limit %d)", err, limit)
+	}
+	defer closeAll(socks)
+	r := result{Scenario: fmt.Sprintf("connect: %d sockets, 64 at a time", sockets), Figures: map[string]float64{
+		"sockets":          float64(sockets),
+		"seconds":          elapsed.Seconds(),
+		"handshakes_per_s": float64(sockets) / elapsed.Seconds(),
+	}}
+	addCPU(&r, cpuSeconds(c.gatewayPID)-cpu0, float64(sockets), "handshakes")
+	return r, c.json, nil
+}
+
+func runIdle(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (result, bool, error) {
+	var c common
+	var sockets int
+	var hold time.Duration
+	fs := config.New("natter-bench idle", getenv, stderr)
+	c.define(fs)
+	fs.Int(&sockets, "sockets", "", 5000, "idle sockets to hold")
+	fs.Int(&c.users, "users", "", 1000, "distinct users the sockets belong to")
+	fs.Duration(&hold, "hold", "", 20*time.Second, "how long to hold them")
+	if err := fs.Parse(args[1:]); err != nil {
+		return result{}, false, err
+	}
+	if err := errorsJoin(bound("sockets", sockets, 1, maxSockets), bound("users", c.users, 1, maxSockets)); err != nil {
+		return result{}, false, err
+	}
+	if c.gatewayPID <= 0 {
+		return result{}, false, fmt.Errorf("idle needs -gateway-pid to read the gateway's memory")
+	}
+	hold = min(hold, maxDuration)
+	limit := raiseFileLimit()
+	sessions, err := c.login(ctx, min(c.users, sockets), stderr)
+	if err != nil {
+		return result{}, false, err
+	}
+	before := rssKiB(c.gatewayPID)
+	socks, err := openAll(ctx, c.newDialer(), sessions, sockets, nil)
+	if err != nil {
+		return result{}, false, fmt.Errorf("%w (file limit %d)", err, limit)
+	}
+	defer closeAll(socks)
+	time.Sleep(settle)
+	cpu0 := cpuSeconds(c.gatewayPID)
+	select {
+	case <-ctx.Done():
+	case <-time.After(hold):
+	}
+	after := rssKiB(c.gatewayPID)
+	cpu := cpuSeconds(c.gatewayPID) - cpu0
+	r := result{Scenario: fmt.Sprintf("idle: %d sockets held %s", sockets, hold), Figures: map[string]float64{
+		"sockets":                float64(sockets),
+		"gateway_rss_before_kib": before,
+		"gateway_rss_after_kib":  after,
+		"kib_per_socket":         (after - before) / float64(sockets),
+		"gateway_cpu_s_idle":     cpu,
+	}}
+	return r, c.json, nil
+}
+
+func errorsJoin(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// newRunID prefixes a run's message ids: the stream dedupes repeated ids
+// for minutes, and a second run must not be taken for a retry.
+func newRunID() string {
+	return "r" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + "-"
+}
