@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -47,6 +48,8 @@ type api struct {
 	limits   Limits
 	secure   bool // Secure cookies (behind TLS)
 	common   map[string]bool
+
+	names sync.Map // user id -> name, for users found (names never change)
 
 	// Set by setup before ready opens; handlers read them only after.
 	ready    *ops.Gate
@@ -322,14 +325,31 @@ func parseIDs(s string) ([]string, error) {
 }
 
 // publicUsers looks ids up and returns what anyone may see: id and name.
+// Names never change (no endpoint renames a user), so found ones are kept
+// in memory: gateways and presence ask about the same users all the time.
 func (a *api) publicUsers(ctx context.Context, ids []string) ([]chat.User, error) {
-	found, err := a.users.ByIDs(ctx, ids)
-	if err != nil {
-		return nil, unavailable(err)
+	var missing []string
+	for _, id := range ids {
+		if _, ok := a.names.Load(id); !ok {
+			missing = append(missing, id)
+		}
 	}
-	out := make([]chat.User, 0, len(found))
-	for _, u := range found {
-		out = append(out, chat.User{ID: u.ID, Name: u.Name})
+	if len(missing) > 0 {
+		found, err := a.users.ByIDs(ctx, missing)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		for _, u := range found {
+			a.names.Store(u.ID, u.Name)
+		}
+	}
+	out := make([]chat.User, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if name, ok := a.names.Load(id); ok && !seen[id] {
+			seen[id] = true
+			out = append(out, chat.User{ID: id, Name: name.(string)})
+		}
 	}
 	return out, nil
 }

@@ -17,6 +17,23 @@ import (
 // microTimeout bounds the database work of one NATS request.
 const microTimeout = 5 * time.Second
 
+// microWorkers bounds the user lookups served at once: a micro endpoint
+// runs its handler on one goroutine, which would queue every gateway's
+// lookups behind one database round trip each.
+const microWorkers = 32
+
+// concurrent runs h on up to n goroutines at once.
+func concurrent(n int, h func(micro.Request)) micro.Handler {
+	slots := make(chan struct{}, n)
+	return micro.HandlerFunc(func(r micro.Request) {
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots }()
+			h(r)
+		}()
+	})
+}
+
 // version is reported by `nats micro info auth`.
 const version = "0.1.0"
 
@@ -40,7 +57,7 @@ func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
 		svc.AddEndpoint("keys", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(keys) }),
 			micro.WithEndpointSubject(chat.AuthKeysSubject),
 			micro.WithEndpointMetadata(map[string]string{"description": "JWKS of the token signing keys", "response": "token.JWKS"})),
-		svc.AddEndpoint("users_get", micro.HandlerFunc(a.microUsersGet),
+		svc.AddEndpoint("users_get", concurrent(microWorkers, a.microUsersGet),
 			micro.WithEndpointSubject(chat.AuthUsersGetSubject),
 			micro.WithEndpointMetadata(map[string]string{"description": "names of user ids", "request": `{"ids":["..."]}`, "response": `{"users":[{"id","name"}]}`})),
 	)

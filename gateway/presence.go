@@ -82,6 +82,14 @@ func (h *hub) applyList(list chat.PresenceList) bool {
 	return true
 }
 
+// isOnline reports whether the online list has id.
+func (h *hub) isOnline(id string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, ok := h.online[id]
+	return ok
+}
+
 // presenceListFrame is the online list as a socket's first presence
 // frame. h.mu is held.
 func (h *hub) presenceListFrame() []byte {

@@ -399,9 +399,13 @@ func (g *gateway) destination(c *client, to *chat.To) (string, string, string) {
 	return s, "", ""
 }
 
-// userExists asks auth (auth.users.get) whether id is a user, remembering
-// the users it finds for knownUserTTL.
+// userExists says whether id is a user: yes if they are online (the
+// presence list), or known from an earlier lookup; otherwise it asks auth
+// (auth.users.get) and remembers the users it finds for knownUserTTL.
 func (g *gateway) userExists(id string) (bool, error) {
+	if g.hub.isOnline(id) {
+		return true, nil
+	}
 	if t, ok := g.known.Load(id); ok && time.Since(t.(time.Time)) < knownUserTTL {
 		return true, nil
 	}

@@ -210,7 +210,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	sentAt := sync.Map{} // id -> time
 	ackLat, recvLat := &latencies{}, &latencies{}
-	var acked, received atomic.Int64
+	var acked, received, refused atomic.Int64
 	socks, err := openAll(ctx, c.newDialer(), sessions, 2*pairs, func(i int, f frame, at time.Time) {
 		switch {
 		case f.Type == "ack" && i%2 == 0:
@@ -223,6 +223,8 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 				received.Add(1)
 				recvLat.add(at.Sub(ts))
 			}
+		case f.Type == "error":
+			refused.Add(1)
 		}
 	})
 	if err != nil {
