@@ -268,6 +268,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 	r := result{Scenario: fmt.Sprintf("direct: %d pairs, %.1f msg/s each, for %s", pairs, rate, duration), Figures: map[string]float64{
 		"messages_sent":              float64(sent.Load()),
 		"stored_acked":               float64(acked.Load()),
+		"refused":                    float64(refused.Load()),
 		"delivered":                  float64(received.Load()),
 		"loss":                       float64(sent.Load() - received.Load()),
 		"stored_and_delivered_per_s": float64(received.Load()) / elapsed.Seconds(),
