@@ -30,8 +30,9 @@ type hub struct {
 	tokens map[string]map[*client]struct{} // token id -> sockets opened with it
 	subs   []*nats.Subscription            // hub-wide: rooms, revocations, presence
 
-	online  map[string]chat.User // who is online, everywhere
-	presRev uint64               // presence bucket revision the list is as of
+	online    map[string]chat.User // who is online, everywhere
+	presRev   uint64               // presence bucket revision the list is as of
+	listFrame []byte               // online encoded as a list frame; nil when stale
 }
 
 // subscribeTimeout bounds the round trip that confirms a user's

@@ -43,6 +43,7 @@ func (h *hub) onPresence(m *nats.Msg) {
 // changed. h.mu is held.
 func (h *hub) setOnline(u chat.User, online bool) {
 	_, was := h.online[u.ID]
+	h.listFrame = nil // the list changes (or its names do)
 	if online == was {
 		if online && u.Name != "" {
 			h.online[u.ID] = u // a name learned late
@@ -91,14 +92,19 @@ func (h *hub) isOnline(id string) bool {
 }
 
 // presenceListFrame is the online list as a socket's first presence
-// frame. h.mu is held.
+// frame, encoded once per change of the list rather than per socket.
+// h.mu is held for writing.
 func (h *hub) presenceListFrame() []byte {
+	if h.listFrame != nil {
+		return h.listFrame
+	}
 	users := make([]chat.User, 0, len(h.online))
 	for _, u := range h.online {
 		users = append(users, u)
 	}
 	slices.SortFunc(users, func(a, b chat.User) int { return strings.Compare(a.ID, b.ID) })
-	return chat.Encode(chat.PresenceListFrame{Type: chat.FramePresence, Users: users})
+	h.listFrame = chat.Encode(chat.PresenceListFrame{Type: chat.FramePresence, Users: users})
+	return h.listFrame
 }
 
 // fetchPresence asks the presence service for the whole list.
