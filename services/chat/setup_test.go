@@ -151,6 +151,9 @@ func TestStoredMessagesRepublishedWithSequence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := nc.Flush(); err != nil { // the server has the subscription
+		t.Fatal(err)
+	}
 	subj, _ := chat.RoomSubject(chat.Lobby)
 	ack, err := js.Publish(ctx, subj, []byte(`{"text":"hi"}`), jetstream.WithMsgID("u1-m1"))
 	if err != nil {
