@@ -461,7 +461,9 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("fast reader did not get every message within 60s")
 	}
-	// Now read the slow socket: after what fit, a close 4009.
+	// Now read the slow socket: after what fit, a close 4009 (bounded, so
+	// a socket that was never closed fails the test instead of hanging it).
+	_ = slow.SetReadDeadline(time.Now().Add(60 * time.Second))
 	for {
 		_, _, err := slow.ReadMessage()
 		if err == nil {
