@@ -49,6 +49,7 @@ type Config struct {
 	Presence  chat.PresenceOptions
 	WS        WSLimits
 	Heartbeat time.Duration
+	PprofAddr string
 }
 
 // setupRetry is the pause between attempts to create the stream and bucket
@@ -70,6 +71,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
 	fs.Int(&c.WS.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most; beyond, resumed says complete=false")
 	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
+	fs.String(&c.PprofAddr, "pprof-addr", "PPROF_ADDR", "", "serve net/http/pprof here (loopback, for profiling; empty: off)")
 	fs.Stream(&c.Stream)
 	fs.Presence(&c.Presence)
 	fs.Duration(&c.Heartbeat, "presence-heartbeat", "PRESENCE_HEARTBEAT", chat.DefaultPresenceHeartbeat, "how often this gateway refreshes its sockets' presence (keep PRESENCE_TTL about 2.5 times this)")
@@ -175,6 +177,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}, func(error) bool { return false }, fail)
 	go refreshKeys(ctx, log, nc, g.verifier)
 	go h.syncPresence(ctx)
+	ops.Profiling(ctx, log, cfg.PprofAddr)
 
 	authURL, _ := url.Parse(cfg.AuthURL) // checked in parseConfig
 	handler := newServer(log, reg, authURL, g, []ops.Check{

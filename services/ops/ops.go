@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -311,4 +312,24 @@ func Every(ctx context.Context, period time.Duration, f func(context.Context)) {
 			f(ctx)
 		}
 	}
+}
+
+// Profiling serves net/http/pprof on addr (meant for loopback) until ctx
+// ends; empty addr: off. Profiles are for operators measuring a running
+// service, never on the public port.
+func Profiling(ctx context.Context, log *slog.Logger, addr string) {
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() {
+		log.Info("pprof listening", "pprof_addr", addr)
+		if err := ListenAndServe(ctx, log.With("server", "pprof"), addr, mux); err != nil {
+			log.Warn("pprof server stopped", "err", err)
+		}
+	}()
 }
