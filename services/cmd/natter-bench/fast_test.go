@@ -1,0 +1,32 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/chat"
+)
+
+// The fast path reads what the JSON decoder would, for the gateway's
+// message frames, and declines everything else.
+func TestFastMessage(t *testing.T) {
+	ts := time.Now()
+	msg := chat.Encode(chat.NewMessageFrame(chat.Message{ID: "m1", From: chat.User{ID: "u1", Name: `q"uote`}, To: chat.To{Room: "lobby"}, Text: stamp(ts), TS: ts}, 7))
+	fr, ok := fastMessage(msg)
+	var want frame
+	if err := json.Unmarshal(msg, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !ok || fr.Type != want.Type || fr.Text != want.Text {
+		t.Fatalf("fast %+v %v, decoder %+v", fr, ok, want)
+	}
+	if got, ok := unstamp(fr.Text); !ok || !got.Equal(time.Unix(0, ts.UnixNano())) {
+		t.Fatalf("stamp %v %v", got, ok)
+	}
+	for _, other := range []string{`{"type":"ack","id":"m1","seq":7}`, `{"type":"message","text":"hello"}`, `{"type":"hello"}`} {
+		if _, ok := fastMessage([]byte(other)); ok {
+			t.Fatalf("fast path took %s", other)
+		}
+	}
+}
