@@ -223,7 +223,7 @@ func TestLogin(t *testing.T) {
 		t.Fatalf("login user = %v", u)
 	}
 	cookie := r.header.Get("Set-Cookie")
-	for _, want := range []string{CookieName + "=" + tok, "HttpOnly", "SameSite=Strict", "Path=/"} {
+	for _, want := range []string{chat.TokenCookie + "=" + tok, "HttpOnly", "SameSite=Strict", "Path=/"} {
 		if !strings.Contains(cookie, want) {
 			t.Errorf("Set-Cookie %q lacks %q", cookie, want)
 		}
@@ -272,7 +272,7 @@ func TestSessionEndpoints(t *testing.T) {
 		code    string
 	}{
 		{"me bearer", "/api/me", []string{"Authorization", "Bearer " + tok}, 200, ""},
-		{"me cookie", "/api/me", []string{"Cookie", CookieName + "=" + tok}, 200, ""},
+		{"me cookie", "/api/me", []string{"Cookie", chat.TokenCookie + "=" + tok}, 200, ""},
 		{"me no token", "/api/me", nil, 401, "unauthorized"},
 		{"me bad scheme", "/api/me", []string{"Authorization", "Basic " + tok}, 401, "unauthorized"},
 		{"me forged", "/api/me", []string{"Authorization", "Bearer " + tok[:len(tok)-4] + "AAAA"}, 401, "unauthorized"},
@@ -317,9 +317,9 @@ func TestLogoutRevokes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if r := e.req(t, "POST", "/api/logout", "", "Cookie", CookieName+"="+tok); r.status != http.StatusNoContent {
+	if r := e.req(t, "POST", "/api/logout", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusNoContent {
 		t.Fatalf("logout: %d %s", r.status, r.raw)
-	} else if c := r.header.Get("Set-Cookie"); !strings.Contains(c, CookieName+"=;") || !strings.Contains(c, "Max-Age=0") {
+	} else if c := r.header.Get("Set-Cookie"); !strings.Contains(c, chat.TokenCookie+"=;") || !strings.Contains(c, "Max-Age=0") {
 		t.Fatalf("logout Set-Cookie = %q, want the cookie cleared", c)
 	}
 	select {

@@ -24,9 +24,6 @@ import (
 	"github.com/natter/natter/services/token"
 )
 
-// CookieName is the cookie carrying the token to the browser.
-const CookieName = "natter_token"
-
 // Limits are the abuse limits, each a flag.
 type Limits struct {
 	Window               time.Duration // counts cover failures since the last quiet window
@@ -71,8 +68,8 @@ func toJSON(u users.User) userJSON { return userJSON{ID: u.ID, Account: u.Accoun
 
 // up fails with ErrUnavailable until setup (buckets, indexes) is done.
 func (a *api) up() error {
-	if err := a.ready.Check().Run(context.Background()); err != nil {
-		return unavailable(err)
+	if !a.ready.IsOpen() {
+		return unavailable(errors.New("storage not set up yet"))
 	}
 	return nil
 }
@@ -257,7 +254,7 @@ func (a *api) checkLoginLimits(ctx context.Context, addrKey, acctKey, pairKey st
 
 func (a *api) setCookie(c *gin.Context, value string, maxAge int) {
 	c.SetSameSite(http.SameSiteStrictMode)
-	c.SetCookie(CookieName, value, maxAge, "/", "", a.secure, true)
+	c.SetCookie(chat.TokenCookie, value, maxAge, "/", "", a.secure, true)
 }
 
 func (a *api) logout(c *gin.Context) {
@@ -359,8 +356,8 @@ const claimsKey = "claims"
 // requireToken admits requests carrying a valid, unrevoked token, from
 // the Authorization header or the cookie.
 func (a *api) requireToken(c *gin.Context) {
-	raw, ok := bearer(c)
-	if !ok {
+	raw := token.FromRequest(c.Request, chat.TokenCookie)
+	if raw == "" {
 		writeError(c, a.log, ErrUnauthorized)
 		return
 	}
@@ -384,21 +381,6 @@ func (a *api) requireToken(c *gin.Context) {
 	}
 	c.Set(claimsKey, claims)
 	c.Next()
-}
-
-// bearer finds the token: "Authorization: Bearer <token>", else the cookie.
-func bearer(c *gin.Context) (string, bool) {
-	if h := c.GetHeader("Authorization"); h != "" {
-		scheme, tok, ok := strings.Cut(h, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-			return "", false
-		}
-		return strings.TrimSpace(tok), true
-	}
-	if v, err := c.Cookie(CookieName); err == nil && v != "" {
-		return v, true
-	}
-	return "", false
 }
 
 func resultLabel(err error) string {

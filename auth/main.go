@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -175,15 +174,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 
-	nc, err := natsconn.Connect(cfg.NATSURL, "natter-auth", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.NATSURL, "natter-auth", log)
 	if err != nil {
 		return err
 	}
-	defer natsconn.Drain(nc, 2*time.Second)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	defer natsconn.Drain(nc, natsconn.DrainTimeout)
 
 	reg := ops.NewRegistry()
 	a := &api{

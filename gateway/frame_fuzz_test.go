@@ -24,7 +24,7 @@ func FuzzClientFrame(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	codes := map[string]bool{chat.CodeBadFrame: true, chat.CodeMissingField: true, chat.CodeUnknownType: true,
-		chat.CodeBadID: true, chat.CodeBadRecipient: true, chat.CodeEmptyText: true, chat.CodeTextTooLong: true}
+		chat.CodeBadID: true, chat.CodeBadRecipient: true, chat.CodeUnknownRoom: true, chat.CodeEmptyText: true, chat.CodeTextTooLong: true}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, ferr := decodeFrame(data)
 		if ferr == nil && fr.Type != chat.FrameSend {
@@ -40,7 +40,7 @@ func FuzzClientFrame(f *testing.F) {
 			return
 		}
 		if fr.Type != chat.FrameSend || chat.ValidID(fr.ID) != nil || fr.To == nil ||
-			(fr.To.Room == "") == (fr.To.User == "") ||
+			(fr.To.Room == "") == (fr.To.User == "") || (fr.To.Room != "" && fr.To.Room != chat.Lobby) ||
 			strings.TrimFunc(fr.Text, unicode.IsSpace) == "" || utf8.RuneCountInString(fr.Text) > 50 {
 			t.Fatalf("accepted %+v from %q", fr, data)
 		}

@@ -22,35 +22,13 @@ const (
 	replayBatch = 256
 )
 
-// conversation is the subject of a conversation the user is part of: a
-// room they are in, or their direct conversation with to.User.
-func conversation(user string, to *chat.To) (string, string, string) {
-	switch {
-	case to == nil:
-		return "", chat.CodeMissingField, `history needs "to"`
-	case (to.Room == "") == (to.User == ""):
-		return "", chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`
-	case to.Room != "":
-		if to.Room != chat.Lobby {
-			return "", chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room)
-		}
-		s, _ := chat.RoomSubject(to.Room)
-		return s, "", ""
-	}
-	s, err := chat.DMSubject(user, to.User)
-	if err != nil {
-		return "", chat.CodeBadID, "recipient: " + err.Error()
-	}
-	return s, "", ""
-}
-
 // handleHistory answers one page of a conversation, oldest first.
 func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
-	subject, code, msg := conversation(c.user.ID, f.To)
-	if code != "" {
-		c.reply(errorFrame(f.ID, code, msg))
+	if e := checkTo(f.ID, f.To); e != nil {
+		c.reply(*e)
 		return
 	}
+	subject := conversationSubject(c.user.ID, f.To)
 	limit := f.Limit
 	if limit == 0 {
 		limit = chat.DefaultHistory
@@ -62,19 +40,12 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	// Walk back from "before": one direct get per message, each the last
-	// of the conversation's subject below the previous one; one extra
-	// tells whether there is more.
-	var msgs []chat.MessageFrame
+	// of the conversation's subject below the previous one; finding one
+	// more than the limit means there is more.
+	msgs := []chat.MessageFrame{}
 	more := false
-	upTo := f.Before
-	for len(msgs) <= limit {
-		if upTo == 1 {
-			break
-		}
-		var data []byte
-		var seq uint64
-		var err error
-		data, seq, err = g.lastBefore(ctx, subject, upTo)
+	for upTo := f.Before; upTo != 1; {
+		data, seq, err := g.lastBefore(ctx, subject, upTo)
 		if errors.Is(err, errNoMessage) {
 			break
 		}
@@ -87,8 +58,7 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 			more = true
 			break
 		}
-		mf, err := messageFrame(data, seq)
-		if err != nil {
+		if mf, err := messageFrame(data, seq); err != nil {
 			g.log.Error("undecodable stored message", "seq", seq, "err", err)
 		} else {
 			msgs = append(msgs, mf)
@@ -98,9 +68,6 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 	// Oldest first.
 	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
 		msgs[i], msgs[j] = msgs[j], msgs[i]
-	}
-	if msgs == nil {
-		msgs = []chat.MessageFrame{}
 	}
 	c.reply(chat.HistoryFrame{Type: chat.FrameHistory, To: *f.To, Messages: msgs, More: more})
 }

@@ -132,7 +132,7 @@ func TestResumeReplaysExactlyWhatWasMissed(t *testing.T) {
 	for i := range 20 {
 		want[fmt.Sprintf("live%d", i)] = true
 	}
-	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, "bob", time.Hour)}}
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, "bob", time.Hour)}}
 	bob2 := dialWith(t, wsURL(e.gws[1]), h)
 	bob2.send(t, fmt.Sprintf(`{"type":"resume","after":%d}`, lastSeen))
 	if f := bob2.next(t); f["type"] != "hello" {
@@ -215,7 +215,7 @@ func TestResumeSaysIncompleteWhenRetentionDropped(t *testing.T) {
 		return nil
 	})
 	sendOK(t, alice, "new", `{"room":"lobby"}`, "new")
-	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, "bob", time.Hour)}}
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, "bob", time.Hour)}}
 	bob := dialWith(t, wsURL(e.gws[0]), h)
 	bob.send(t, fmt.Sprintf(`{"type":"resume","after":%d}`, first))
 	m := bob.nextOf(t, "message")
@@ -243,7 +243,7 @@ func TestGatewayRestartLosesNothingForResumingClient(t *testing.T) {
 	sendOK(t, alice, "gone2", `{"user":"bob"}`, "gone2")
 
 	// Bob reconnects to the other gateway and resumes.
-	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, "bob", time.Hour)}}
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, "bob", time.Hour)}}
 	bob2 := dialWith(t, wsURL(e.gws[0]), h)
 	bob2.send(t, fmt.Sprintf(`{"type":"resume","after":%d}`, lastSeen))
 	bob2.nextOf(t, "hello")

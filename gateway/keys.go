@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/token"
 )
@@ -27,13 +26,9 @@ const (
 func fetchKeys(ctx context.Context, nc *nats.Conn, v *token.Verifier) error {
 	ctx, cancel := context.WithTimeout(ctx, keysTimeout)
 	defer cancel()
-	m, err := nc.RequestWithContext(ctx, chat.AuthKeysSubject, nil)
-	if err != nil {
-		return fmt.Errorf("request %s: %w", chat.AuthKeysSubject, err)
-	}
 	var set token.JWKS
-	if err := json.Unmarshal(m.Data, &set); err != nil {
-		return fmt.Errorf("%s answer: %w", chat.AuthKeysSubject, err)
+	if err := natsconn.RequestJSON(ctx, nc, chat.AuthKeysSubject, nil, &set); err != nil {
+		return err
 	}
 	return v.SetKeys(set)
 }

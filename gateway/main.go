@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
@@ -114,15 +113,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 
-	nc, err := natsconn.Connect(cfg.NATSURL, "natter-gateway", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.NATSURL, "natter-gateway", log)
 	if err != nil {
 		return err
 	}
-	defer natsconn.Drain(nc, 2*time.Second)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	defer natsconn.Drain(nc, natsconn.DrainTimeout)
 	gatewayID := newConnID()
 	log = log.With("gateway", gatewayID)
 	reg := ops.NewRegistry()

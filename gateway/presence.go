@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 )
 
 // Presence timing on the gateway side.
@@ -112,14 +112,7 @@ func fetchPresence(ctx context.Context, nc *nats.Conn) (chat.PresenceList, error
 	var list chat.PresenceList
 	ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
 	defer cancel()
-	m, err := nc.RequestWithContext(ctx, chat.PresenceOnlineSubject, nil)
-	if err != nil {
-		return list, err
-	}
-	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return list, fmt.Errorf("presence.online: %s %s", code, m.Header.Get("Nats-Service-Error"))
-	}
-	err = json.Unmarshal(m.Data, &list)
+	err := natsconn.RequestJSON(ctx, nc, chat.PresenceOnlineSubject, nil, &list)
 	return list, err
 }
 

@@ -23,13 +23,11 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/presencekv"
 	"github.com/natter/natter/services/token"
 )
-
-// cookieName is the cookie auth sets at login.
-const cookieName = "natter_token"
 
 // Timing of the gateway's NATS requests.
 const (
@@ -163,11 +161,11 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "forbidden_origin", "this origin may not open a chat socket")
 		return
 	}
-	if err := g.ready.Check().Run(r.Context()); err != nil || !g.verifier.HasKeys() {
+	if !g.ready.IsOpen() || !g.verifier.HasKeys() {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is starting; try again shortly")
 		return
 	}
-	raw := bearerToken(r)
+	raw := token.FromRequest(r, chat.TokenCookie)
 	if raw == "" {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "log in first")
 		return
@@ -241,21 +239,6 @@ func (g *gateway) originAllowed(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
-// bearerToken finds the token: "Authorization: Bearer", else the cookie.
-func bearerToken(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, tok, ok := strings.Cut(h, " ")
-		if ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(tok)
-		}
-		return ""
-	}
-	if c, err := r.Cookie(cookieName); err == nil {
-		return c.Value
-	}
-	return ""
-}
-
 func newConnID() string {
 	b := make([]byte, 9)
 	_, _ = rand.Read(b)
@@ -320,31 +303,58 @@ func jsonProblem(err error) string {
 	return "invalid JSON"
 }
 
-// checkSend checks a send's shape: id, exactly one recipient, text.
-// Whether the recipient exists is destination's business.
+// checkSend checks a send's shape: id, recipient, text. Whether a user
+// recipient exists is destination's business.
 func checkSend(f chat.ClientFrame, maxText int) *chat.ErrorFrame {
-	refuse := func(id, code, msg string) *chat.ErrorFrame {
-		e := errorFrame(id, code, msg)
-		return &e
-	}
 	switch {
 	case f.ID == "":
-		return refuse("", chat.CodeMissingField, `send needs an "id"`)
+		return refusal("", chat.CodeMissingField, `send needs an "id"`)
 	case chat.ValidID(f.ID) != nil:
-		return refuse("", chat.CodeBadID, "message id: "+chat.ValidID(f.ID).Error())
-	case f.To == nil:
-		return refuse(f.ID, chat.CodeMissingField, `send needs "to": {"room": ...} or {"user": ...}`)
-	case (f.To.Room == "") == (f.To.User == ""):
-		return refuse(f.ID, chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`)
-	case f.To.User != "" && chat.ValidID(f.To.User) != nil:
-		return refuse(f.ID, chat.CodeBadID, "recipient: "+chat.ValidID(f.To.User).Error())
-	case strings.TrimFunc(f.Text, unicode.IsSpace) == "":
-		return refuse(f.ID, chat.CodeEmptyText, "text is empty")
+		return refusal("", chat.CodeBadID, "message id: "+chat.ValidID(f.ID).Error())
+	}
+	if e := checkTo(f.ID, f.To); e != nil {
+		return e
+	}
+	if strings.TrimFunc(f.Text, unicode.IsSpace) == "" {
+		return refusal(f.ID, chat.CodeEmptyText, "text is empty")
 	}
 	if n := utf8.RuneCountInString(f.Text); n > maxText {
-		return refuse(f.ID, chat.CodeTextTooLong, fmt.Sprintf("text has %d characters; the limit is %d", n, maxText))
+		return refusal(f.ID, chat.CodeTextTooLong, fmt.Sprintf("text has %d characters; the limit is %d", n, maxText))
 	}
 	return nil
+}
+
+// checkTo checks a conversation's "to" (of a send or a history request):
+// exactly one of a room the user is in (the lobby) and a valid user id.
+func checkTo(id string, to *chat.To) *chat.ErrorFrame {
+	switch {
+	case to == nil:
+		return refusal(id, chat.CodeMissingField, `"to" is required: {"room": ...} or {"user": ...}`)
+	case (to.Room == "") == (to.User == ""):
+		return refusal(id, chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`)
+	case to.User != "" && chat.ValidID(to.User) != nil:
+		return refusal(id, chat.CodeBadID, "recipient: "+chat.ValidID(to.User).Error())
+	case to.Room != "" && to.Room != chat.Lobby:
+		return refusal(id, chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room))
+	}
+	return nil
+}
+
+// conversationSubject is the subject of user's conversation to, which
+// checkTo accepted: the room's, or the direct one with to.User.
+func conversationSubject(user string, to *chat.To) string {
+	var s string
+	if to.Room != "" {
+		s, _ = chat.RoomSubject(to.Room)
+	} else {
+		s, _ = chat.DMSubject(user, to.User)
+	}
+	return s
+}
+
+func refusal(id, code, message string) *chat.ErrorFrame {
+	e := errorFrame(id, code, message)
+	return &e
 }
 
 // handleSend validates a send, stores it, and acks with its sequence.
@@ -354,9 +364,10 @@ func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 		c.reply(*e)
 		return
 	}
-	subject, code, msg := g.destination(c, f.To)
-	if code != "" {
-		c.reply(errorFrame(f.ID, code, msg))
+	subject, e := g.destination(c, f.To)
+	if e != nil {
+		e.ID = f.ID
+		c.reply(*e)
 		return
 	}
 	m := chat.Message{ID: f.ID, From: c.user, To: *f.To, Text: f.Text, TS: time.Now().UTC()}
@@ -375,28 +386,20 @@ func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 	c.reply(chat.AckFrame{Type: chat.FrameAck, ID: f.ID, Seq: ack.Sequence})
 }
 
-// destination maps a checked "to" to its subject, or an error code: the
-// room must be one the user is in, the user must exist.
-func (g *gateway) destination(c *client, to *chat.To) (string, string, string) {
-	if to.Room != "" {
-		if to.Room != chat.Lobby {
-			return "", chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room)
-		}
-		s, _ := chat.RoomSubject(to.Room)
-		return s, "", ""
-	}
-	if to.User != c.user.ID {
+// destination is the subject of a checked send, once a user recipient is
+// known to exist.
+func (g *gateway) destination(c *client, to *chat.To) (string, *chat.ErrorFrame) {
+	if to.User != "" && to.User != c.user.ID {
 		exists, err := g.userExists(to.User)
 		if err != nil {
 			g.log.Warn("recipient lookup failed", "err", err)
-			return "", chat.CodeUnavailable, "cannot check the recipient now; retry"
+			return "", refusal("", chat.CodeUnavailable, "cannot check the recipient now; retry")
 		}
 		if !exists {
-			return "", chat.CodeUnknownRecipient, fmt.Sprintf("no user %q", to.User)
+			return "", refusal("", chat.CodeUnknownRecipient, fmt.Sprintf("no user %q", to.User))
 		}
 	}
-	s, _ := chat.DMSubject(c.user.ID, to.User)
-	return s, "", ""
+	return conversationSubject(c.user.ID, to), nil
 }
 
 // userExists says whether id is a user: yes if they are online (the
@@ -409,16 +412,10 @@ func (g *gateway) userExists(id string) (bool, error) {
 	if t, ok := g.known.Load(id); ok && time.Since(t.(time.Time)) < knownUserTTL {
 		return true, nil
 	}
-	req, _ := json.Marshal(chat.UsersGetRequest{IDs: []string{id}})
-	m, err := g.nc.Request(chat.AuthUsersGetSubject, req, lookupTimeout)
-	if err != nil {
-		return false, err
-	}
-	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return false, fmt.Errorf("auth.users.get: %s %s", code, m.Header.Get("Nats-Service-Error"))
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
 	var resp chat.UsersGetResponse
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
+	if err := natsconn.RequestJSON(ctx, g.nc, chat.AuthUsersGetSubject, chat.UsersGetRequest{IDs: []string{id}}, &resp); err != nil {
 		return false, err
 	}
 	for _, u := range resp.Users {

@@ -100,7 +100,7 @@ func wsURL(gw *servicetest.Service) string { return "ws" + strings.TrimPrefix(gw
 // dial opens a socket as user on gw and returns it after its hello.
 func (e *chatEnv) dial(t *testing.T, gw *servicetest.Service, user string) (*wsClient, map[string]any) {
 	t.Helper()
-	h := http.Header{"Cookie": {cookieName + "=" + e.token(t, user, time.Hour)}}
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, user, time.Hour)}}
 	c := dialWith(t, wsURL(gw), h)
 	hello := c.next(t)
 	if hello["type"] != "hello" {
@@ -321,15 +321,15 @@ func TestHandshakeRefusals(t *testing.T) {
 	if _, err := kv.Create(context.Background(), revokedClaims.ID, []byte(`{}`), jetstream.KeyTTL(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	good := cookieName + "=" + e.token(t, "alice", time.Hour)
+	good := chat.TokenCookie + "=" + e.token(t, "alice", time.Hour)
 	tests := []struct {
 		name   string
 		header http.Header
 		status int
 	}{
 		{"no token", http.Header{}, 401},
-		{"forged token", http.Header{"Cookie": {cookieName + "=" + forged}}, 401},
-		{"revoked token", http.Header{"Cookie": {cookieName + "=" + revokedTok}}, 401},
+		{"forged token", http.Header{"Cookie": {chat.TokenCookie + "=" + forged}}, 401},
+		{"revoked token", http.Header{"Cookie": {chat.TokenCookie + "=" + revokedTok}}, 401},
 		{"other origin", http.Header{"Cookie": {good}, "Origin": {"http://evil.example"}}, 403},
 		{"bearer", http.Header{"Authorization": {"Bearer " + e.token(t, "bob", time.Hour)}}, 101},
 		{"same origin", http.Header{"Cookie": {good}, "Origin": {gw.URL}}, 101},
@@ -420,7 +420,7 @@ func TestFloodingIsLimitedThenClosed(t *testing.T) {
 func TestSlowReaderClosedOthersServed(t *testing.T) {
 	e := startChat(t, 1, map[string]string{"SEND_QUEUE": "256", "SEND_RATE": "100000", "SEND_BURST": "100000"})
 	dialRaw := func(user string) *websocket.Conn {
-		h := http.Header{"Cookie": {cookieName + "=" + e.token(t, user, time.Hour)}}
+		h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, user, time.Hour)}}
 		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
 		if err != nil {
 			t.Fatal(err)
@@ -480,7 +480,7 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 func TestRevocationAndExpiryClose(t *testing.T) {
 	e := startChat(t, 1, nil)
 	tok, claims, _ := e.key.Issue("alice", "Alice", time.Now(), time.Hour)
-	alice := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {cookieName + "=" + tok}})
+	alice := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {chat.TokenCookie + "=" + tok}})
 	alice.nextOf(t, "hello")
 	bob, _ := e.dial(t, e.gws[0], "bob")
 
@@ -496,7 +496,7 @@ func TestRevocationAndExpiryClose(t *testing.T) {
 	bob.nextOf(t, "ack")
 
 	short := e.token(t, "carol", 1500*time.Millisecond)
-	carol := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {cookieName + "=" + short}})
+	carol := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {chat.TokenCookie + "=" + short}})
 	carol.nextOf(t, "hello")
 	if code := carol.closed(t); code != chat.CloseTokenExpired {
 		t.Fatalf("expired socket closed with %d, want %d", code, chat.CloseTokenExpired)

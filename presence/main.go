@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
 	"github.com/natter/natter/services/logging"
@@ -67,15 +65,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 
-	nc, err := natsconn.Connect(cfg.NATSURL, "natter-presence", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.NATSURL, "natter-presence", log)
 	if err != nil {
 		return err
 	}
-	defer natsconn.Drain(nc, 2*time.Second)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	defer natsconn.Drain(nc, natsconn.DrainTimeout)
 	reg := ops.NewRegistry()
 	svc := newService(log, nc, js, reg)
 	setup := ops.Setup(ctx, log, "bucket", setupRetry, func(ctx context.Context) error {

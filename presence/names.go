@@ -1,14 +1,14 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
+	"context"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 )
 
 // namesTimeout bounds one auth.users.get request: presence answers with
@@ -61,16 +61,11 @@ func (n *names) lookup(ids []string) (map[string]string, error) {
 	found := map[string]string{}
 	for start := 0; start < len(ids); start += chat.MaxUsersPerRequest {
 		batch := ids[start:min(start+chat.MaxUsersPerRequest, len(ids))]
-		req, _ := json.Marshal(chat.UsersGetRequest{IDs: batch})
-		m, err := n.nc.Request(chat.AuthUsersGetSubject, req, namesTimeout)
-		if err != nil {
-			return nil, err
-		}
-		if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
-			return nil, fmt.Errorf("auth.users.get: %s", code)
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), namesTimeout)
 		var resp chat.UsersGetResponse
-		if err := json.Unmarshal(m.Data, &resp); err != nil {
+		err := natsconn.RequestJSON(ctx, n.nc, chat.AuthUsersGetSubject, chat.UsersGetRequest{IDs: batch}, &resp)
+		cancel()
+		if err != nil {
 			return nil, err
 		}
 		for _, u := range resp.Users {

@@ -135,7 +135,7 @@ func (s *service) addMicro(nc *nats.Conn) (micro.Service, error) {
 }
 
 func (s *service) notLoaded(r micro.Request) bool {
-	if s.loaded.Check().Run(context.Background()) != nil {
+	if !s.loaded.IsOpen() {
 		respondError(r, "503", "unavailable", "presence is loading its state; retry")
 		return true
 	}

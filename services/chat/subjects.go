@@ -26,6 +26,10 @@ const (
 
 	// Lobby is the room everyone is in: the demo's "send to all".
 	Lobby = "lobby"
+
+	// TokenCookie is the cookie auth sets at login and the gateway reads
+	// on /ws: the browser's token.
+	TokenCookie = "natter_token"
 )
 
 // Subjects. Builders below produce the parameterised ones.

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,40 +152,29 @@ func newBrowser(t *testing.T, name, origin string) *browser {
 	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
 		t.Fatal(err)
 	}
-	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
-	requests := chromedp.Events(ctx, network.RequestWillBeSent)
-	sockets := chromedp.Events(ctx, network.WebSocketCreated)
-	go func() {
-		for ev, err := range dialogs {
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.dialogs = append(b.dialogs, ev.Message)
-			b.mu.Unlock()
-		}
-	}()
-	go func() {
-		for ev, err := range requests {
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.requests = append(b.requests, ev.Request.URL)
-			b.mu.Unlock()
-		}
-	}()
-	go func() {
-		for ev, err := range sockets {
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.requests = append(b.requests, ev.URL)
-			b.mu.Unlock()
-		}
-	}()
+	// Subscribed before the first navigation, so nothing is missed.
+	record(chromedp.Events(ctx, page.JavascriptDialogOpening), &b.mu, &b.dialogs,
+		func(ev page.EventJavascriptDialogOpening) string { return ev.Message })
+	record(chromedp.Events(ctx, network.RequestWillBeSent), &b.mu, &b.requests,
+		func(ev network.EventRequestWillBeSent) string { return ev.Request.URL })
+	record(chromedp.Events(ctx, network.WebSocketCreated), &b.mu, &b.requests,
+		func(ev network.EventWebSocketCreated) string { return ev.URL })
 	return b
+}
+
+// record appends what of each event matters to *into until the browser
+// goes away.
+func record[E any](events iter.Seq2[E, error], mu *sync.Mutex, into *[]string, what func(E) string) {
+	go func() {
+		for ev, err := range events {
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			*into = append(*into, what(ev))
+			mu.Unlock()
+		}
+	}()
 }
 
 func (b *browser) do(t *testing.T, steps ...chromedp.Action[chromedp.Void]) {

@@ -4,12 +4,15 @@ package natsconn
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/natter/natter/services/config"
 )
@@ -83,4 +86,49 @@ func Drain(nc *nats.Conn, timeout time.Duration) {
 	case <-time.After(timeout):
 		nc.Close()
 	}
+}
+
+// ErrService is a micro endpoint's error answer (its
+// Nats-Service-Error-Code header), wrapped with the code and message.
+var ErrService = errors.New("service error")
+
+// RequestJSON sends req (JSON, or nothing when nil) to a micro endpoint
+// and decodes its answer into resp; an error answer is an ErrService.
+func RequestJSON(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
+	var body []byte
+	if req != nil {
+		var err error
+		if body, err = json.Marshal(req); err != nil {
+			return err
+		}
+	}
+	m, err := nc.RequestWithContext(ctx, subject, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", subject, err)
+	}
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return fmt.Errorf("%s: %w %s: %s", subject, ErrService, code, m.Header.Get(micro.ErrorHeader))
+	}
+	if err := json.Unmarshal(m.Data, resp); err != nil {
+		return fmt.Errorf("%s answer: %w", subject, err)
+	}
+	return nil
+}
+
+// DrainTimeout bounds a service's final drain, within its 10 s to stop.
+const DrainTimeout = 2 * time.Second
+
+// ConnectJetStream is Connect with a JetStream context on the connection,
+// what every natter service starts with.
+func ConnectJetStream(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Connect(url, name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }

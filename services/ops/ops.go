@@ -227,15 +227,24 @@ func NewGate(name string) *Gate { return &Gate{name: name, done: make(chan struc
 // Open marks the work done.
 func (g *Gate) Open() { g.once.Do(func() { close(g.done) }) }
 
+// IsOpen reports whether the work is done. Whatever the work set up
+// before Open is visible to a caller that saw IsOpen return true.
+func (g *Gate) IsOpen() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Check is the gate as a readiness check.
 func (g *Gate) Check() Check {
 	return Check{Name: g.name, Run: func(context.Context) error {
-		select {
-		case <-g.done:
-			return nil
-		default:
+		if !g.IsOpen() {
 			return errors.New("not set up yet")
 		}
+		return nil
 	}}
 }
 

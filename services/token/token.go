@@ -13,8 +13,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -241,4 +243,22 @@ func (v *Verifier) Verify(s string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: missing sub or jti", ErrInvalid)
 	}
 	return c, nil
+}
+
+// FromRequest finds a request's token: "Authorization: Bearer <token>",
+// else the cookie named cookie. A malformed Authorization header counts as
+// no token (the cookie is not consulted then: the client said what it
+// meant). "" means none.
+func FromRequest(r *http.Request, cookie string) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return ""
+		}
+		return strings.TrimSpace(tok)
+	}
+	if c, err := r.Cookie(cookie); err == nil {
+		return c.Value
+	}
+	return ""
 }
