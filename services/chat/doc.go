@@ -24,7 +24,9 @@
 //	                                     UsersGetRequest -> UsersGetResponse)
 //	token revocations         auth.revoked                   Revocation
 //
-// The room of the old demo's "send to all" is [Lobby]. A direct conversation
+// The browser carries its token in the cookie [TokenCookie], set by auth at
+// login and read by the gateway on /ws. The room of the old demo's "send
+// to all" is [Lobby]. A direct conversation
 // has one subject whatever its direction: the two user ids sorted, lowest
 // first, so one subject holds one conversation's history.
 //
