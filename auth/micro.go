@@ -22,16 +22,62 @@ const microTimeout = 5 * time.Second
 // lookups behind one database round trip each.
 const microWorkers = 32
 
-// concurrent runs h on up to n goroutines at once.
-func concurrent(n int, h func(micro.Request)) micro.Handler {
+// concurrent runs h on up to n goroutines at once. The handler gets a
+// detached request: micro reads its own request's fields once Handle
+// returns, so answering that one from another goroutine is a data race.
+func concurrent(nc *nats.Conn, n int, h func(micro.Request)) micro.Handler {
 	slots := make(chan struct{}, n)
 	return micro.HandlerFunc(func(r micro.Request) {
 		slots <- struct{}{}
+		d := detached{Request: r, nc: nc, reply: r.Reply()}
 		go func() {
 			defer func() { <-slots }()
-			h(r)
+			h(d)
 		}()
 	})
+}
+
+// detached answers a micro request through its own copy of the message.
+// Errors it sends are not counted in `nats micro stats` (the users lookup
+// failures are logged instead).
+type detached struct {
+	micro.Request
+	nc    *nats.Conn
+	reply string
+}
+
+func (d detached) Respond(data []byte, opts ...micro.RespondOpt) error {
+	m := &nats.Msg{Data: data}
+	for _, o := range opts {
+		o(m)
+	}
+	return d.send(m)
+}
+
+func (d detached) RespondJSON(v any, opts ...micro.RespondOpt) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return micro.ErrMarshalResponse
+	}
+	return d.Respond(data, opts...)
+}
+
+func (d detached) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	m := &nats.Msg{Data: data, Header: nats.Header{}}
+	for _, o := range opts {
+		o(m)
+	}
+	m.Header.Set(micro.ErrorHeader, description)
+	m.Header.Set(micro.ErrorCodeHeader, code)
+	return d.send(m)
+}
+
+func (d detached) send(m *nats.Msg) error {
+	if d.reply == "" {
+		return nats.ErrMsgNoReply
+	}
+	m.Subject = d.reply
+	return d.nc.PublishMsg(m)
 }
 
 // version is reported by `nats micro info auth`.
@@ -57,7 +103,7 @@ func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
 		svc.AddEndpoint("keys", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(keys) }),
 			micro.WithEndpointSubject(chat.AuthKeysSubject),
 			micro.WithEndpointMetadata(map[string]string{"description": "JWKS of the token signing keys", "response": "token.JWKS"})),
-		svc.AddEndpoint("users_get", concurrent(microWorkers, a.microUsersGet),
+		svc.AddEndpoint("users_get", concurrent(nc, microWorkers, a.microUsersGet),
 			micro.WithEndpointSubject(chat.AuthUsersGetSubject),
 			micro.WithEndpointMetadata(map[string]string{"description": "names of user ids", "request": `{"ids":["..."]}`, "response": `{"users":[{"id","name"}]}`})),
 	)
