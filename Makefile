@@ -2,7 +2,7 @@
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := $(CURDIR)/bin
-MODULES := services auth presence gateway
+MODULES := services auth presence gateway deploy
 # Every package of every module of the workspace (go.work).
 PKGS     = $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
@@ -12,7 +12,7 @@ all: build
 
 ## build: compile every binary into bin/
 build:
-	cd services && $(GO) build -o $(BIN)/ ./cmd/devstack ./cmd/devrun ./cmd/natter-bench
+	cd services && $(GO) build -o $(BIN)/ ./cmd/devstack ./cmd/devrun ./cmd/natter-bench github.com/nats-io/nats-server/v2
 	cd auth && $(GO) build -o $(BIN)/auth .
 	cd presence && $(GO) build -o $(BIN)/presence .
 	cd gateway && $(GO) build -o $(BIN)/gateway .
