@@ -123,6 +123,9 @@ func loadKey(c Config) (token.Key, bool, error) {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == ops.HealthcheckCommand {
+		return ops.Healthcheck(ctx, args[1:], stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -174,7 +177,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = mc.Disconnect(context.Background()) }()
 
-	nc, js, err := natsconn.ConnectJetStream(cfg.NATSURL, "natter-auth", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "auth", log)
 	if err != nil {
 		return err
 	}

@@ -231,11 +231,13 @@ func (h *hub) onRevoked(m *nats.Msg) {
 	}
 }
 
-// closeAll closes every socket with code (gateway shutdown).
-func (h *hub) closeAll(code int, text string) {
+// closeAll closes every socket with code (gateway shutdown, NATS
+// reconnect) and says how many it closed.
+func (h *hub) closeAll(code int, text string) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for c := range h.room {
 		c.closeWith(code, text)
 	}
+	return len(h.room)
 }

@@ -97,6 +97,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == ops.HealthcheckCommand {
+		return ops.Healthcheck(ctx, args[1:], stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -113,7 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 
-	nc, js, err := natsconn.ConnectJetStream(cfg.NATSURL, "natter-gateway", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "gateway", log)
 	if err != nil {
 		return err
 	}
@@ -127,6 +130,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("hub: %w", err)
 	}
 	defer h.close()
+	// Core NATS does not redeliver what was published while the connection
+	// was down (a NATS node failed): the sockets open then resume from the
+	// stream instead, so they miss nothing.
+	natsconn.OnReconnect(nc, func() {
+		m.resumeCloses.Add(float64(h.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
+	})
 	g := &gateway{
 		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, limits: cfg.WS, metrics: m,
 		origins: map[string]bool{},

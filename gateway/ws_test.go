@@ -502,3 +502,21 @@ func TestRevocationAndExpiryClose(t *testing.T) {
 		t.Fatalf("expired socket closed with %d, want %d", code, chat.CloseTokenExpired)
 	}
 }
+
+// A NATS outage may drop live messages on the floor (core NATS does not
+// redeliver): the sockets open through it are closed with 4011 once the
+// gateway is back, so browsers resume from the stream.
+func TestNATSReconnectClosesForResume(t *testing.T) {
+	e := startChat(t, 1, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	e.ns.Restart(t)
+	if code := alice.closed(t); code != chat.CloseResume {
+		t.Fatalf("close code %d, want %d (resume)", code, chat.CloseResume)
+	}
+	// The gateway serves again: a new socket sends and is acked.
+	again, _ := e.dial(t, e.gws[0], "alice")
+	again.send(t, `{"type":"send","id":"after","to":{"room":"lobby"},"text":"back"}`)
+	if ack := again.nextOf(t, "ack"); ack["id"] != "after" {
+		t.Fatalf("ack = %v", ack)
+	}
+}

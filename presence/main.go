@@ -51,6 +51,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == ops.HealthcheckCommand {
+		return ops.Healthcheck(ctx, args[1:], stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -65,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 
-	nc, js, err := natsconn.ConnectJetStream(cfg.NATSURL, "natter-presence", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "presence", log)
 	if err != nil {
 		return err
 	}

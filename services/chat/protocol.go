@@ -87,6 +87,7 @@ const (
 	CloseFlooding     = 4008 // kept sending over the rate limit
 	CloseTooSlow      = 4009 // did not read fast enough; its queue filled
 	ClosePresenceLost = 4010 // its gateway lost contact longer than the presence TTL; reconnect
+	CloseResume       = 4011 // its gateway's NATS connection was interrupted: live messages may be missing; reconnect and resume
 )
 
 // Default limits of the browser protocol; each is a gateway flag.

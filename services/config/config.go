@@ -119,6 +119,9 @@ const DefaultNATSURL = "nats://127.0.0.1:4222"
 type Base struct {
 	HTTPAddr  string
 	NATSURL   string
+	NATSUser  string
+	NATSPass  string // secret: never logged
+	NATSCreds string // path of a .creds file (JWT + nkey seed), instead of user and password
 	LogFormat string
 	LogLevel  string
 }
@@ -128,13 +131,25 @@ type Base struct {
 func (s *Set) Base(b *Base, httpAddr string) {
 	s.String(&b.HTTPAddr, "http-addr", "HTTP_ADDR", httpAddr, "HTTP listen address (health, metrics and API)")
 	s.String(&b.NATSURL, "nats-url", "NATS_URL", DefaultNATSURL, "NATS server URL(s), comma-separated")
+	s.String(&b.NATSUser, "nats-user", "NATS_USER", "", "NATS user name (deploy/nats/accounts.conf has one per service)")
+	s.String(&b.NATSPass, "nats-password", "NATS_PASSWORD", "", "NATS user's password (prefer the variable to the flag: flags show in ps)")
+	s.String(&b.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (decentralized JWT auth), instead of user and password")
 	s.String(&b.LogFormat, "log-format", "LOG_FORMAT", "text", "log format: text or json")
 	s.String(&b.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
 }
 
 // LogAttrs are the base settings as log attributes, secrets redacted.
 func (b Base) LogAttrs() []any {
-	return []any{"http_addr", b.HTTPAddr, "nats_url", RedactURL(b.NATSURL), "log_format", b.LogFormat, "log_level", b.LogLevel}
+	return []any{"http_addr", b.HTTPAddr, "nats_url", RedactURL(b.NATSURL), "nats_user", b.NATSUser,
+		"nats_password", mask(b.NATSPass), "nats_creds", b.NATSCreds, "log_format", b.LogFormat, "log_level", b.LogLevel}
+}
+
+// mask shows whether a secret is set, never the secret.
+func mask(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "xxxxx"
 }
 
 // Replicas defines how many copies JetStream keeps of what a service

@@ -88,6 +88,19 @@ func Drain(nc *nats.Conn, timeout time.Duration) {
 	}
 }
 
+// OnReconnect runs f after each reconnect of nc, after what Connect
+// already does then (logging). Call it before nc can reconnect, during
+// setup.
+func OnReconnect(nc *nats.Conn, f func()) {
+	prev := nc.Opts.ReconnectedCB
+	nc.SetReconnectHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		f()
+	})
+}
+
 // ErrService is a micro endpoint's error answer (its
 // Nats-Service-Error-Code header), wrapped with the code and message.
 var ErrService = errors.New("service error")
@@ -118,10 +131,23 @@ func RequestJSON(ctx context.Context, nc *nats.Conn, subject string, req, resp a
 // DrainTimeout bounds a service's final drain, within its 10 s to stop.
 const DrainTimeout = 2 * time.Second
 
+// InboxPrefix is where service's request inboxes live: _INBOX.<service>.,
+// so a deployment can let each service subscribe to its own replies only
+// (deploy/nats/accounts.conf).
+func InboxPrefix(service string) string { return "_INBOX." + service }
+
 // ConnectJetStream is Connect with a JetStream context on the connection,
-// what every natter service starts with.
-func ConnectJetStream(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := Connect(url, name, log)
+// what every natter service starts with: named natter-<service>, its
+// inboxes under InboxPrefix(service), the credentials of b.
+func ConnectJetStream(b config.Base, service string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{nats.CustomInboxPrefix(InboxPrefix(service))}
+	switch {
+	case b.NATSCreds != "":
+		opts = append(opts, nats.UserCredentials(b.NATSCreds))
+	case b.NATSUser != "":
+		opts = append(opts, nats.UserInfo(b.NATSUser, b.NATSPass))
+	}
+	nc, err := Connect(b.NATSURL, "natter-"+service, log, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,10 +5,12 @@ package ops
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -341,4 +343,37 @@ func Profiling(ctx context.Context, log *slog.Logger, addr string) {
 			log.Warn("pprof server stopped", "err", err)
 		}
 	}()
+}
+
+// HealthcheckCommand is the first argument that makes a service binary
+// probe a URL instead of serving: container health checks in images with
+// no shell or curl (`/natter healthcheck http://127.0.0.1:8080/readyz`).
+const HealthcheckCommand = "healthcheck"
+
+// healthcheckTimeout bounds one probe, under the usual 5 s check timeout.
+const healthcheckTimeout = 3 * time.Second
+
+// Healthcheck GETs the one URL in args and succeeds on 200, printing the
+// status; any other answer or no answer is an error.
+func Healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: %s URL (for example http://127.0.0.1:8080/readyz)", HealthcheckCommand)
+	}
+	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck %s: %s %s", args[0], resp.Status, bytes.TrimSpace(body))
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", args[0], resp.Status)
+	return nil
 }
