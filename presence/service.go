@@ -106,10 +106,34 @@ func (s *service) report(ctx context.Context, c change) {
 	body, _ := json.Marshal(ev)
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	if _, err := s.js.Publish(ctx, subj, body, jetstream.WithMsgID(fmt.Sprintf("%s:%d", c.user, c.rev))); err != nil {
+	msgID := jetstream.WithMsgID(fmt.Sprintf("%s:%d", c.user, c.rev))
+	for {
+		_, err := s.js.Publish(ctx, subj, body, msgID)
+		if err == nil {
+			return
+		}
+		// Another replica's report of the same change is being stored (on
+		// a replicated stream): ask again until it is (a duplicate, fine)
+		// or has failed (then this one is stored).
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errDuplicateInProcess {
+			select {
+			case <-ctx.Done():
+			case <-time.After(dupRetryWait):
+				continue
+			}
+		}
 		s.log.Warn("presence change not reported", "user", c.user, "online", c.online, "err", err)
+		return
 	}
 }
+
+// errDuplicateInProcess is JetStream's answer to a message id another
+// publisher's message is being stored under right now.
+const errDuplicateInProcess jetstream.ErrorCode = 10158
+
+// dupRetryWait paces the retries of a report another replica is storing.
+const dupRetryWait = 50 * time.Millisecond
 
 // addMicro registers the presence micro service; replicas share requests
 // through micro's queue group and answer alike from the same bucket.

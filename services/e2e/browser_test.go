@@ -31,8 +31,15 @@ type service struct {
 
 func startService(t *testing.T, name string, env ...string) *service {
 	t.Helper()
+	return startProcess(t, filepath.Join(binDir, name), nil, env...)
+}
+
+// startProcess runs the program at path, stopped when the test ends.
+func startProcess(t *testing.T, path string, args []string, env ...string) *service {
+	t.Helper()
+	name := filepath.Base(path)
 	p := &service{out: &servicetest.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, name))
+	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

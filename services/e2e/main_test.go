@@ -12,7 +12,7 @@ import (
 	"testing"
 )
 
-// binDir holds devrun, devstack, auth, presence and gateway.
+// binDir holds devrun, devstack, auth, presence, gateway and nats-server.
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -34,7 +34,8 @@ func runMain(m *testing.M) int {
 			"github.com/natter/natter/services/cmd/devstack",
 			"github.com/natter/natter/auth",
 			"github.com/natter/natter/presence",
-			"github.com/natter/natter/gateway")
+			"github.com/natter/natter/gateway",
+			"github.com/nats-io/nats-server/v2")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building binaries:", err)
@@ -42,7 +43,7 @@ func runMain(m *testing.M) int {
 		}
 		binDir = dir
 	}
-	for _, name := range []string{"devrun", "devstack", "auth", "presence", "gateway"} {
+	for _, name := range []string{"devrun", "devstack", "auth", "presence", "gateway", "nats-server"} {
 		if _, err := os.Stat(filepath.Join(binDir, name)); err != nil {
 			fmt.Fprintf(os.Stderr, "binary %s missing in %s (run `make build`): %v\n", name, binDir, err)
 			return 1
