@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -44,6 +45,7 @@ type Config struct {
 	config.Base
 	AuthURL   string
 	Origins   string
+	Proxies   []netip.Prefix // trusted proxies: their X-Forwarded-For is passed on
 	Stream    chat.StreamOptions
 	Presence  chat.PresenceOptions
 	WS        WSLimits
@@ -57,9 +59,11 @@ const setupRetry = time.Second
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
+	var proxies string
 	fs := config.New(args[0], getenv, stderr)
 	fs.Base(&c.Base, "127.0.0.1:8080")
 	fs.String(&c.AuthURL, "auth-url", "AUTH_URL", "http://127.0.0.1:8081", "base URL of the auth service, where /api/ is proxied")
+	fs.String(&proxies, "trusted-proxies", "TRUSTED_PROXIES", "", "addresses or CIDRs (load balancer, ingress) whose X-Forwarded-For is passed on to auth; empty: none, the peer is the client")
 	fs.String(&c.Origins, "allowed-origins", "ALLOWED_ORIGINS", "", "comma-separated Origin values allowed to open /ws (empty: the gateway's own host)")
 	var maxFrame int
 	fs.Int(&maxFrame, "max-frame-bytes", "MAX_FRAME_BYTES", chat.MaxFrameBytes, "largest client frame; bigger ones close the socket with 1009")
@@ -89,6 +93,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second || c.WS.MaxReplay < 1 {
 		return c, fmt.Errorf("websocket limits out of range: %+v", c.WS)
 	}
+	prefixes, err := parsePrefixes(proxies)
+	if err != nil {
+		return c, fmt.Errorf("trusted proxies: %w", err)
+	}
+	c.Proxies = prefixes
 	u, err := url.Parse(c.AuthURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return c, fmt.Errorf("auth url %q: want http(s)://host[:port]", c.AuthURL)
@@ -109,7 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("starting gateway", append(cfg.LogAttrs(),
-		"auth_url", config.RedactURL(cfg.AuthURL),
+		"auth_url", config.RedactURL(cfg.AuthURL), "trusted_proxies", fmt.Sprint(cfg.Proxies),
 		"chat_retention", cfg.Stream.Retention.String(), "chat_dedupe_window", cfg.Stream.DedupeWindow.String(),
 		"js_replicas", cfg.Stream.Replicas, "presence_ttl", cfg.Presence.TTL.String())...)
 
@@ -184,7 +193,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ops.Profiling(ctx, log, cfg.PprofAddr)
 
 	authURL, _ := url.Parse(cfg.AuthURL) // checked in parseConfig
-	handler := newServer(log, reg, authURL, g, []ops.Check{
+	handler := newServer(log, reg, newAPIProxy(log, authURL, cfg.Proxies), g, []ops.Check{
 		{Name: "nats", Run: natsconn.Ready(nc)},
 		g.ready.Check(),
 	})
@@ -199,6 +208,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("gateway stopped")
 	return nil
+}
+
+// parsePrefixes reads comma-separated addresses and CIDRs.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }

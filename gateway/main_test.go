@@ -133,6 +133,44 @@ func TestAPIProxy(t *testing.T) {
 	}
 }
 
+// Behind a trusted load balancer, the browser's address it reports goes on
+// to auth, followed by the balancer's; from anyone else it is dropped.
+func TestAPIProxyTrustedProxies(t *testing.T) {
+	ns := natstest.Start(t)
+	got := make(chan string, 1)
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- strings.Join(r.Header.Values("X-Forwarded-For"), ", ")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer auth.Close()
+	tests := []struct {
+		name, trusted, sent, want string
+	}{
+		{name: "no proxy trusted", trusted: "", sent: "203.0.113.7", want: "127.0.0.1"},
+		{name: "peer trusted by address", trusted: "127.0.0.1", sent: "203.0.113.7", want: "203.0.113.7, 127.0.0.1"},
+		{name: "peer trusted by CIDR", trusted: "10.0.0.0/8, 127.0.0.0/8", sent: "198.51.100.1, 203.0.113.7", want: "198.51.100.1, 203.0.113.7, 127.0.0.1"},
+		{name: "other proxies trusted", trusted: "10.0.0.0/8", sent: "203.0.113.7", want: "127.0.0.1"},
+		{name: "trusted peer, no header", trusted: "127.0.0.1", sent: "", want: "127.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gw := startGateway(t, map[string]string{"NATS_URL": ns.URL(), "AUTH_URL": auth.URL, "TRUSTED_PROXIES": tt.trusted})
+			req, _ := http.NewRequest(http.MethodPost, gw.URL+"/api/logout", nil)
+			if tt.sent != "" {
+				req.Header.Set("X-Forwarded-For", tt.sent)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if xff := <-got; xff != tt.want {
+				t.Errorf("X-Forwarded-For at auth = %q, want %q", xff, tt.want)
+			}
+		})
+	}
+}
+
 func TestStreamConflictStops(t *testing.T) {
 	ns := natstest.Start(t)
 	js := natstest.JetStream(t, ns.URL())
@@ -157,6 +195,7 @@ func TestStreamConflictStops(t *testing.T) {
 func TestBadConfig(t *testing.T) {
 	tests := []struct{ name, key, value, want string }{
 		{"auth url", "AUTH_URL", "ftp://x", "auth url"},
+		{"trusted proxies", "TRUSTED_PROXIES", "10.0.0.0/8, lb.local", "trusted proxies"},
 		{"retention", "CHAT_RETENTION", "a week", "CHAT_RETENTION"},
 		{"log format", "LOG_FORMAT", "xml", "log format"},
 		{"dedupe longer than retention", "CHAT_RETENTION", "1m", "dedupe window"},

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,12 +20,12 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // newServer is every route of the gateway.
-func newServer(log *slog.Logger, reg *prometheus.Registry, authURL *url.URL, g *gateway, ready []ops.Check) http.Handler {
+func newServer(log *slog.Logger, reg *prometheus.Registry, api http.Handler, g *gateway, ready []ops.Check) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", ops.Healthz())
 	mux.Handle("GET /readyz", ops.Readyz(ready...))
 	mux.Handle("GET /metrics", ops.Metrics(reg))
-	mux.Handle("/api/", newAPIProxy(log, authURL))
+	mux.Handle("/api/", api)
 	mux.HandleFunc("GET /ws", g.serveWS)
 	// "/" rather than "GET /": a method pattern there would conflict with
 	// the all-methods "/api/"; securePage rejects other methods itself.
@@ -33,12 +34,17 @@ func newServer(log *slog.Logger, reg *prometheus.Registry, authURL *url.URL, g *
 }
 
 // newAPIProxy forwards /api/ to auth unchanged. Rewrite drops any
-// X-Forwarded-* a client sent and sets X-Forwarded-For to the client's real
-// address, which auth trusts only from configured proxies.
-func newAPIProxy(log *slog.Logger, target *url.URL) http.Handler {
+// X-Forwarded-* a client sent and sets X-Forwarded-For to the peer's
+// address; only a peer among the trusted proxies (the load balancer in
+// front) has its X-Forwarded-For kept, with the peer appended, so auth's
+// per-address limits see the browser's address, never one a client chose.
+func newAPIProxy(log *slog.Logger, target *url.URL, trusted []netip.Prefix) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
+			if xff := r.In.Header.Values("X-Forwarded-For"); len(xff) > 0 && trustedPeer(r.In.RemoteAddr, trusted) {
+				r.Out.Header["X-Forwarded-For"] = xff
+			}
 			r.SetXForwarded()
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -46,6 +52,20 @@ func newAPIProxy(log *slog.Logger, target *url.URL) http.Handler {
 			writeError(w, http.StatusBadGateway, "unavailable", "the auth service is unreachable; try again shortly")
 		},
 	}
+}
+
+// trustedPeer reports whether remote (host:port) is in one of trusted.
+func trustedPeer(remote string, trusted []netip.Prefix) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	for _, p := range trusted {
+		if p.Contains(ap.Addr().Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 // securePage sets the browser security headers of the page and its assets.

@@ -23,6 +23,10 @@
 //	auth micro service        auth      (auth.keys: token.JWKS; auth.users.get:
 //	                                     UsersGetRequest -> UsersGetResponse)
 //	token revocations         auth.revoked                   Revocation
+//	request replies           _INBOX.<service>.>             each service's own inboxes
+//	                                                         (gateway, auth, presence), so
+//	                                                         deploy/nats/accounts.conf can let
+//	                                                         it read its replies only
 //
 // The browser carries its token in the cookie [TokenCookie], set by auth at
 // login and read by the gateway on /ws. The room of the old demo's "send
