@@ -3,6 +3,7 @@ package users
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 	"github.com/natter/natter/services/mongotest"
 )
 
-func newStore(t *testing.T) *Store {
+func newStore(t testing.TB) *Store {
 	t.Helper()
 	db := mongotest.Start(t)
 	client, err := mongo.Connect(options.Client().ApplyURI(db.URI()).SetTimeout(10 * time.Second))
@@ -56,19 +57,29 @@ func TestCreateAndFind(t *testing.T) {
 	if err := s.Create(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.ByIDs(ctx, []string{b.ID, "nobody", u.ID, b.ID})
-	if err != nil {
-		t.Fatal(err)
+	// A few ids and more than byIDEachMax: the two ways of asking.
+	many := []string{b.ID, "nobody", u.ID, b.ID}
+	for i := 0; len(many) <= byIDEachMax; i++ {
+		many = append(many, fmt.Sprintf("absent%d", i))
 	}
-	var ids []string
-	for _, x := range list {
-		ids = append(ids, x.ID)
-		if x.PasswordHash != "" {
-			t.Errorf("ByIDs returned a password hash")
+	for _, ask := range [][]string{{b.ID, "nobody", u.ID, b.ID}, many} {
+		list, err := s.ByIDs(ctx, ask)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !slices.Equal(ids, []string{b.ID, u.ID}) {
-		t.Fatalf("ByIDs order = %v, want [%s %s]", ids, b.ID, u.ID)
+		var ids []string
+		for _, x := range list {
+			ids = append(ids, x.ID)
+			if x.PasswordHash != "" {
+				t.Errorf("ByIDs returned a password hash")
+			}
+			if x.Name == "" {
+				t.Errorf("ByIDs returned %s without its name", x.ID)
+			}
+		}
+		if !slices.Equal(ids, []string{b.ID, u.ID}) {
+			t.Fatalf("ByIDs(%d ids) order = %v, want [%s %s]", len(ask), ids, b.ID, u.ID)
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/natter/natter/services/config"
 	"github.com/natter/natter/services/devstack"
 	"github.com/natter/natter/services/logging"
+	"github.com/natter/natter/services/ops"
 )
 
 func main() {
@@ -29,7 +30,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg devstack.Config
-	var dataDir, logFormat, logLevel string
+	var dataDir, logFormat, logLevel, pprofAddr string
 	fs := config.New(args[0], getenv, stderr)
 	fs.String(&cfg.NATSAddr, "nats-addr", "DEVSTACK_NATS_ADDR", devstack.DefaultNATSAddr, "NATS client address")
 	fs.String(&cfg.MonitorAddr, "monitor-addr", "DEVSTACK_MONITOR_ADDR", devstack.DefaultMonitorAddr, "NATS monitoring address (empty: off)")
@@ -37,6 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.String(&dataDir, "data", "DEVSTACK_DATA", ".data", "directory for NATS and MongoDB data")
 	fs.String(&logFormat, "log-format", "LOG_FORMAT", "text", "log format: text or json")
 	fs.String(&logLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	fs.String(&pprofAddr, "pprof-addr", "DEVSTACK_PPROF_ADDR", "", "serve net/http/pprof here (loopback, for profiling; empty: off)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -72,6 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if st.Ferret != nil {
 		attrs = append(attrs, "mongo_uri", st.Ferret.URI())
 	}
+	ops.Profiling(ctx, log, pprofAddr)
 	log.Info("dev stack ready", attrs...)
 	<-ctx.Done()
 	log.Info("dev stack stopping")
