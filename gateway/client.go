@@ -16,6 +16,8 @@ import (
 const (
 	// writeWait bounds one write to a socket.
 	writeWait = 10 * time.Second
+	// deadlineRefresh is how often a busy socket's write deadline moves.
+	deadlineRefresh = time.Second
 	// maxBatch bounds the objects coalesced into one server frame.
 	maxBatch = 128
 )
@@ -53,6 +55,14 @@ type client struct {
 	// replay's consumer and the live subscription independently, so its
 	// live copy may come after the replay, and is dropped.
 	floor uint64
+
+	// deadlineAt is when writePump last moved the write deadline.
+	deadlineAt time.Time
+
+	// The presence batch the socket joined during, and how many bytes of
+	// its changes it was given at join; under hub.mu.
+	presBatch uint64
+	presSeen  int
 }
 
 // Delivery states of a client.
@@ -212,7 +222,13 @@ func (c *client) writePump() {
 // writeBatch writes first and whatever else is queued, up to maxBatch
 // objects, as one text frame.
 func (c *client) writeBatch(first []byte) error {
-	_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	// Moving the deadline costs a timer update per write; moving it once
+	// per deadlineRefresh keeps a stuck socket's limit within
+	// writeWait-deadlineRefresh .. writeWait.
+	if now := time.Now(); now.Sub(c.deadlineAt) >= deadlineRefresh {
+		_ = c.conn.SetWriteDeadline(now.Add(writeWait))
+		c.deadlineAt = now
+	}
 	w, err := c.conn.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err

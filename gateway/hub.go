@@ -32,7 +32,15 @@ type hub struct {
 
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
-	listFrame []byte               // online encoded as a list frame; nil when stale
+	listFrame []byte               // online as a list frame, as of the last batch sent
+
+	// Presence changes go out in batches (see presenceBatch): pending
+	// holds the changes since the last batch, '\n'-separated objects,
+	// never modified once written (sockets may hold a prefix); batch
+	// counts batches sent; flushing says one is scheduled.
+	pending  []byte
+	batch    uint64
+	flushing bool
 }
 
 // subscribeTimeout bounds the round trip that confirms a user's
@@ -95,7 +103,7 @@ func (h *hub) join(c *client, hello []byte) error {
 	h.users[id].clients[c] = struct{}{}
 	h.room[c] = struct{}{}
 	c.enqueue(hello)
-	c.enqueue(h.presenceListFrame())
+	h.presenceOnJoin(c)
 	if h.tokens[c.claims.ID] == nil {
 		h.tokens[c.claims.ID] = map[*client]struct{}{}
 	}

@@ -21,6 +21,11 @@ const (
 	presenceResync = 30 * time.Second
 	// presenceTimeout bounds one presence.online request.
 	presenceTimeout = 2 * time.Second
+	// presenceBatch is how long a presence change may wait to go out with
+	// the others of that moment: one write per socket per batch instead
+	// of per change, which in a connect storm is the difference between
+	// O(sockets x joins) and O(sockets x batches) socket writes.
+	presenceBatch = 50 * time.Millisecond
 )
 
 // onPresence applies a change reported on presence.changed.<user>.
@@ -43,10 +48,10 @@ func (h *hub) onPresence(m *nats.Msg) {
 // changed. h.mu is held.
 func (h *hub) setOnline(u chat.User, online bool) {
 	_, was := h.online[u.ID]
-	h.listFrame = nil // the list changes (or its names do)
 	if online == was {
-		if online && u.Name != "" {
-			h.online[u.ID] = u // a name learned late
+		if online && u.Name != "" && h.online[u.ID].Name != u.Name {
+			h.online[u.ID] = u // a name learned late: in the next list
+			h.listFrame = nil
 		}
 		return
 	}
@@ -55,10 +60,52 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	} else {
 		delete(h.online, u.ID)
 	}
-	b := chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})
-	for c := range h.room {
-		c.enqueue(b)
+	if len(h.pending) > 0 {
+		h.pending = append(h.pending, '\n')
 	}
+	h.pending = append(h.pending, chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})...)
+	if !h.flushing {
+		h.flushing = true
+		time.AfterFunc(presenceBatch, h.flushPresence)
+	}
+}
+
+// presenceOnJoin queues a joining socket's view of presence: the list as
+// of the last batch, then the changes since; from the next batch it gets
+// only what follows them. h.mu is held.
+func (h *hub) presenceOnJoin(c *client) {
+	c.enqueue(h.presenceListFrame())
+	if len(h.pending) > 0 {
+		c.enqueue(h.pending)
+	}
+	c.presBatch, c.presSeen = h.batch, len(h.pending)
+}
+
+// flushPresence sends the pending presence changes, as one queued item,
+// to every local socket: whole to those older than the batch, the part
+// after what they got at join to those that joined during it.
+func (h *hub) flushPresence() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.flushing = false
+	batch := h.pending
+	if len(batch) == 0 {
+		return
+	}
+	for c := range h.room {
+		switch {
+		case c.presBatch != h.batch:
+			c.enqueue(batch)
+		case c.presSeen == 0:
+			c.enqueue(batch)
+		case c.presSeen < len(batch):
+			c.enqueue(batch[c.presSeen+1:]) // after the '\n' that ended what it got
+		}
+	}
+	h.pending = nil
+	h.batch++
+	h.listFrame = nil
+	h.presenceListFrame() // the list as of this batch, for the next joiners
 }
 
 // applyList replaces the online list with a snapshot newer than what the
@@ -92,8 +139,9 @@ func (h *hub) isOnline(id string) bool {
 }
 
 // presenceListFrame is the online list as a socket's first presence
-// frame, encoded once per change of the list rather than per socket.
-// h.mu is held for writing.
+// frame, as of the last batch sent (with no batch pending, the current
+// list), encoded once per batch rather than per socket. h.mu is held for
+// writing.
 func (h *hub) presenceListFrame() []byte {
 	if h.listFrame != nil {
 		return h.listFrame

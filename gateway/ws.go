@@ -71,12 +71,39 @@ type gateway struct {
 	known    sync.Map // user id -> time found at auth
 	upgrader websocket.Upgrader
 
+	seqMu sync.Mutex // guards seq, seqAt; held while asking the stream
+	seq   uint64
+	seqAt time.Time
+
 	// Sockets are hijacked: the HTTP server's shutdown does not wait for
 	// them. stopping (under mu) refuses new ones, so clients.Add never
 	// races the final Wait.
 	mu       sync.Mutex
 	stopping bool
 	clients  sync.WaitGroup
+}
+
+// helloSeqMaxAge is how old the stream's last sequence in a hello frame
+// may be. A hello seq a little behind is safe: a socket that resumes from
+// it is replayed what was stored in between, which it never saw live; one
+// ahead would skip messages. Asking the stream once per handshake was a
+// JetStream API call per socket in a connect storm.
+const helloSeqMaxAge = 100 * time.Millisecond
+
+// helloSeq is the stream's last sequence, at most helloSeqMaxAge old;
+// concurrent handshakes share one request.
+func (g *gateway) helloSeq(ctx context.Context) (uint64, error) {
+	g.seqMu.Lock()
+	defer g.seqMu.Unlock()
+	if time.Since(g.seqAt) < helloSeqMaxAge {
+		return g.seq, nil
+	}
+	info, err := g.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	g.seq, g.seqAt = info.State.LastSeq, time.Now()
+	return g.seq, nil
 }
 
 // admitSocket registers c (hub, presence) unless the gateway is stopping.
@@ -185,7 +212,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the token now; try again shortly")
 		return
 	}
-	info, err := g.stream.Info(r.Context())
+	lastSeq, err := g.helloSeq(r.Context())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
 		return
@@ -201,7 +228,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		limiter: rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
 	hello := chat.Encode(chat.HelloFrame{
-		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: info.State.LastSeq,
+		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: lastSeq,
 		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: int(g.limits.MaxFrameBytes), SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
 	})
 	if err := g.admitSocket(c, hello); err != nil {

@@ -214,16 +214,28 @@ type frame struct {
 }
 
 // readFrames calls f for each object of each frame until the socket ends.
+// One buffer per socket is reused for every frame: the tool shares the
+// machine with the servers, so its own allocations cost them CPU.
 func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
+	buf := make([]byte, 0, 4096)
 	for {
-		_, data, err := conn.ReadMessage()
+		_, r, err := conn.NextReader()
 		if err != nil {
 			return err
 		}
+		if buf, err = readInto(buf[:0], r); err != nil {
+			return err
+		}
 		now := time.Now()
-		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+		for line := range bytes.SplitSeq(buf, []byte{'\n'}) {
 			if fr, ok := fastMessage(line); ok {
 				f(fr, now)
+				continue
+			}
+			// Presence changes: the tool needs none of their content, and
+			// in a connect storm they are most of what it reads.
+			if bytes.HasPrefix(line, []byte(`{"type":"presence"`)) {
+				f(frame{Type: "presence"}, now)
 				continue
 			}
 			var fr frame
@@ -234,23 +246,55 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 	}
 }
 
-// fastMessage reads a timed message without a JSON decoder: the tool
-// shares the machine with the servers, and decoding every delivery would
-// take CPU the gateway then lacks. Anything else takes the slow path.
+// readInto appends all of r to buf, growing it as needed.
+func readInto(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// fastMessage reads a timed message (its id and text) without a JSON
+// decoder: the tool shares the machine with the servers, and decoding
+// every delivery would take CPU the gateway then lacks. Anything else
+// takes the slow path.
 func fastMessage(line []byte) (frame, bool) {
 	if !bytes.HasPrefix(line, []byte(`{"type":"message"`)) {
 		return frame{}, false
 	}
-	i := bytes.Index(line, []byte(`"text":"t=`))
+	id, ok := fastString(line, `"id":"`)
+	if !ok {
+		return frame{}, false
+	}
+	text, ok := fastString(line, `"text":"`)
+	if !ok || !strings.HasPrefix(text, "t=") {
+		return frame{}, false
+	}
+	return frame{Type: "message", ID: id, Text: text}, true
+}
+
+// fastString is the first string value after key, when it has no escapes
+// (the ids and stamps the tool sends never do).
+func fastString(line []byte, key string) (string, bool) {
+	i := bytes.Index(line, []byte(key))
 	if i < 0 {
-		return frame{}, false
+		return "", false
 	}
-	rest := line[i+len(`"text":"`):]
+	rest := line[i+len(key):]
 	end := bytes.IndexByte(rest, '"')
-	if end < 0 {
-		return frame{}, false
+	if end < 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
 	}
-	return frame{Type: "message", Text: string(rest[:end])}, true
+	return string(rest[:end]), true
 }
 
 // stamp is the text of a timed message: its send time.

@@ -18,7 +18,7 @@ func TestFastMessage(t *testing.T) {
 	if err := json.Unmarshal(msg, &want); err != nil {
 		t.Fatal(err)
 	}
-	if !ok || fr.Type != want.Type || fr.Text != want.Text {
+	if !ok || fr.Type != want.Type || fr.Text != want.Text || fr.ID != want.ID || fr.ID != "m1" {
 		t.Fatalf("fast %+v %v, decoder %+v", fr, ok, want)
 	}
 	if got, ok := unstamp(fr.Text); !ok || !got.Equal(time.Unix(0, ts.UnixNano())) {

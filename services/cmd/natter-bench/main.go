@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"syscall"
@@ -58,6 +59,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("-runs %q: want 1 to 10", rest[2])
 		}
 		runs, rest = n, append([]string{rest[0]}, rest[3:]...)
+	}
+	// The tool's own CPU profile, to see what the load costs its side.
+	if path := getenv("NATTER_BENCH_CPUPROFILE"); path != "" {
+		out, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var results []result
 	asJSON := false

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,10 +35,18 @@ func (s *socket) send(v string) error {
 // openAll opens n sockets for the sessions (round robin), each with its
 // reader calling onFrame, and waits for every hello.
 func openAll(ctx context.Context, d *dialer, sessions []session, n int, onFrame func(i int, f frame, at time.Time)) ([]*socket, error) {
+	return openAllWith(ctx, d, sessions, n, defaultInFlight, onFrame)
+}
+
+// defaultInFlight is how many handshakes the tool has in flight at once.
+const defaultInFlight = 64
+
+// openAllWith is openAll with inFlight handshakes at a time.
+func openAllWith(ctx context.Context, d *dialer, sessions []session, n, inFlight int, onFrame func(i int, f frame, at time.Time)) ([]*socket, error) {
 	socks := make([]*socket, n)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, inFlight)
 	for i := range n {
 		wg.Go(func() {
 			sem <- struct{}{}
@@ -109,9 +118,15 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 	var received atomic.Int64
 	lat := &latencies{}
 	var acked atomic.Int64
+	// Message ids unique to this run: no dedupe across runs, and messages
+	// of another run (still in flight, or a concurrent one) do not count.
+	runID := newRunID()
 	socks, err := openAll(ctx, c.newDialer(), sessions, sockets, func(i int, f frame, at time.Time) {
 		switch f.Type {
 		case "message":
+			if !strings.HasPrefix(f.ID, runID) {
+				return
+			}
 			if ts, ok := unstamp(f.Text); ok {
 				received.Add(1)
 				lat.add(at.Sub(ts))
@@ -129,7 +144,6 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 	time.Sleep(settle)
 
 	cpu0 := cpuSeconds(c.gatewayPID)
-	runID := newRunID() // message ids unique to this run: no dedupe across runs
 	pctx, stopProgress := context.WithCancel(ctx)
 	go progress(pctx, stderr, func() string {
 		return fmt.Sprintf("fanout: acked %d, delivered %d", acked.Load(), received.Load())
@@ -211,6 +225,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 	sentAt := sync.Map{} // id -> time
 	ackLat, recvLat := &latencies{}, &latencies{}
 	var acked, received, refused atomic.Int64
+	runID := newRunID()
 	socks, err := openAll(ctx, c.newDialer(), sessions, 2*pairs, func(i int, f frame, at time.Time) {
 		switch {
 		case f.Type == "ack" && i%2 == 0:
@@ -218,7 +233,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 				acked.Add(1)
 				ackLat.add(at.Sub(t.(time.Time)))
 			}
-		case f.Type == "message" && i%2 == 1:
+		case f.Type == "message" && i%2 == 1 && strings.HasPrefix(f.ID, runID):
 			if ts, ok := unstamp(f.Text); ok {
 				received.Add(1)
 				recvLat.add(at.Sub(ts))
@@ -233,7 +248,6 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 	defer closeAll(socks)
 	time.Sleep(settle)
 	cpu0 := cpuSeconds(c.gatewayPID)
-	runID := newRunID()
 	pctx, stopProgress := context.WithCancel(ctx)
 	go progress(pctx, stderr, func() string {
 		return fmt.Sprintf("direct: acked %d, delivered %d", acked.Load(), received.Load())
@@ -285,15 +299,16 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 
 func runConnect(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (result, bool, error) {
 	var c common
-	var sockets int
+	var sockets, inFlight int
 	fs := config.New("natter-bench connect", getenv, stderr)
 	c.define(fs)
 	fs.Int(&sockets, "sockets", "", 2000, "sockets to open")
 	fs.Int(&c.users, "users", "", 1000, "distinct users the sockets belong to")
+	fs.Int(&inFlight, "in-flight", "", defaultInFlight, "handshakes in flight at once")
 	if err := fs.Parse(args[1:]); err != nil {
 		return result{}, false, err
 	}
-	if err := errorsJoin(bound("sockets", sockets, 1, maxSockets), bound("users", c.users, 1, maxSockets)); err != nil {
+	if err := errorsJoin(bound("sockets", sockets, 1, maxSockets), bound("users", c.users, 1, maxSockets), bound("in-flight", inFlight, 1, 1024)); err != nil {
 		return result{}, false, err
 	}
 	limit := raiseFileLimit()
@@ -304,13 +319,13 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 	cpu0 := cpuSeconds(c.gatewayPID)
 	start := time.Now()
 	// A handshake is upgrade + token check + hello + the presence list.
-	socks, err := openAll(ctx, c.newDialer(), sessions, sockets, nil)
+	socks, err := openAllWith(ctx, c.newDialer(), sessions, sockets, inFlight, nil)
 	elapsed := time.Since(start)
 	if err != nil {
 		return result{}, false, fmt.Errorf("%w (file limit %d)", err, limit)
 	}
 	defer closeAll(socks)
-	r := result{Scenario: fmt.Sprintf("connect: %d sockets, 64 at a time", sockets), Figures: map[string]float64{
+	r := result{Scenario: fmt.Sprintf("connect: %d sockets, %d at a time", sockets, inFlight), Figures: map[string]float64{
 		"sockets":          float64(sockets),
 		"seconds":          elapsed.Seconds(),
 		"handshakes_per_s": float64(sockets) / elapsed.Seconds(),
