@@ -165,10 +165,10 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 			if meta.Sequence.Stream <= last {
 				continue
 			}
-			mf, err := messageFrame(m.Data(), meta.Sequence.Stream)
+			b, err := chat.MessageFrameBytes(m.Data(), meta.Sequence.Stream)
 			if err != nil {
 				g.log.Error("undecodable stored message", "seq", meta.Sequence.Stream, "err", err)
-			} else if !c.enqueueWait(chat.Encode(mf)) {
+			} else if !c.enqueueWait(b) {
 				return last, false, errors.New("client gone during replay")
 			}
 			last = meta.Sequence.Stream

@@ -182,12 +182,12 @@ func (h *hub) frame(m *nats.Msg) ([]byte, uint64, bool) {
 		h.log.Error("live message without sequence", "subject", m.Subject)
 		return nil, 0, false
 	}
-	f, err := messageFrame(m.Data, seq)
+	b, err := chat.MessageFrameBytes(m.Data, seq)
 	if err != nil {
 		h.log.Error("undecodable stored message", "subject", m.Subject, "seq", seq, "err", err)
 		return nil, 0, false
 	}
-	return chat.Encode(f), seq, true
+	return b, seq, true
 }
 
 // messageFrame decodes a stored message into its delivery frame.

@@ -107,24 +107,38 @@ func (g *gateway) helloSeq(ctx context.Context) (uint64, error) {
 }
 
 // admitSocket registers c (hub, presence) unless the gateway is stopping.
+// Only the stopping check holds g.mu: the presence entry and the user's
+// subscriptions are NATS round trips, and holding the lock across them
+// made every handshake of the gateway wait for the one before.
 func (g *gateway) admitSocket(c *client, hello []byte) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.stopping {
+		g.mu.Unlock()
 		return errors.New("gateway stopping")
 	}
+	g.clients.Add(1) // stopSockets waits for this socket from now on
+	g.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	if err := g.presence.Add(ctx, c.user.ID, c.id, func() {
 		c.closeWith(chat.ClosePresenceLost, "presence lost: reconnect")
 	}); err != nil {
+		g.clients.Done()
 		return err
 	}
 	if err := g.hub.join(c, hello); err != nil {
 		_ = g.presence.Remove(ctx, c.user.ID, c.id)
+		g.clients.Done()
 		return err
 	}
-	g.clients.Add(1)
+	// Stopping began while this socket was joining: closeAll may have
+	// missed it.
+	g.mu.Lock()
+	stopping := g.stopping
+	g.mu.Unlock()
+	if stopping {
+		c.closeWith(websocket.CloseGoingAway, "gateway shutting down")
+	}
 	return nil
 }
 

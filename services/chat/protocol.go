@@ -1,7 +1,10 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"time"
 )
 
@@ -197,4 +200,27 @@ func Encode(frame any) []byte {
 		panic("chat: unmarshalable frame: " + err.Error())
 	}
 	return b
+}
+
+// storedPrefix starts every stored message as Encode writes it (Message's
+// first field).
+var storedPrefix = []byte(`{"id":`)
+
+// ErrStoredMessage is a stored message not in the form gateways store.
+var ErrStoredMessage = errors.New("not a stored message")
+
+// MessageFrameBytes turns a stored message, as Encode wrote it, into its
+// delivery frame with seq, without decoding it: the frame is the stored
+// object with "type" and "seq" put first, which encoding it again would
+// give byte for byte. The object is checked to be valid JSON on one line,
+// so no stored bytes can add a line (a frame) of their own.
+func MessageFrameBytes(stored []byte, seq uint64) ([]byte, error) {
+	if !bytes.HasPrefix(stored, storedPrefix) || bytes.IndexByte(stored, '\n') >= 0 || !json.Valid(stored) {
+		return nil, ErrStoredMessage
+	}
+	b := make([]byte, 0, len(stored)+40)
+	b = append(b, `{"type":"message","seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, ',')
+	return append(b, stored[1:]...), nil
 }
