@@ -259,7 +259,6 @@ var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); retur
 // maxPooledBatch keeps rare huge batches from staying in the pool.
 const maxPooledBatch = 256 << 10
 
-
 // readPump reads client frames until the socket fails or closes; it is
 // the only reader. Frames over the read limit make gorilla answer 1009.
 func (c *client) readPump() {
