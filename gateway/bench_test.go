@@ -35,16 +35,17 @@ func BenchmarkRoomFanOut(b *testing.B) {
 		b.Run(fmt.Sprintf("sockets=%d", n), func(b *testing.B) {
 			m := newMetrics(prometheus.NewRegistry())
 			h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}}
-			gw := &gateway{metrics: m}
+			gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 1024}}
 			stop := make(chan struct{})
 			defer close(stop)
 			for range n {
-				c := &client{gw: gw, send: make(chan []byte, 1024), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
+				c := &client{gw: gw, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
 				h.room[c] = struct{}{}
 				go func() {
 					for {
 						select {
-						case <-c.send:
+						case <-c.wake:
+							c.giveBack(c.take())
 						case <-stop:
 							return
 						}

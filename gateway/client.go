@@ -32,14 +32,22 @@ type client struct {
 	conn   *websocket.Conn
 	gw     *gateway
 
-	// send holds encoded frame objects (shared, never modified) for
-	// writePump; a full queue means the client is too slow.
-	send chan []byte
+	// queue holds encoded frame objects (shared, never modified) for
+	// writePump, at most gw.limits.QueueLen; a full queue means the
+	// client is too slow. A slice grown on demand rather than a channel
+	// of QueueLen slots: an idle socket holds no queue memory, and the
+	// writer takes everything queued at once. qmu guards queue and spare.
+	qmu   sync.Mutex
+	queue [][]byte
+	spare [][]byte      // the writer's last slice, reused when small
+	wake  chan struct{} // (cap 1) something was queued
+	room  chan struct{} // (cap 1) the writer took the queue
 
-	closing   chan struct{} // closed by closeWith
-	closeOnce sync.Once
-	closeCode int // set once, before closing closes
-	closeText string
+	closing    chan struct{} // closed by closeWith
+	writerDone chan struct{} // closed when writePump has returned
+	closeOnce  sync.Once
+	closeCode  int // set once, before closing closes
+	closeText  string
 
 	limiter *rate.Limiter
 	strikes int  // rate-limited frames in a row; reader goroutine only
@@ -87,7 +95,7 @@ const holdTimeout = time.Second
 // is too slow.
 func (c *client) deliver(b []byte, seq uint64) {
 	c.mu.Lock()
-	if c.state == stateHolding && len(c.held) >= cap(c.send) {
+	if c.state == stateHolding && len(c.held) >= c.gw.limits.QueueLen {
 		c.mu.Unlock()
 		c.goLive(0, stateHolding)
 		c.mu.Lock()
@@ -97,7 +105,7 @@ func (c *client) deliver(b []byte, seq uint64) {
 		return
 	}
 	if c.state != stateLive {
-		if len(c.held) >= cap(c.send) {
+		if len(c.held) >= c.gw.limits.QueueLen {
 			c.mu.Unlock()
 			c.gw.metrics.slowCloses.Inc()
 			c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
@@ -139,37 +147,73 @@ func (c *client) beginResume() bool {
 	return true
 }
 
+// push queues b unless the queue is full.
+func (c *client) push(b []byte) bool {
+	c.qmu.Lock()
+	if len(c.queue) >= c.gw.limits.QueueLen {
+		c.qmu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, b)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take hands the writer everything queued.
+func (c *client) take() [][]byte {
+	c.qmu.Lock()
+	q := c.queue
+	c.queue, c.spare = c.spare, nil
+	c.qmu.Unlock()
+	select {
+	case c.room <- struct{}{}:
+	default:
+	}
+	return q
+}
+
+// giveBack returns a written slice for reuse, unless it grew big (an idle
+// socket keeps at most a small one).
+func (c *client) giveBack(q [][]byte) {
+	if cap(q) > maxSpare {
+		return
+	}
+	clear(q) // the objects themselves can go
+	c.qmu.Lock()
+	c.spare = q[:0]
+	c.qmu.Unlock()
+}
+
+// maxSpare is the largest queue slice a socket keeps between writes.
+const maxSpare = 16
+
 // enqueueWait queues b, waiting up to writeWait for room: a replay may
 // outrun the writer for a moment without the client being slow.
 func (c *client) enqueueWait(b []byte) bool {
-	select {
-	case c.send <- b:
-		return true
-	case <-c.closing:
-		return false
-	default:
-	}
 	t := time.NewTimer(writeWait)
 	defer t.Stop()
-	select {
-	case c.send <- b:
-		return true
-	case <-c.closing:
-		return false
-	case <-t.C:
-		c.gw.metrics.slowCloses.Inc()
-		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
-		return false
+	for !c.push(b) {
+		select {
+		case <-c.room:
+		case <-c.closing:
+			return false
+		case <-t.C:
+			c.gw.metrics.slowCloses.Inc()
+			c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+			return false
+		}
 	}
+	return true
 }
 
 // enqueue queues an encoded object without blocking; a client whose queue
 // is full is closed as too slow, so it never holds anyone else up.
 func (c *client) enqueue(b []byte) {
-	select {
-	case c.send <- b:
-	case <-c.closing:
-	default:
+	if !c.push(b) {
 		c.gw.metrics.slowCloses.Inc()
 		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
 	}
@@ -191,11 +235,12 @@ func (c *client) writePump() {
 	defer func() {
 		ping.Stop()
 		_ = c.conn.Close()
+		close(c.writerDone)
 	}()
 	for {
 		select {
-		case b := <-c.send:
-			if err := c.writeBatch(b); err != nil {
+		case <-c.wake:
+			if err := c.writeQueued(); err != nil {
 				c.closeWith(websocket.CloseAbnormalClosure, "")
 				return
 			}
@@ -207,10 +252,8 @@ func (c *client) writePump() {
 		case <-c.closing:
 			// What is already queued (say, the error frames before a 4008)
 			// goes out first, within writeWait, then the close frame.
-			for len(c.send) > 0 {
-				if err := c.writeBatch(<-c.send); err != nil {
-					return
-				}
+			if err := c.writeQueued(); err != nil {
+				return
 			}
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 			_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
@@ -219,12 +262,25 @@ func (c *client) writePump() {
 	}
 }
 
-// writeBatch writes first and whatever else is queued, up to maxBatch
-// objects, as one text frame in one write: gorilla's WriteMessage sends
-// the frame header and a payload of any size together, where a message
-// writer would flush every WriteBufferSize bytes (a 60 KB online list was
-// 15 writes).
-func (c *client) writeBatch(first []byte) error {
+// writeQueued writes everything queued, maxBatch objects per frame.
+func (c *client) writeQueued() error {
+	q := c.take()
+	defer c.giveBack(q)
+	for rest := q; len(rest) > 0; {
+		n := min(len(rest), maxBatch)
+		if err := c.writeFrame(rest[:n]); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+// writeFrame writes objects as one text frame, '\n'-separated, in one
+// write: gorilla's WriteMessage sends the frame header and a payload of
+// any size together, where a message writer would flush every
+// WriteBufferSize bytes (a 60 KB online list was 15 writes).
+func (c *client) writeFrame(objects [][]byte) error {
 	// Moving the deadline costs a timer update per write; moving it once
 	// per deadlineRefresh keeps a stuck socket's limit within
 	// writeWait-deadlineRefresh .. writeWait.
@@ -232,18 +288,18 @@ func (c *client) writeBatch(first []byte) error {
 		_ = c.conn.SetWriteDeadline(now.Add(writeWait))
 		c.deadlineAt = now
 	}
-	n := min(len(c.send), maxBatch-1)
-	if n == 0 {
-		c.gw.metrics.objectsOut.Inc()
-		return c.conn.WriteMessage(websocket.TextMessage, first)
+	c.gw.metrics.objectsOut.Add(float64(len(objects)))
+	if len(objects) == 1 {
+		return c.conn.WriteMessage(websocket.TextMessage, objects[0])
 	}
 	bp := batchBuffers.Get().(*[]byte)
-	b := append((*bp)[:0], first...)
-	for range n {
-		b = append(b, '\n')
-		b = append(b, <-c.send...)
+	b := (*bp)[:0]
+	for i, o := range objects {
+		if i > 0 {
+			b = append(b, '\n')
+		}
+		b = append(b, o...)
 	}
-	c.gw.metrics.objectsOut.Add(float64(n + 1))
 	err := c.conn.WriteMessage(websocket.TextMessage, b)
 	if cap(b) <= maxPooledBatch {
 		*bp = b[:0]

@@ -64,9 +64,9 @@ func TestPresenceChangesReachSockets(t *testing.T) {
 func TestPresenceBatchesConverge(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
 	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}, online: map[string]chat.User{}}
-	gw := &gateway{metrics: m}
+	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64}}
 	join := func() *client {
-		c := &client{gw: gw, send: make(chan []byte, 64), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
+		c := &client{gw: gw, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.room[c] = struct{}{}
@@ -92,8 +92,8 @@ func TestPresenceBatchesConverge(t *testing.T) {
 	for name, c := range map[string]*client{"c1": c1, "c2": c2, "c3": c3, "c4": c4} {
 		state := map[string]bool{}
 		seen := map[string]int{}
-		for len(c.send) > 0 {
-			for line := range strings.SplitSeq(string(<-c.send), "\n") {
+		for _, queued := range c.take() {
+			for line := range strings.SplitSeq(string(queued), "\n") {
 				var f struct {
 					Users  []chat.User `json:"users"`
 					User   *chat.User  `json:"user"`

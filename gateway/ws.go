@@ -237,9 +237,11 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &client{
 		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, gw: g,
-		send:    make(chan []byte, g.limits.QueueLen),
-		closing: make(chan struct{}),
-		limiter: rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
+		wake:       make(chan struct{}, 1),
+		room:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+		closing:    make(chan struct{}),
+		limiter:    rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
 	hello := chat.Encode(chat.HelloFrame{
 		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: lastSeq,
@@ -251,21 +253,21 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	defer g.dropSocket(c)
 	// Live messages wait for a possible resume no longer than holdTimeout.
 	hold := time.AfterFunc(holdTimeout, func() { c.goLive(0, stateHolding) })
-	defer hold.Stop()
 	// The socket ends when its token does.
 	expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { c.closeWith(chat.CloseTokenExpired, "token expired; log in again") })
-	defer expiry.Stop()
-
-	done := make(chan struct{})
+	// The socket lives on goroutines of its own: the HTTP handler's, deep
+	// in net/http with a stack grown by the handshake, ends here, which
+	// keeps an idle socket's memory small.
+	go c.writePump()
 	go func() {
-		defer close(done)
-		c.writePump()
+		defer g.dropSocket(c)
+		defer hold.Stop()
+		defer expiry.Stop()
+		c.readPump()
+		<-c.writerDone
 	}()
-	c.readPump()
-	<-done
 }
 
 // originAllowed accepts requests without Origin (not a browser), and

@@ -94,7 +94,12 @@ func median(rs []result) result {
 	if len(rs) == 1 {
 		return rs[0]
 	}
-	out := result{Scenario: fmt.Sprintf("%s (median of %d runs)", rs[0].Scenario, len(rs)), Figures: map[string]float64{}, Notes: rs[0].Notes}
+	out := result{Scenario: fmt.Sprintf("%s (median of %d runs)", rs[0].Scenario, len(rs)), Figures: map[string]float64{}}
+	for i, r := range rs {
+		for _, n := range r.Notes {
+			out.Notes = append(out.Notes, fmt.Sprintf("run %d: %s", i+1, n))
+		}
+	}
 	for k := range rs[0].Figures {
 		var v []float64
 		for _, r := range rs {
