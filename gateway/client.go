@@ -18,6 +18,8 @@ const (
 	writeWait = 10 * time.Second
 	// deadlineRefresh is how often a busy socket's write deadline moves.
 	deadlineRefresh = time.Second
+	// maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
+	maxWriteDelay = 100 * time.Millisecond
 	// maxBatch bounds the objects coalesced into one server frame.
 	maxBatch = 128
 )
@@ -64,8 +66,10 @@ type client struct {
 	// live copy may come after the replay, and is dropped.
 	floor uint64
 
-	// deadlineAt is when writePump last moved the write deadline.
+	// deadlineAt is when writePump last moved the write deadline;
+	// lastWrite when it last wrote queued objects.
 	deadlineAt time.Time
+	lastWrite  time.Time
 
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.
@@ -240,6 +244,18 @@ func (c *client) writePump() {
 	for {
 		select {
 		case <-c.wake:
+			// A socket written to less than WriteDelay ago waits out the
+			// rest, so what arrives meanwhile joins this write: a busy
+			// socket gets at most one write per WriteDelay, a quiet one
+			// is written to at once.
+			if wait := c.gw.limits.WriteDelay - time.Since(c.lastWrite); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-c.closing:
+					t.Stop()
+				}
+			}
 			if err := c.writeQueued(); err != nil {
 				c.closeWith(websocket.CloseAbnormalClosure, "")
 				return
@@ -284,7 +300,9 @@ func (c *client) writeFrame(objects [][]byte) error {
 	// Moving the deadline costs a timer update per write; moving it once
 	// per deadlineRefresh keeps a stuck socket's limit within
 	// writeWait-deadlineRefresh .. writeWait.
-	if now := time.Now(); now.Sub(c.deadlineAt) >= deadlineRefresh {
+	now := time.Now()
+	c.lastWrite = now
+	if now.Sub(c.deadlineAt) >= deadlineRefresh {
 		_ = c.conn.SetWriteDeadline(now.Add(writeWait))
 		c.deadlineAt = now
 	}

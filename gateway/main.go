@@ -74,6 +74,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
 	fs.Int(&c.WS.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most; beyond, resumed says complete=false")
 	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
+	fs.Duration(&c.WS.WriteDelay, "write-delay", "WRITE_DELAY", 0, "a socket written to less than this ago waits out the rest before its next write, so messages arriving meanwhile share one write: at most one write per socket per delay under load, none delayed on a quiet socket (0: off; at most 100ms)")
 	fs.String(&c.PprofAddr, "pprof-addr", "PPROF_ADDR", "", "serve net/http/pprof here (loopback, for profiling; empty: off)")
 	fs.Stream(&c.Stream)
 	fs.Presence(&c.Presence)
@@ -90,7 +91,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if c.Stream.Retention > 0 && c.Stream.DedupeWindow > c.Stream.Retention {
 		return c, fmt.Errorf("chat dedupe window %s is longer than the retention %s", c.Stream.DedupeWindow, c.Stream.Retention)
 	}
-	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second || c.WS.MaxReplay < 1 {
+	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second || c.WS.MaxReplay < 1 || c.WS.WriteDelay < 0 || c.WS.WriteDelay > maxWriteDelay {
 		return c, fmt.Errorf("websocket limits out of range: %+v", c.WS)
 	}
 	prefixes, err := parsePrefixes(proxies)

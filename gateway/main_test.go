@@ -196,6 +196,8 @@ func TestBadConfig(t *testing.T) {
 	tests := []struct{ name, key, value, want string }{
 		{"auth url", "AUTH_URL", "ftp://x", "auth url"},
 		{"trusted proxies", "TRUSTED_PROXIES", "10.0.0.0/8, lb.local", "trusted proxies"},
+		{"write delay too long", "WRITE_DELAY", "1s", "websocket limits"},
+		{"negative write delay", "WRITE_DELAY", "-5ms", "websocket limits"},
 		{"retention", "CHAT_RETENTION", "a week", "CHAT_RETENTION"},
 		{"log format", "LOG_FORMAT", "xml", "log format"},
 		{"dedupe longer than retention", "CHAT_RETENTION", "1m", "dedupe window"},
