@@ -149,3 +149,36 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("corrupt key file: %v", err)
 	}
 }
+
+// A token verified once is remembered, but still expires on time, and is
+// checked again when the keys change (its key may be gone).
+func TestVerifyRemembersButExpiresAndForgetsOnKeyChange(t *testing.T) {
+	k := newKey(t)
+	now := time.Now()
+	s, _, err := k.Issue("u1", "Ann", now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := verifierFor(t, k)
+	v.now = func() time.Time { return now }
+	for i := range 2 {
+		if c, err := v.Verify(s); err != nil || c.UserID() != "u1" {
+			t.Fatalf("verify %d: %+v %v", i, c, err)
+		}
+	}
+	if len(v.verified) != 1 {
+		t.Fatalf("%d tokens remembered, want 1", len(v.verified))
+	}
+	v.now = func() time.Time { return now.Add(time.Minute + Leeway + time.Second) }
+	if _, err := v.Verify(s); !errors.Is(err, ErrInvalid) || !errors.Is(err, jwt.ErrTokenExpired) {
+		t.Fatalf("remembered token after expiry: %v, want expired", err)
+	}
+	v.now = func() time.Time { return now }
+	other := newKey(t)
+	if err := v.SetKeys(JWKS{Keys: []JWK{other.PublicJWK()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(s); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("token of a removed key after SetKeys: %v, want invalid", err)
+	}
+}
