@@ -151,10 +151,10 @@ func (c *client) beginResume() bool {
 	return true
 }
 
-// push queues b unless the queue is full.
-func (c *client) push(b []byte) bool {
+// push queues b unless the queue holds limit objects.
+func (c *client) push(b []byte, limit int) bool {
 	c.qmu.Lock()
-	if len(c.queue) >= c.gw.limits.QueueLen {
+	if len(c.queue) >= limit {
 		c.qmu.Unlock()
 		return false
 	}
@@ -200,7 +200,10 @@ const maxSpare = 16
 func (c *client) enqueueWait(b []byte) bool {
 	t := time.NewTimer(writeWait)
 	defer t.Stop()
-	for !c.push(b) {
+	// A replay fills at most half the queue: live messages, presence
+	// changes and acks queued meanwhile (without waiting) keep room, so a
+	// long replay does not get a healthy client closed as too slow.
+	for !c.push(b, max(1, c.gw.limits.QueueLen/2)) {
 		select {
 		case <-c.room:
 		case <-c.closing:
@@ -217,7 +220,12 @@ func (c *client) enqueueWait(b []byte) bool {
 // enqueue queues an encoded object without blocking; a client whose queue
 // is full is closed as too slow, so it never holds anyone else up.
 func (c *client) enqueue(b []byte) {
-	if !c.push(b) {
+	if c.push(b, c.gw.limits.QueueLen) {
+		return
+	}
+	select {
+	case <-c.closing: // closing anyway: not a slow client
+	default:
 		c.gw.metrics.slowCloses.Inc()
 		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
 	}

@@ -140,12 +140,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("hub: %w", err)
 	}
 	defer h.close()
-	// Core NATS does not redeliver what was published while the connection
-	// was down (a NATS node failed): the sockets open then resume from the
-	// stream instead, so they miss nothing.
-	natsconn.OnReconnect(nc, func() {
-		m.resumeCloses.Add(float64(h.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
-	})
 	g := &gateway{
 		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, limits: cfg.WS, metrics: m,
 		origins: map[string]bool{},
@@ -162,6 +156,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	// Core NATS does not redeliver what was published while the connection
+	// was down (a NATS node failed): the sockets open then resume from the
+	// stream instead, so they miss nothing.
+	natsconn.OnReconnect(nc, func() {
+		g.reconnects.Add(1)
+		m.resumeCloses.Add(float64(h.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
+	})
 	for _, o := range strings.Split(cfg.Origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			g.origins[o] = true

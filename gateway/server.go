@@ -46,6 +46,9 @@ func newAPIProxy(log *slog.Logger, target *url.URL, trusted []netip.Prefix) http
 				r.Out.Header["X-Forwarded-For"] = xff
 			}
 			r.SetXForwarded()
+			// Auth takes X-Real-IP when X-Forwarded-For gives nothing: a
+			// client must not set it either.
+			r.Out.Header.Del("X-Real-IP")
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("auth unreachable", "path", r.URL.Path, "err", err)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -72,9 +73,13 @@ type gateway struct {
 	known    sync.Map // user id -> time found at auth
 	upgrader websocket.Upgrader
 
-	seqMu sync.Mutex // guards seq, seqAt; held while asking the stream
-	seq   uint64
-	seqAt time.Time
+	seqMu      sync.Mutex // guards seqNext, seqRunning
+	seqNext    *seqFetch  // the next stream info request and its waiters
+	seqRunning bool       // fetchSeqs is running
+
+	// reconnects counts NATS reconnects: a socket admitted across one
+	// may have missed what its 4011 close was for.
+	reconnects atomic.Uint64
 
 	// Sockets are hijacked: the HTTP server's shutdown does not wait for
 	// them. stopping (under mu) refuses new ones, so clients.Add never
@@ -84,27 +89,61 @@ type gateway struct {
 	clients  sync.WaitGroup
 }
 
-// helloSeqMaxAge is how old the stream's last sequence in a hello frame
-// may be. A hello seq a little behind is safe: a socket that resumes from
-// it is replayed what was stored in between, which it never saw live; one
-// ahead would skip messages. Asking the stream once per handshake was a
-// JetStream API call per socket in a connect storm.
-const helloSeqMaxAge = 100 * time.Millisecond
-
-// helloSeq is the stream's last sequence, at most helloSeqMaxAge old;
-// concurrent handshakes share one request.
+// helloSeq is the stream's last sequence, from a stream info request that
+// started after the call: concurrent handshakes share one request (one
+// per round trip, not one per socket) and none gets a value older than
+// its own arrival.
 func (g *gateway) helloSeq(ctx context.Context) (uint64, error) {
 	g.seqMu.Lock()
-	defer g.seqMu.Unlock()
-	if time.Since(g.seqAt) < helloSeqMaxAge {
-		return g.seq, nil
+	if g.seqNext == nil {
+		g.seqNext = &seqFetch{done: make(chan struct{})}
 	}
-	info, err := g.stream.Info(ctx)
-	if err != nil {
-		return 0, err
+	f := g.seqNext
+	if !g.seqRunning {
+		g.seqRunning = true
+		go g.fetchSeqs()
 	}
-	g.seq, g.seqAt = info.State.LastSeq, time.Now()
-	return g.seq, nil
+	g.seqMu.Unlock()
+	select {
+	case <-f.done:
+		return f.seq, f.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// seqFetch is one stream info request and the handshakes waiting on it.
+type seqFetch struct {
+	done chan struct{}
+	seq  uint64
+	err  error
+}
+
+// seqTimeout bounds one stream info request of helloSeq.
+const seqTimeout = 5 * time.Second
+
+// fetchSeqs runs the pending fetch, then the one queued meanwhile, until
+// none is waiting.
+func (g *gateway) fetchSeqs() {
+	for {
+		g.seqMu.Lock()
+		f := g.seqNext
+		g.seqNext = nil
+		if f == nil {
+			g.seqRunning = false
+			g.seqMu.Unlock()
+			return
+		}
+		g.seqMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), seqTimeout)
+		info, err := g.stream.Info(ctx)
+		cancel()
+		if err == nil {
+			f.seq = info.State.LastSeq
+		}
+		f.err = err
+		close(f.done)
+	}
 }
 
 // admitSocket registers c (hub, presence) unless the gateway is stopping.
@@ -119,6 +158,7 @@ func (g *gateway) admitSocket(c *client, hello []byte) error {
 	}
 	g.clients.Add(1) // stopSockets waits for this socket from now on
 	g.mu.Unlock()
+	reconnects := g.reconnects.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	if err := g.presence.Add(ctx, c.user.ID, c.id, func() {
@@ -139,6 +179,11 @@ func (g *gateway) admitSocket(c *client, hello []byte) error {
 	g.mu.Unlock()
 	if stopping {
 		c.closeWith(websocket.CloseGoingAway, "gateway shutting down")
+	}
+	// NATS reconnected while this socket was joining: the close for
+	// resume may have missed it.
+	if g.reconnects.Load() != reconnects {
+		c.closeWith(chat.CloseResume, "nats connection interrupted: resume")
 	}
 	return nil
 }

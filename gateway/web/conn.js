@@ -3,6 +3,8 @@
 // made while disconnected until they are acknowledged.
 
 const maxBackoffMs = 30000;
+// stormSpreadMs spreads the reconnects of sockets a gateway closed together.
+const stormSpreadMs = 3000;
 
 export class Connection {
   // handlers: onFrame(obj), onState('connected'|'reconnecting'|'offline'),
@@ -81,7 +83,13 @@ export class Connection {
       }
       if (this.stopped) return;
       this.h.onState(navigator.onLine === false ? 'offline' : 'reconnecting');
-      const delay = Math.min(maxBackoffMs, 500 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+      // A whole gateway's sockets close at once when it stops (1001) or
+      // lost NATS (4011): spread their first reconnect over a few
+      // seconds instead of all arriving together.
+      const storm = ev.code === 1001 || ev.code === 4011;
+      const delay = storm && this.attempt === 0
+        ? Math.random() * stormSpreadMs
+        : Math.min(maxBackoffMs, 500 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
       this.attempt++;
       this.timer = setTimeout(() => this.connect(), delay);
     };

@@ -3,6 +3,7 @@ package chat
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -15,8 +16,27 @@ func TestMessageFrameBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := Encode(NewMessageFrame(m, 42)); !bytes.Equal(got, want) {
-		t.Fatalf("frame\n%s\nwant\n%s", got, want)
+	var frame, want MessageFrame
+	if err := json.Unmarshal(got, &frame); err != nil {
+		t.Fatalf("frame %s: %v", got, err)
+	}
+	if err := json.Unmarshal(Encode(NewMessageFrame(m, 42)), &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(frame, want) || bytes.IndexByte(got, '\n') >= 0 {
+		t.Fatalf("frame %s\ndecodes to %+v\nwant %+v", got, frame, want)
+	}
+	// Stored bytes carrying their own "type" or "seq" do not win.
+	forged, err := MessageFrameBytes([]byte(`{"id":"x","type":"hello","seq":1000000000000000}`), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Type string `json:"type"`
+		Seq  uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(forged, &f); err != nil || f.Type != FrameMessage || f.Seq != 7 {
+		t.Fatalf("forged %s decodes to %+v %v, want a message with seq 7", forged, f, err)
 	}
 	for _, bad := range []string{
 		``, `{}`, `not json`, `{"id":"m1"`, `{"id":"m1"}` + "\n" + `{"type":"message"}`,

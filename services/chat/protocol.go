@@ -210,17 +210,20 @@ var storedPrefix = []byte(`{"id":`)
 var ErrStoredMessage = errors.New("not a stored message")
 
 // MessageFrameBytes turns a stored message, as Encode wrote it, into its
-// delivery frame with seq, without decoding it: the frame is the stored
-// object with "type" and "seq" put first, which encoding it again would
-// give byte for byte. The object is checked to be valid JSON on one line,
-// so no stored bytes can add a line (a frame) of their own.
+// delivery frame with seq, without decoding it: the stored object with
+// "type" and "seq" added. They go last, where a JSON parser (Go's, the
+// browser's) takes them over any key of the same name the stored bytes
+// might carry. The object is checked to be valid JSON on one line, so no
+// stored bytes can add a line (a frame) of their own.
 func MessageFrameBytes(stored []byte, seq uint64) ([]byte, error) {
-	if !bytes.HasPrefix(stored, storedPrefix) || bytes.IndexByte(stored, '\n') >= 0 || !json.Valid(stored) {
+	stored = bytes.TrimRight(stored, " \t\r")
+	if !bytes.HasPrefix(stored, storedPrefix) || !bytes.HasSuffix(stored, []byte{'}'}) ||
+		bytes.IndexByte(stored, '\n') >= 0 || !json.Valid(stored) {
 		return nil, ErrStoredMessage
 	}
 	b := make([]byte, 0, len(stored)+40)
-	b = append(b, `{"type":"message","seq":`...)
+	b = append(b, stored[:len(stored)-1]...)
+	b = append(b, `,"type":"message","seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, ',')
-	return append(b, stored[1:]...), nil
+	return append(b, '}'), nil
 }

@@ -268,7 +268,8 @@ func readInto(buf []byte, r io.Reader) ([]byte, error) {
 // every delivery would take CPU the gateway then lacks. Anything else
 // takes the slow path.
 func fastMessage(line []byte) (frame, bool) {
-	if !bytes.HasPrefix(line, []byte(`{"type":"message"`)) {
+	// The gateway puts "type" and "seq" last in message frames.
+	if !bytes.Contains(line, []byte(`,"type":"message","seq":`)) {
 		return frame{}, false
 	}
 	id, ok := fastString(line, `"id":"`)

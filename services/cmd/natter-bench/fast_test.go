@@ -12,7 +12,10 @@ import (
 // message frames, and declines everything else.
 func TestFastMessage(t *testing.T) {
 	ts := time.Now()
-	msg := chat.Encode(chat.NewMessageFrame(chat.Message{ID: "m1", From: chat.User{ID: "u1", Name: `q"uote`}, To: chat.To{Room: "lobby"}, Text: stamp(ts), TS: ts}, 7))
+	msg, err := chat.MessageFrameBytes(chat.Encode(chat.Message{ID: "m1", From: chat.User{ID: "u1", Name: `q"uote`}, To: chat.To{Room: "lobby"}, Text: stamp(ts), TS: ts}), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fr, ok := fastMessage(msg)
 	var want frame
 	if err := json.Unmarshal(msg, &want); err != nil {
