@@ -148,20 +148,21 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 	}
 	last := after
 	sent := 0
+	var pending uint64 // messages the consumer still has for us
+	known := false     // pending has been learned
 	for {
 		batch, err := cons.FetchNoWait(replayBatch)
 		if err != nil {
 			return last, false, err
 		}
 		n := 0
-		var pending uint64
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
 				return last, false, err
 			}
-			pending = meta.NumPending
+			pending, known = meta.NumPending, true
 			if meta.Sequence.Stream <= last {
 				continue
 			}
@@ -180,8 +181,30 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 		if sent >= g.limits.MaxReplay && pending > 0 {
 			return last, false, nil // the rest through history
 		}
+		if !known {
+			// No message yet: the consumer's own count, from its creation.
+			if info := cons.CachedInfo(); info != nil {
+				pending, known = info.NumPending, true
+			}
+		}
+		if n == 0 && pending > 0 {
+			// The consumer has messages it did not hand over yet: a new
+			// consumer on a node still catching up (seen right after a
+			// NATS node failed) answers "none" for a moment. Ask again;
+			// ctx bounds the wait.
+			select {
+			case <-ctx.Done():
+				return last, false, fmt.Errorf("replay: %d messages pending: %w", pending, ctx.Err())
+			case <-time.After(replayRetryWait):
+			}
+			continue
+		}
 		if n == 0 || pending == 0 {
 			return last, complete, nil
 		}
 	}
 }
+
+// replayRetryWait paces asking a consumer again for messages it says it
+// has.
+const replayRetryWait = 50 * time.Millisecond

@@ -274,8 +274,8 @@ func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, g
 			}
 		}
 		if missing > 0 {
-			return fmt.Errorf("bob has not received %d of %d acknowledged messages (reconnects %d, last error %v)",
-				missing, len(acked), recv.reconnects(), recv.lastErr())
+			return fmt.Errorf("bob has not received %d of %d acknowledged messages (reconnects %d, close codes %v, last error %v)",
+				missing, len(acked), recv.reconnects(), recv.closeCodes(), recv.lastErr())
 		}
 		return nil
 	})
@@ -682,6 +682,8 @@ func (r *receiver) consume(s *chatSocket) bool {
 				if o["complete"] != true {
 					r.setErr(fmt.Errorf("resume incomplete: %v", o))
 				}
+			case "error":
+				r.setErr(fmt.Errorf("error frame: %v", o))
 			}
 		case <-r.done:
 			return false
