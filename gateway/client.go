@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -66,6 +67,10 @@ type client struct {
 	// live copy may come after the replay, and is dropped.
 	floor uint64
 
+	// frozen: NATS went away while this socket was open; it gets no more
+	// live messages and is closed for resume (4011).
+	frozen atomic.Bool
+
 	// deadlineAt is when writePump last moved the write deadline;
 	// lastWrite when it last wrote queued objects.
 	deadlineAt time.Time
@@ -98,6 +103,9 @@ const holdTimeout = time.Second
 // its first frame) that would exceed it goes live instead; a replaying one
 // is too slow.
 func (c *client) deliver(b []byte, seq uint64) {
+	if c.frozen.Load() {
+		return // it resumes from before the gap instead
+	}
 	c.mu.Lock()
 	if c.state == stateHolding && len(c.held) >= c.gw.limits.QueueLen {
 		c.mu.Unlock()

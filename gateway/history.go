@@ -148,8 +148,9 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 	}
 	last := after
 	sent := 0
-	var pending uint64 // messages the consumer still has for us
-	known := false     // pending has been learned
+	var pending uint64    // messages the consumer still has for us
+	known := false        // pending has been learned
+	var stalled time.Time // since when the consumer has held them back
 	for {
 		batch, err := cons.FetchNoWait(replayBatch)
 		if err != nil {
@@ -190,8 +191,14 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 		if n == 0 && pending > 0 {
 			// The consumer has messages it did not hand over yet: a new
 			// consumer on a node still catching up (seen right after a
-			// NATS node failed) answers "none" for a moment. Ask again;
-			// ctx bounds the wait.
+			// NATS node failed) answers "none" for a moment. Ask again,
+			// for at most replayStall: then the socket is closed and the
+			// client resumes with a fresh consumer.
+			if stalled.IsZero() {
+				stalled = time.Now()
+			} else if time.Since(stalled) > replayStall {
+				return last, false, fmt.Errorf("replay: %d messages pending, none delivered for %s", pending, replayStall)
+			}
 			select {
 			case <-ctx.Done():
 				return last, false, fmt.Errorf("replay: %d messages pending: %w", pending, ctx.Err())
@@ -199,6 +206,7 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 			}
 			continue
 		}
+		stalled = time.Time{}
 		if n == 0 || pending == 0 {
 			return last, complete, nil
 		}
@@ -206,5 +214,8 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 }
 
 // replayRetryWait paces asking a consumer again for messages it says it
-// has.
-const replayRetryWait = 50 * time.Millisecond
+// has; replayStall bounds how long it may hold them back.
+const (
+	replayRetryWait = 50 * time.Millisecond
+	replayStall     = 2 * time.Second
+)

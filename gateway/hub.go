@@ -239,6 +239,17 @@ func (h *hub) onRevoked(m *nats.Msg) {
 	}
 }
 
+// freezeAll stops live delivery to every socket: while NATS is away,
+// what they would get next may come after a gap, and a socket that saw it
+// would resume past the gap.
+func (h *hub) freezeAll() {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for c := range h.room {
+		c.frozen.Store(true)
+	}
+}
+
 // closeAll closes every socket with code (gateway shutdown, NATS
 // reconnect) and says how many it closed.
 func (h *hub) closeAll(code int, text string) int {

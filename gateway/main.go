@@ -159,9 +159,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Core NATS does not redeliver what was published while the connection
 	// was down (a NATS node failed): the sockets open then resume from the
 	// stream instead, so they miss nothing.
+	// Live delivery to the sockets stops as soon as the connection drops,
+	// so none sees a message from after the gap; once reconnected, the
+	// closes wait resumeCloseDelay, so the new subscriptions' interest has
+	// reached every node of the cluster before the resumes read the stream.
+	natsconn.OnDisconnect(nc, h.freezeAll)
 	natsconn.OnReconnect(nc, func() {
 		g.reconnects.Add(1)
-		m.resumeCloses.Add(float64(h.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
+		time.AfterFunc(resumeCloseDelay, func() {
+			m.resumeCloses.Add(float64(h.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
+		})
 	})
 	for _, o := range strings.Split(cfg.Origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -235,6 +242,10 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// resumeCloseDelay is how long after a NATS reconnect the gateway closes
+// the sockets opened before it, for resume.
+const resumeCloseDelay = 500 * time.Millisecond
 
 func isConflict(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }
 

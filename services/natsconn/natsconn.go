@@ -101,6 +101,20 @@ func OnReconnect(nc *nats.Conn, f func()) {
 	})
 }
 
+// OnDisconnect runs f when nc loses its server (not on Close or Drain),
+// after what Connect already does then (logging). Call it during setup.
+func OnDisconnect(nc *nats.Conn, f func()) {
+	prev := nc.Opts.DisconnectedErrCB
+	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
+		if prev != nil {
+			prev(c, err)
+		}
+		if err != nil {
+			f()
+		}
+	})
+}
+
 // ErrService is a micro endpoint's error answer (its
 // Nats-Service-Error-Code header), wrapped with the code and message.
 var ErrService = errors.New("service error")
