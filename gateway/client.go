@@ -17,8 +17,6 @@ import (
 const (
 	// writeWait bounds one write to a socket.
 	writeWait = 10 * time.Second
-	// deadlineRefresh is how often a busy socket's write deadline moves.
-	deadlineRefresh = time.Second
 	// maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
 	maxWriteDelay = 100 * time.Millisecond
 	// maxBatch bounds the objects coalesced into one server frame.
@@ -71,10 +69,8 @@ type client struct {
 	// live messages and is closed for resume (4011).
 	frozen atomic.Bool
 
-	// deadlineAt is when writePump last moved the write deadline;
-	// lastWrite when it last wrote queued objects.
-	deadlineAt time.Time
-	lastWrite  time.Time
+	// lastWrite is when writePump last wrote queued objects.
+	lastWrite time.Time
 
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.
@@ -313,15 +309,9 @@ func (c *client) writeQueued() error {
 // any size together, where a message writer would flush every
 // WriteBufferSize bytes (a 60 KB online list was 15 writes).
 func (c *client) writeFrame(objects [][]byte) error {
-	// Moving the deadline costs a timer update per write; moving it once
-	// per deadlineRefresh keeps a stuck socket's limit within
-	// writeWait-deadlineRefresh .. writeWait.
-	now := time.Now()
-	c.lastWrite = now
-	if now.Sub(c.deadlineAt) >= deadlineRefresh {
-		_ = c.conn.SetWriteDeadline(now.Add(writeWait))
-		c.deadlineAt = now
-	}
+	c.lastWrite = time.Now()
+	// gorilla keeps the deadline and applies it to the write itself.
+	_ = c.conn.SetWriteDeadline(c.lastWrite.Add(writeWait))
 	c.gw.metrics.objectsOut.Add(float64(len(objects)))
 	if len(objects) == 1 {
 		return c.conn.WriteMessage(websocket.TextMessage, objects[0])

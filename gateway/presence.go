@@ -51,7 +51,9 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	if online == was {
 		if online && u.Name != "" && h.online[u.ID].Name != u.Name {
 			h.online[u.ID] = u // a name learned late: in the next list
-			h.listFrame = nil
+			if len(h.pending) == 0 {
+				h.listFrame = nil // else the batch's flush rebuilds it
+			}
 		}
 		return
 	}

@@ -194,8 +194,8 @@ func TestClusterDeployment(t *testing.T) {
 	bob, bobHello := dialChat(t, gwB, cookie["bob"], 0)
 	aliceID := aliceHello["user"].(map[string]any)["id"].(string)
 	bobID := bobHello["user"].(map[string]any)["id"].(string)
-	alice.waitOnline(t, "Bob")
-	bob.waitOnline(t, "Alice")
+	alice.waitPresence(t, "Bob", true)
+	bob.waitPresence(t, "Alice", true)
 
 	// Lobby and direct messages cross gateways and nodes.
 	alice.send(t, `{"type":"send","id":"hi","to":{"room":"lobby"},"text":"hello from node 0"}`)
@@ -444,6 +444,9 @@ func openChat(gateway, cookie string, resumeAfter uint64) (*chatSocket, map[stri
 	}
 }
 
+// undecodable marks a frame line that is not a JSON object.
+const undecodable = "(undecodable)"
+
 func (s *chatSocket) read() {
 	defer close(s.objs)
 	for {
@@ -457,9 +460,10 @@ func (s *chatSocket) read() {
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			var o map[string]any
-			if json.Unmarshal([]byte(line), &o) == nil {
-				s.objs <- o
+			if err := json.Unmarshal([]byte(line), &o); err != nil {
+				o = map[string]any{"type": undecodable, "line": line, "err": err.Error()}
 			}
+			s.objs <- o
 		}
 	}
 }
@@ -493,6 +497,9 @@ func (s *chatSocket) waitFor(t *testing.T, what string, match func(map[string]an
 			if !ok {
 				t.Fatalf("socket closed (%d) waiting for %s", s.code, what)
 			}
+			if o["type"] == undecodable {
+				t.Fatalf("frame line %q: %v", o["line"], o["err"])
+			}
 			if match(o) {
 				return
 			}
@@ -502,14 +509,15 @@ func (s *chatSocket) waitFor(t *testing.T, what string, match func(map[string]an
 	}
 }
 
-// waitOnline waits until the socket has been told name is online.
-func (s *chatSocket) waitOnline(t *testing.T, name string) {
+// waitPresence waits until the socket has been told name is online (in
+// the list or a change) or, with online false, offline.
+func (s *chatSocket) waitPresence(t *testing.T, name string, online bool) {
 	t.Helper()
-	s.waitFor(t, name+" online", func(o map[string]any) bool {
+	s.waitFor(t, fmt.Sprintf("%s online=%v", name, online), func(o map[string]any) bool {
 		if o["type"] != "presence" {
 			return false
 		}
-		if users, ok := o["users"].([]any); ok {
+		if users, ok := o["users"].([]any); ok && online {
 			for _, u := range users {
 				if u.(map[string]any)["name"] == name {
 					return true
@@ -517,7 +525,7 @@ func (s *chatSocket) waitOnline(t *testing.T, name string) {
 			}
 		}
 		u, ok := o["user"].(map[string]any)
-		return ok && u["name"] == name && o["online"] == true
+		return ok && u["name"] == name && o["online"] == online
 	})
 }
 

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/mongotest"
@@ -254,55 +251,20 @@ func TestDevRunStartsAllAndCtrlCStopsAll(t *testing.T) {
 // delivered with the sender the real auth's token names.
 func chatThroughGateway(t *testing.T, gateway, cookie string) {
 	t.Helper()
-	conn, next := wsObjects(t, gateway, cookie)
-	if f := next(); f["type"] != "hello" {
-		t.Fatalf("first frame %v", f)
-	}
-	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"send","id":"e2e-1","to":{"room":"lobby"},"text":"你好 natter"}`)); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := dialChat(t, gateway, cookie, 0)
+	s.send(t, `{"type":"send","id":"e2e-1","to":{"room":"lobby"},"text":"你好 natter"}`)
 	var acked, delivered bool
-	for !acked || !delivered {
-		switch o := next(); o["type"] {
+	s.waitFor(t, "the ack and the delivery of e2e-1", func(o map[string]any) bool {
+		switch o["type"] {
 		case "ack":
 			acked = acked || o["id"] == "e2e-1"
 		case "message":
 			from, _ := o["from"].(map[string]any)
 			delivered = delivered || (o["text"] == "你好 natter" && from["name"] == "佐伊")
 		}
-	}
-	_ = conn.Close()
-}
-
-// wsObjects opens a socket with cookie and returns a reader of objects.
-func wsObjects(t *testing.T, gateway, cookie string) (*websocket.Conn, func() map[string]any) {
-	t.Helper()
-	h := http.Header{"Cookie": {cookie}, "Origin": {gateway}}
-	conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(gateway, "http")+"/ws", h)
-	if err != nil {
-		t.Fatalf("websocket through the gateway: %v %v", err, resp)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	var queue []map[string]any
-	return conn, func() map[string]any {
-		for len(queue) == 0 {
-			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			_, data, err := conn.ReadMessage()
-			if err != nil {
-				t.Fatalf("read: %v", err)
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				var o map[string]any
-				if err := json.Unmarshal([]byte(line), &o); err != nil {
-					t.Fatalf("frame line %q: %v", line, err)
-				}
-				queue = append(queue, o)
-			}
-		}
-		o := queue[0]
-		queue = queue[1:]
-		return o
-	}
+		return acked && delivered
+	})
+	s.close()
 }
 
 // presenceThroughGateway: with zoe connected, a second user's socket
@@ -314,32 +276,13 @@ func presenceThroughGateway(t *testing.T, gateway, zoeCookie string) {
 		t.Fatalf("register yan: %d %s", r.status, r.body)
 	}
 	yan := postJSON(t, gateway+"/api/login", `{"account":"yan","password":"amber-river-19"}`, "")
-	_, zoeNext := wsObjects(t, gateway, zoeCookie)
-	waitPresence := func(next func() map[string]any, name string, online bool) {
-		t.Helper()
-		for {
-			o := next()
-			if o["type"] != "presence" {
-				continue
-			}
-			if users, ok := o["users"].([]any); ok && online {
-				for _, u := range users {
-					if u.(map[string]any)["name"] == name {
-						return
-					}
-				}
-			}
-			if u, ok := o["user"].(map[string]any); ok && u["name"] == name && o["online"] == online {
-				return
-			}
-		}
-	}
-	yanConn, yanNext := wsObjects(t, gateway, yan.cookie)
-	waitPresence(zoeNext, "Yan", true)
-	waitPresence(yanNext, "佐伊", true)
+	zoe, _ := dialChat(t, gateway, zoeCookie, 0)
+	yanSock, _ := dialChat(t, gateway, yan.cookie, 0)
+	zoe.waitPresence(t, "Yan", true)
+	yanSock.waitPresence(t, "佐伊", true)
 	start := time.Now()
-	_ = yanConn.Close()
-	waitPresence(zoeNext, "Yan", false)
+	yanSock.close()
+	zoe.waitPresence(t, "Yan", false)
 	t.Logf("offline seen %s after the socket closed", time.Since(start))
 }
 
