@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"github.com/natter/natter/services/chat"
@@ -50,6 +51,14 @@ type client struct {
 	closeCode  int // set once, before closing closes
 	closeText  string
 
+	// Sends waiting for the stream, in send order (see handleSend): smu
+	// guards sends and acking; acking says ackSends is running. sendSlots
+	// (cap maxSendsInFlight) bounds them.
+	smu       sync.Mutex
+	sends     []pendingSend
+	acking    bool
+	sendSlots chan struct{}
+
 	limiter *rate.Limiter
 	strikes int  // rate-limited frames in a row; reader goroutine only
 	started bool // a first frame was read; reader goroutine only
@@ -76,6 +85,57 @@ type client struct {
 	// its changes it was given at join; under hub.mu.
 	presBatch uint64
 	presSeen  int
+}
+
+// maxSendsInFlight bounds a socket's sends waiting for the stream at once.
+const maxSendsInFlight = 32
+
+// pendingSend is a send published to the stream, waiting for its ack.
+type pendingSend struct {
+	id    string
+	start time.Time
+	fut   jetstream.PubAckFuture
+}
+
+// trackSend queues p for acking; the acker runs only while sends are in
+// flight, so an idle socket has no goroutine for it.
+func (c *client) trackSend(p pendingSend) {
+	c.smu.Lock()
+	c.sends = append(c.sends, p)
+	start := !c.acking
+	c.acking = true
+	c.smu.Unlock()
+	if start {
+		go c.ackSends()
+	}
+}
+
+// ackSends answers the sends in flight in the order they were sent: an
+// ack with the stored sequence, or an error frame (the client retries
+// with the same id, stored at most once). Every future ends: the stream
+// answers or the publish times out (publishTimeout).
+func (c *client) ackSends() {
+	for {
+		c.smu.Lock()
+		if len(c.sends) == 0 {
+			c.sends, c.acking = nil, false
+			c.smu.Unlock()
+			return
+		}
+		p := c.sends[0]
+		c.sends[0] = pendingSend{}
+		c.sends = c.sends[1:]
+		c.smu.Unlock()
+		select {
+		case ack := <-p.fut.Ok():
+			c.gw.metrics.publishWait.Observe(time.Since(p.start).Seconds())
+			c.reply(chat.AckFrame{Type: chat.FrameAck, ID: p.id, Seq: ack.Sequence})
+		case err := <-p.fut.Err():
+			c.gw.log.Warn("publish failed", "subject", p.fut.Msg().Subject, "err", err)
+			c.reply(errorFrame(p.id, chat.CodeUnavailable, "could not store the message; retry with the same id"))
+		}
+		<-c.sendSlots
+	}
 }
 
 // Delivery states of a client.

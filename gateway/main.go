@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
@@ -126,7 +127,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 
-	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "gateway", log)
+	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "gateway", log,
+		// Sends are stored asynchronously (see handleSend); an ack that
+		// never comes fails the send after publishTimeout.
+		jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		return err
 	}

@@ -287,6 +287,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		room:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		closing:    make(chan struct{}),
+		sendSlots:  make(chan struct{}, maxSendsInFlight),
 		limiter:    rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
 	hello := chat.Encode(chat.HelloFrame{
@@ -448,8 +449,14 @@ func refusal(id, code, message string) *chat.ErrorFrame {
 	return &e
 }
 
-// handleSend validates a send, stores it, and acks with its sequence.
-// The sender is the token's user, whatever the frame says.
+// handleSend validates a send and stores it; the ack (with its sequence)
+// follows when the stream confirms. The sender is the token's user,
+// whatever the frame says.
+//
+// Stores are pipelined: up to maxSendsInFlight of a socket's sends wait
+// for the stream at once, published in the order they were read (so they
+// are stored in that order) and acked in that order. Past the bound the
+// reader waits, which holds the client back through TCP.
 func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 	if e := checkSend(f, g.limits.MaxTextChars); e != nil {
 		c.reply(*e)
@@ -462,19 +469,23 @@ func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 		return
 	}
 	m := chat.Message{ID: f.ID, From: c.user, To: *f.To, Text: f.Text, TS: time.Now().UTC()}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	start := time.Now()
+	select {
+	case c.sendSlots <- struct{}{}:
+	case <-c.closing:
+		return // nobody to ack; the client retries with the same id
+	}
+	p := pendingSend{id: f.ID, start: time.Now()}
 	// The dedupe key is the sender's id with theirs: a retry is stored once,
 	// and two users' ids never collide.
-	ack, err := g.js.Publish(ctx, subject, chat.Encode(m), jetstream.WithMsgID(c.user.ID+":"+f.ID))
+	fut, err := g.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: chat.Encode(m)}, jetstream.WithMsgID(c.user.ID+":"+f.ID))
 	if err != nil {
+		<-c.sendSlots
 		g.log.Warn("publish failed", "subject", subject, "err", err)
 		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the message; retry with the same id"))
 		return
 	}
-	g.metrics.publishWait.Observe(time.Since(start).Seconds())
-	c.reply(chat.AckFrame{Type: chat.FrameAck, ID: f.ID, Seq: ack.Sequence})
+	p.fut = fut
+	c.trackSend(p)
 }
 
 // destination is the subject of a checked send, once a user recipient is

@@ -283,6 +283,29 @@ func TestDirectMessagesReachOnlyTheirUsers(t *testing.T) {
 	}
 }
 
+// A client may send without waiting for each ack: its sends are stored in
+// the order sent, and acked in that order, past the in-flight bound too.
+func TestPipelinedSendsKeepOrder(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	const n = 3 * maxSendsInFlight
+	for i := range n {
+		alice.send(t, fmt.Sprintf(`{"type":"send","id":"p%d","to":{"room":"lobby"},"text":"n%d"}`, i, i))
+	}
+	var last uint64
+	for i := range n {
+		ack := alice.nextOf(t, "ack")
+		if ack["id"] != fmt.Sprintf("p%d", i) || seq(ack) <= last {
+			t.Fatalf("ack %d = %v after seq %d", i, ack, last)
+		}
+		last = seq(ack)
+		if m := bob.nextOf(t, "message"); m["text"] != fmt.Sprintf("n%d", i) || seq(m) != last {
+			t.Fatalf("bob's message %d = %v, want seq %d", i, m, last)
+		}
+	}
+}
+
 func TestRetryStoredOnce(t *testing.T) {
 	e := startChat(t, 1, nil)
 	alice, _ := e.dial(t, e.gws[0], "alice")
@@ -435,7 +458,16 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 	if err := fast.WriteMessage(websocket.TextMessage, []byte(`{"type":"history","to":{"room":"lobby"},"limit":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	alice, _ := e.dial(t, e.gws[0], "alice")
+	// The sender reads everything it is sent (acks and its own messages)
+	// and drops it: only the reader that never reads is slow.
+	alice := dialRaw("alice")
+	go func() {
+		for {
+			if _, _, err := alice.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
 
 	const n = 2000
 	counted := make(chan int, 1)
@@ -451,7 +483,10 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 		counted <- seen
 	}()
 	for i := range n {
-		alice.send(t, fmt.Sprintf(`{"type":"send","id":"s%d","to":{"room":"lobby"},"text":"%s"}`, i, strings.Repeat("y", 4000)))
+		frame := fmt.Sprintf(`{"type":"send","id":"s%d","to":{"room":"lobby"},"text":"%s"}`, i, strings.Repeat("y", 4000))
+		if err := alice.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	select {
 	case seen := <-counted:

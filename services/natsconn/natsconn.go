@@ -152,8 +152,9 @@ func InboxPrefix(service string) string { return "_INBOX." + service }
 
 // ConnectJetStream is Connect with a JetStream context on the connection,
 // what every natter service starts with: named natter-<service>, its
-// inboxes under InboxPrefix(service), the credentials of b.
-func ConnectJetStream(b config.Base, service string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// inboxes under InboxPrefix(service), the credentials of b; jsOpts
+// configure the JetStream context.
+func ConnectJetStream(b config.Base, service string, log *slog.Logger, jsOpts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{nats.CustomInboxPrefix(InboxPrefix(service))}
 	switch {
 	case b.NATSCreds != "":
@@ -165,7 +166,7 @@ func ConnectJetStream(b config.Base, service string, log *slog.Logger) (*nats.Co
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jsOpts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
