@@ -24,9 +24,10 @@ const (
 	maxBatch = 128
 )
 
-// client is one websocket connection, shaped like gorilla's chat example:
-// one goroutine reads (readPump), one owns every write (writePump), and
-// everyone else talks to it through its bounded send queue.
+// client is one websocket connection: one goroutine reads (readPump);
+// writes go through a bounded send queue to a writer goroutine (write)
+// that runs only while there is something to write, so an idle socket
+// costs one goroutine, not two.
 type client struct {
 	id     string
 	user   chat.User
@@ -34,19 +35,22 @@ type client struct {
 	conn   *websocket.Conn
 	gw     *gateway
 
-	// queue holds encoded frame objects (shared, never modified) for
-	// writePump, at most gw.limits.QueueLen; a full queue means the
-	// client is too slow. A slice grown on demand rather than a channel
-	// of QueueLen slots: an idle socket holds no queue memory, and the
-	// writer takes everything queued at once. qmu guards queue and spare.
-	qmu   sync.Mutex
-	queue [][]byte
-	spare [][]byte      // the writer's last slice, reused when small
-	wake  chan struct{} // (cap 1) something was queued
-	room  chan struct{} // (cap 1) the writer took the queue
+	// queue holds encoded frame objects (shared, never modified) for the
+	// writer, at most gw.limits.QueueLen; a full queue means the client
+	// is too slow. A slice grown on demand rather than a channel of
+	// QueueLen slots: an idle socket holds no queue memory, and the
+	// writer takes everything queued at once. qmu guards queue, spare,
+	// writing and pingDue.
+	qmu     sync.Mutex
+	queue   [][]byte
+	spare   [][]byte // the writer's last slice, reused when small
+	writing bool     // a writer runs; stays set once the socket's writes end
+	pingDue bool
+	room    chan struct{} // (cap 1) the writer took the queue
+	pinger  *time.Timer   // sets pingDue every PingInterval
 
 	closing    chan struct{} // closed by closeWith
-	writerDone chan struct{} // closed when writePump has returned
+	writerDone chan struct{} // closed when the socket's writes have ended
 	closeOnce  sync.Once
 	closeCode  int // set once, before closing closes
 	closeText  string
@@ -78,7 +82,7 @@ type client struct {
 	// live messages and is closed for resume (4011).
 	frozen atomic.Bool
 
-	// lastWrite is when writePump last wrote queued objects.
+	// lastWrite is when the writer last wrote queued objects.
 	lastWrite time.Time
 
 	// The presence batch the socket joined during, and how many bytes of
@@ -223,25 +227,53 @@ func (c *client) push(b []byte, limit int) bool {
 		return false
 	}
 	c.queue = append(c.queue, b)
+	start := c.needWriter()
 	c.qmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if start {
+		go c.write()
 	}
 	return true
 }
 
-// take hands the writer everything queued.
-func (c *client) take() [][]byte {
-	c.qmu.Lock()
-	q := c.queue
-	c.queue, c.spare = c.spare, nil
-	c.qmu.Unlock()
-	select {
-	case c.room <- struct{}{}:
-	default:
+// needWriter says whether the caller, holding qmu, must start a writer:
+// none runs, and the socket's writes have not ended.
+func (c *client) needWriter() bool {
+	if c.writing {
+		return false
 	}
-	return q
+	c.writing = true
+	return true
+}
+
+// kick makes sure a writer runs (for a ping or the close).
+func (c *client) kick() {
+	c.qmu.Lock()
+	start := c.needWriter()
+	c.qmu.Unlock()
+	if start {
+		go c.write()
+	}
+}
+
+// startWrites starts the pings and the writes of a joined socket: what
+// was queued while it joined (hello, the online list) goes out first.
+func (c *client) startWrites() {
+	c.pinger = time.AfterFunc(c.gw.limits.PingInterval, c.ping)
+	c.qmu.Lock()
+	c.writing = false
+	c.qmu.Unlock()
+	c.kick()
+}
+
+// ping is the pinger's tick: the writer sends a ping, then re-arms it.
+func (c *client) ping() {
+	c.qmu.Lock()
+	c.pingDue = true
+	start := c.needWriter()
+	c.qmu.Unlock()
+	if start {
+		go c.write()
+	}
 }
 
 // giveBack returns a written slice for reuse, unless it grew big (an idle
@@ -295,64 +327,88 @@ func (c *client) enqueue(b []byte) {
 	}
 }
 
-// closeWith asks writePump to close the socket with code; the first
+// closeWith asks the writer to close the socket with code; the first
 // call wins.
 func (c *client) closeWith(code int, text string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, text
 		close(c.closing)
 	})
+	c.kick()
 }
 
-// writePump owns the socket's writes: queued objects, coalesced into one
-// frame separated by '\n'; pings; and the close frame.
-func (c *client) writePump() {
-	ping := time.NewTicker(c.gw.limits.PingInterval)
-	defer func() {
-		ping.Stop()
-		_ = c.conn.Close()
-		close(c.writerDone)
-	}()
+// write is the socket's writer: queued objects, coalesced into frames
+// separated by '\n'; a due ping; at the end the close frame. At most one
+// runs per socket (writing), and only while there is something to do.
+func (c *client) write() {
 	for {
+		// A socket written to less than WriteDelay ago waits out the
+		// rest, so what arrives meanwhile joins this write: a busy socket
+		// gets at most one write per WriteDelay, a quiet one is written
+		// to at once.
+		if wait := c.gw.limits.WriteDelay - time.Since(c.lastWrite); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-c.closing:
+				t.Stop()
+			}
+		}
+		c.qmu.Lock()
+		q, ping := c.queue, c.pingDue
+		closing := isClosed(c.closing)
+		if len(q) == 0 && !ping && !closing {
+			// Checked under qmu: a push, ping or closeWith after this
+			// starts a new writer.
+			c.writing = false
+			c.qmu.Unlock()
+			return
+		}
+		c.queue, c.spare, c.pingDue = c.spare, nil, false
+		c.qmu.Unlock()
 		select {
-		case <-c.wake:
-			// A socket written to less than WriteDelay ago waits out the
-			// rest, so what arrives meanwhile joins this write: a busy
-			// socket gets at most one write per WriteDelay, a quiet one
-			// is written to at once.
-			if wait := c.gw.limits.WriteDelay - time.Since(c.lastWrite); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-c.closing:
-					t.Stop()
-				}
+		case c.room <- struct{}{}:
+		default:
+		}
+		err := c.writeObjects(q)
+		if err == nil && ping && !closing {
+			if err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err == nil {
+				c.pinger.Reset(c.gw.limits.PingInterval)
 			}
-			if err := c.writeQueued(); err != nil {
-				c.closeWith(websocket.CloseAbnormalClosure, "")
-				return
-			}
-		case <-ping.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
-				c.closeWith(websocket.CloseAbnormalClosure, "")
-				return
-			}
-		case <-c.closing:
-			// What is already queued (say, the error frames before a 4008)
-			// goes out first, within writeWait, then the close frame.
-			if err := c.writeQueued(); err != nil {
-				return
-			}
-			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-			_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
+		}
+		if err != nil || closing {
+			c.finish(err)
 			return
 		}
 	}
 }
 
-// writeQueued writes everything queued, maxBatch objects per frame.
-func (c *client) writeQueued() error {
-	q := c.take()
+// finish ends the socket's writes: after what was queued (say, the error
+// frames before a 4008) the close frame, unless a write failed.
+func (c *client) finish(err error) {
+	if err != nil {
+		c.closeWith(websocket.CloseAbnormalClosure, "")
+	} else {
+		msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+		_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
+	}
+	c.pinger.Stop()
+	_ = c.conn.Close()
+	close(c.writerDone)
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeObjects writes q, maxBatch objects per frame, and keeps the slice
+// for reuse.
+func (c *client) writeObjects(q [][]byte) error {
 	defer c.giveBack(q)
 	for rest := q; len(rest) > 0; {
 		n := min(len(rest), maxBatch)

@@ -283,10 +283,10 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &client{
 		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, gw: g,
-		wake:       make(chan struct{}, 1),
 		room:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		closing:    make(chan struct{}),
+		writing:    true, // no writes until startWrites
 		sendSlots:  make(chan struct{}, maxSendsInFlight),
 		limiter:    rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
@@ -307,7 +307,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The socket lives on goroutines of its own: the HTTP handler's, deep
 	// in net/http with a stack grown by the handshake, ends here, which
 	// keeps an idle socket's memory small.
-	go c.writePump()
+	c.startWrites()
 	go func() {
 		defer g.dropSocket(c)
 		defer hold.Stop()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -553,5 +554,59 @@ func TestNATSReconnectClosesForResume(t *testing.T) {
 	again.send(t, `{"type":"send","id":"after","to":{"room":"lobby"},"text":"back"}`)
 	if ack := again.nextOf(t, "ack"); ack["id"] != "after" {
 		t.Fatalf("ack = %v", ack)
+	}
+}
+
+// Idle sockets are pinged every PING_INTERVAL (their writer starts for the
+// ping alone); one that answers stays open, one that does not is dropped
+// after two intervals.
+func TestPingsKeepAnsweringSocketsOpen(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"PING_INTERVAL": "1s"})
+	open := func(user string, answer bool) (*websocket.Conn, *atomic.Int32, chan error) {
+		h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, user, time.Hour)}}
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		var pings atomic.Int32
+		c.SetPingHandler(func(data string) error {
+			pings.Add(1)
+			if !answer {
+				return nil
+			}
+			return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+		ended := make(chan error, 1)
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					ended <- err
+					return
+				}
+			}
+		}()
+		return c, &pings, ended
+	}
+	_, alivePings, aliveEnded := open("alice", true)
+	_, silentPings, silentEnded := open("bob", false)
+	select {
+	case <-silentEnded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a socket that never answered pings was not dropped within 10s")
+	}
+	if silentPings.Load() == 0 {
+		t.Fatal("the dropped socket was never pinged")
+	}
+	// Three pings answered: open well past two intervals.
+	for deadline := time.Now().Add(10 * time.Second); alivePings.Load() < 3; {
+		select {
+		case err := <-aliveEnded:
+			t.Fatalf("the answering socket ended: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the answering socket got %d pings in 10s", alivePings.Load())
+		}
 	}
 }

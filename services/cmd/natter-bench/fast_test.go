@@ -33,3 +33,23 @@ func TestFastMessage(t *testing.T) {
 		}
 	}
 }
+
+// A pacer that fell behind sends the missed sends at once, then keeps the
+// rate; it stops after rate x duration sends.
+func TestPacerCatchesUp(t *testing.T) {
+	p := newPacer(time.Now().Add(-time.Second), 100, 1200*time.Millisecond)
+	begin := time.Now()
+	n := 0
+	for p.next(t.Context()) {
+		n++
+		if n == 100 && time.Since(begin) > 500*time.Millisecond {
+			t.Fatalf("the 100 overdue sends took %v", time.Since(begin))
+		}
+	}
+	if n != 120 {
+		t.Fatalf("sent %d, want 120", n)
+	}
+	if d := time.Since(begin); d < 150*time.Millisecond {
+		t.Fatalf("the 20 sends due later took only %v", d)
+	}
+}
