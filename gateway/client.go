@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
@@ -41,13 +42,15 @@ type client struct {
 	// QueueLen slots: an idle socket holds no queue memory, and the
 	// writer takes everything queued at once. qmu guards queue, spare,
 	// writing and pingDue.
-	qmu     sync.Mutex
-	queue   [][]byte
-	spare   [][]byte // the writer's last slice, reused when small
-	writing bool     // a writer runs; stays set once the socket's writes end
-	pingDue bool
-	room    chan struct{} // (cap 1) the writer took the queue
-	pinger  *time.Timer   // sets pingDue every PingInterval
+	qmu       sync.Mutex
+	queue     [][]byte
+	spare     [][]byte // the writer's last slice, reused when small
+	writing   bool     // a writer runs; stays set once the socket's writes end
+	lingering bool     // the writer waits on wake for more to do
+	pingDue   bool
+	wake      chan struct{} // (cap 1) wakes a lingering writer
+	room      chan struct{} // (cap 1) the writer took the queue
+	pinger    *time.Timer   // sets pingDue every PingInterval
 
 	closing    chan struct{} // closed by closeWith
 	writerDone chan struct{} // closed when the socket's writes have ended
@@ -55,12 +58,8 @@ type client struct {
 	closeCode  int // set once, before closing closes
 	closeText  string
 
-	// Sends waiting for the stream, in send order (see handleSend): smu
-	// guards sends and acking; acking says ackSends is running. sendSlots
-	// (cap maxSendsInFlight) bounds them.
-	smu       sync.Mutex
-	sends     []pendingSend
-	acking    bool
+	// sendSlots (cap maxSendsInFlight) holds one token per send waiting
+	// for the stream (see handleSend).
 	sendSlots chan struct{}
 
 	limiter *rate.Limiter
@@ -91,54 +90,64 @@ type client struct {
 	presSeen  int
 }
 
-// maxSendsInFlight bounds a socket's sends waiting for the stream at once.
-const maxSendsInFlight = 32
+// Sends waiting for the stream at once: per socket, and per gateway (past
+// that, a send waits briefly, then is refused with unavailable).
+const (
+	maxSendsInFlight  = 32
+	maxStoresInFlight = 16384
+)
 
 // pendingSend is a send published to the stream, waiting for its ack.
 type pendingSend struct {
+	c     *client
 	id    string
 	start time.Time
-	fut   jetstream.PubAckFuture
 }
 
-// trackSend queues p for acking; the acker runs only while sends are in
-// flight, so an idle socket has no goroutine for it.
-func (c *client) trackSend(p pendingSend) {
-	c.smu.Lock()
-	c.sends = append(c.sends, p)
-	start := !c.acking
-	c.acking = true
-	c.smu.Unlock()
-	if start {
-		go c.ackSends()
+// sendAcks answers the sends waiting for the stream. The JetStream context
+// calls stored or failed for each (from its reply handler, or its timeout
+// after publishTimeout), so no goroutine waits per send; the stream acks
+// one socket's sends in the order they were published.
+type sendAcks struct {
+	mu      sync.Mutex
+	pending map[*nats.Msg]pendingSend
+}
+
+func newSendAcks() *sendAcks { return &sendAcks{pending: map[*nats.Msg]pendingSend{}} }
+
+// add registers p for m before m is published: its ack may come first.
+func (a *sendAcks) add(m *nats.Msg, p pendingSend) {
+	a.mu.Lock()
+	a.pending[m] = p
+	a.mu.Unlock()
+}
+
+// take removes m's send and frees its slot.
+func (a *sendAcks) take(m *nats.Msg) (pendingSend, bool) {
+	a.mu.Lock()
+	p, ok := a.pending[m]
+	delete(a.pending, m)
+	a.mu.Unlock()
+	if ok {
+		<-p.c.sendSlots
+	}
+	return p, ok
+}
+
+// stored acks a send with its stream sequence.
+func (a *sendAcks) stored(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+	if p, ok := a.take(m); ok {
+		p.c.gw.metrics.publishWait.Observe(time.Since(p.start).Seconds())
+		p.c.reply(chat.AckFrame{Type: chat.FrameAck, ID: p.id, Seq: ack.Sequence})
 	}
 }
 
-// ackSends answers the sends in flight in the order they were sent: an
-// ack with the stored sequence, or an error frame (the client retries
-// with the same id, stored at most once). Every future ends: the stream
-// answers or the publish times out (publishTimeout).
-func (c *client) ackSends() {
-	for {
-		c.smu.Lock()
-		if len(c.sends) == 0 {
-			c.sends, c.acking = nil, false
-			c.smu.Unlock()
-			return
-		}
-		p := c.sends[0]
-		c.sends[0] = pendingSend{}
-		c.sends = c.sends[1:]
-		c.smu.Unlock()
-		select {
-		case ack := <-p.fut.Ok():
-			c.gw.metrics.publishWait.Observe(time.Since(p.start).Seconds())
-			c.reply(chat.AckFrame{Type: chat.FrameAck, ID: p.id, Seq: ack.Sequence})
-		case err := <-p.fut.Err():
-			c.gw.log.Warn("publish failed", "subject", p.fut.Msg().Subject, "err", err)
-			c.reply(errorFrame(p.id, chat.CodeUnavailable, "could not store the message; retry with the same id"))
-		}
-		<-c.sendSlots
+// failed refuses a send the stream did not store; the client retries
+// with the same id, stored at most once.
+func (a *sendAcks) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
+	if p, ok := a.take(m); ok {
+		p.c.gw.log.Warn("publish failed", "subject", m.Subject, "err", err)
+		p.c.reply(errorFrame(p.id, chat.CodeUnavailable, "could not store the message; retry with the same id"))
 	}
 }
 
@@ -236,14 +245,27 @@ func (c *client) push(b []byte, limit int) bool {
 }
 
 // needWriter says whether the caller, holding qmu, must start a writer:
-// none runs, and the socket's writes have not ended.
+// none runs, and the socket's writes have not ended. A lingering writer
+// is woken instead.
 func (c *client) needWriter() bool {
-	if c.writing {
-		return false
+	if !c.writing {
+		c.writing = true
+		return true
 	}
-	c.writing = true
-	return true
+	if c.lingering {
+		c.lingering = false
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return false
 }
+
+// writerLinger is how long a writer with nothing to do waits for more
+// before it ends: a busy socket keeps its writer (starting one per write
+// cost more than the write), an idle one has none.
+const writerLinger = time.Second
 
 // kick makes sure a writer runs (for a ping or the close).
 func (c *client) kick() {
@@ -339,8 +361,11 @@ func (c *client) closeWith(code int, text string) {
 
 // write is the socket's writer: queued objects, coalesced into frames
 // separated by '\n'; a due ping; at the end the close frame. At most one
-// runs per socket (writing), and only while there is something to do.
+// runs per socket (writing), and only while there is something to do or
+// for writerLinger after.
 func (c *client) write() {
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
 	for {
 		// A socket written to less than WriteDelay ago waits out the
 		// rest, so what arrives meanwhile joins this write: a busy socket
@@ -358,11 +383,10 @@ func (c *client) write() {
 		q, ping := c.queue, c.pingDue
 		closing := isClosed(c.closing)
 		if len(q) == 0 && !ping && !closing {
-			// Checked under qmu: a push, ping or closeWith after this
-			// starts a new writer.
-			c.writing = false
-			c.qmu.Unlock()
-			return
+			if c.idle(linger) {
+				return
+			}
+			continue
 		}
 		c.queue, c.spare, c.pingDue = c.spare, nil, false
 		c.qmu.Unlock()
@@ -381,6 +405,41 @@ func (c *client) write() {
 			return
 		}
 	}
+}
+
+// idle waits, with qmu held and nothing to write, up to writerLinger for
+// more (needWriter wakes it); true when the writer should end. The end is
+// decided under qmu: a push, ping or closeWith after it starts a new
+// writer.
+func (c *client) idle(linger *time.Timer) bool {
+	c.lingering = true
+	c.qmu.Unlock()
+	linger.Reset(writerLinger)
+	select {
+	case <-c.wake:
+		return false
+	case <-c.closing:
+		c.qmu.Lock()
+		c.lingering = false
+		c.qmu.Unlock()
+		return false
+	case <-linger.C:
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if !c.lingering { // woken meanwhile: take the wake it left
+		select {
+		case <-c.wake:
+		default:
+		}
+		return false
+	}
+	c.lingering = false
+	if len(c.queue) > 0 || c.pingDue || isClosed(c.closing) {
+		return false
+	}
+	c.writing = false
+	return true
 }
 
 // finish ends the socket's writes: after what was queued (say, the error

@@ -18,7 +18,9 @@ import (
 // A gateway subscribes once per room and once per locally connected user
 // (two subjects: the user is either side of a sorted dm pair), decodes and
 // encodes each message once, and fans the same bytes out to every local
-// socket concerned.
+// socket concerned. The users' subscriptions all deliver to one queue
+// (dms) read by one goroutine: a subscription with a callback would hold
+// a goroutine per subscription, two per connected user.
 type hub struct {
 	log *slog.Logger
 	nc  *nats.Conn
@@ -41,7 +43,16 @@ type hub struct {
 	pending  []byte
 	batch    uint64
 	flushing bool
+
+	dms  chan *nats.Msg // every user subscription's messages, in arrival order
+	stop chan struct{}  // ends dispatchDMs
 }
+
+// dmQueueLen bounds the direct messages received and not yet dispatched.
+// Past it the client library drops them (a slow consumer); their users'
+// sockets are then closed for resume (see onSlowConsumer), so they miss
+// nothing.
+const dmQueueLen = 64 << 10
 
 // subscribeTimeout bounds the round trip that confirms a user's
 // subscriptions with the server.
@@ -54,7 +65,8 @@ type localUser struct {
 
 func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	h := &hub{log: log, nc: nc, m: m, room: map[*client]struct{}{}, users: map[string]*localUser{},
-		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{}}
+		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
+		dms: make(chan *nats.Msg, dmQueueLen), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
 		return nil, err
@@ -73,10 +85,62 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 		_ = sub.SetPendingLimits(-1, -1)
 		h.subs = append(h.subs, sub)
 	}
+	go h.dispatchDMs()
 	return h, nil
 }
 
-func (h *hub) close() { unsubscribe(h.subs) }
+func (h *hub) close() {
+	unsubscribe(h.subs)
+	close(h.stop)
+}
+
+// dispatchDMs delivers what the users' subscriptions receive.
+func (h *hub) dispatchDMs() {
+	for {
+		select {
+		case m := <-h.dms:
+			if user, ok := dmRecipient(m); ok {
+				h.onDM(user, m)
+			}
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+// dmPrefix starts the live subjects of direct messages.
+const dmPrefix = chat.LivePrefix + "chat.dm."
+
+// dmRecipient is the user whose subscription received m: chat.dm.<lo>.<hi>
+// reaches lo through "<lo>.*" and hi through "*.<hi>"; a note to self
+// matches both and is delivered from the first.
+func dmRecipient(m *nats.Msg) (string, bool) {
+	if m.Sub == nil {
+		return "", false
+	}
+	pattern := strings.TrimPrefix(m.Sub.Subject, dmPrefix)
+	if lo, ok := strings.CutSuffix(pattern, ".*"); ok {
+		return lo, true
+	}
+	hi := strings.TrimPrefix(pattern, "*.")
+	return hi, !strings.HasPrefix(m.Subject, dmPrefix+hi+".")
+}
+
+// onSlowConsumer closes for resume the sockets of a user whose direct
+// messages were dropped (dms was full): their resume replays them.
+func (h *hub) onSlowConsumer(sub *nats.Subscription) {
+	if sub == nil || !strings.HasPrefix(sub.Subject, dmPrefix) {
+		return
+	}
+	user, _ := dmRecipient(&nats.Msg{Sub: sub})
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if u := h.users[user]; u != nil {
+		for c := range u.clients {
+			c.closeWith(chat.CloseResume, "messages dropped under load: resume")
+		}
+	}
+}
 
 // join registers c and queues hello then the online list, so every
 // presence change after the list follows it; its user's dm subscriptions
@@ -117,25 +181,14 @@ func (h *hub) join(c *client, hello []byte) error {
 // after their hello can miss them.
 func (h *hub) subscribeUser(id string) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
-	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>";
-	// a note to self matches both and is delivered from the first.
-	for _, sub := range []struct {
-		subject string
-		cb      nats.MsgHandler
-	}{
-		{chat.LivePrefix + "chat.dm." + id + ".*", func(m *nats.Msg) { h.onDM(id, m) }},
-		{chat.LivePrefix + "chat.dm.*." + id, func(m *nats.Msg) {
-			if !strings.HasPrefix(m.Subject, chat.LivePrefix+"chat.dm."+id+".") {
-				h.onDM(id, m)
-			}
-		}},
-	} {
-		s, err := h.nc.Subscribe(sub.subject, sub.cb)
+	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>"
+	// (dmRecipient).
+	for _, subject := range []string{dmPrefix + id + ".*", dmPrefix + "*." + id} {
+		s, err := h.nc.ChanSubscribe(subject, h.dms)
 		if err != nil {
 			unsubscribe(subs)
 			return nil, err
 		}
-		_ = s.SetPendingLimits(-1, -1)
 		subs = append(subs, s)
 	}
 	if err := h.nc.FlushTimeout(subscribeTimeout); err != nil {

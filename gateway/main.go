@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
@@ -127,10 +128,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 
+	acks := newSendAcks()
 	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "gateway", log,
-		// Sends are stored asynchronously (see handleSend); an ack that
-		// never comes fails the send after publishTimeout.
-		jetstream.WithPublishAsyncTimeout(publishTimeout))
+		// Sends are stored asynchronously (see handleSend): answered by
+		// acks; one that gets no answer fails after publishTimeout.
+		jetstream.WithPublishAsyncAckHandler(acks.stored),
+		jetstream.WithPublishAsyncErrHandler(acks.failed),
+		jetstream.WithPublishAsyncTimeout(publishTimeout),
+		jetstream.WithPublishAsyncMaxPending(maxStoresInFlight))
 	if err != nil {
 		return err
 	}
@@ -145,7 +150,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer h.close()
 	g := &gateway{
-		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, limits: cfg.WS, metrics: m,
+		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, acks: acks, limits: cfg.WS, metrics: m,
 		origins: map[string]bool{},
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
@@ -168,6 +173,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// closes wait resumeCloseDelay, so the new subscriptions' interest has
 	// reached every node of the cluster before the resumes read the stream.
 	natsconn.OnDisconnect(nc, h.freezeAll)
+	natsconn.OnAsyncError(nc, func(sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			h.onSlowConsumer(sub)
+		}
+	})
 	natsconn.OnReconnect(nc, func() {
 		g.reconnects.Add(1)
 		time.AfterFunc(resumeCloseDelay, func() {

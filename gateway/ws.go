@@ -60,6 +60,7 @@ type gateway struct {
 	js       jetstream.JetStream
 	verifier *token.Verifier
 	hub      *hub
+	acks     *sendAcks
 	limits   WSLimits
 	origins  map[string]bool // allowed Origin values; empty: same host only
 	metrics  *metrics
@@ -287,6 +288,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writerDone: make(chan struct{}),
 		closing:    make(chan struct{}),
 		writing:    true, // no writes until startWrites
+		wake:       make(chan struct{}, 1),
 		sendSlots:  make(chan struct{}, maxSendsInFlight),
 		limiter:    rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
@@ -474,18 +476,16 @@ func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 	case <-c.closing:
 		return // nobody to ack; the client retries with the same id
 	}
-	p := pendingSend{id: f.ID, start: time.Now()}
+	msg := &nats.Msg{Subject: subject, Data: chat.Encode(m)}
+	g.acks.add(msg, pendingSend{c: c, id: f.ID, start: time.Now()})
 	// The dedupe key is the sender's id with theirs: a retry is stored once,
 	// and two users' ids never collide.
-	fut, err := g.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: chat.Encode(m)}, jetstream.WithMsgID(c.user.ID+":"+f.ID))
-	if err != nil {
-		<-c.sendSlots
-		g.log.Warn("publish failed", "subject", subject, "err", err)
-		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the message; retry with the same id"))
-		return
+	if _, err := g.js.PublishMsgAsync(msg, jetstream.WithMsgID(c.user.ID+":"+f.ID)); err != nil {
+		if _, ok := g.acks.take(msg); ok {
+			g.log.Warn("publish failed", "subject", subject, "err", err)
+			c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the message; retry with the same id"))
+		}
 	}
-	p.fut = fut
-	c.trackSend(p)
 }
 
 // destination is the subject of a checked send, once a user recipient is

@@ -115,6 +115,19 @@ func OnDisconnect(nc *nats.Conn, f func()) {
 	})
 }
 
+// OnAsyncError runs f on each asynchronous error of nc (a slow consumer,
+// a permissions violation), after what Connect already does then
+// (logging). Call it during setup.
+func OnAsyncError(nc *nats.Conn, f func(sub *nats.Subscription, err error)) {
+	prev := nc.Opts.AsyncErrorCB
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if prev != nil {
+			prev(c, sub, err)
+		}
+		f(sub, err)
+	})
+}
+
 // ErrService is a micro endpoint's error answer (its
 // Nats-Service-Error-Code header), wrapped with the code and message.
 var ErrService = errors.New("service error")

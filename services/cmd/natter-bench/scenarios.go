@@ -288,7 +288,10 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 	for p := range pairs {
 		wg.Go(func() {
 			from, to := socks[2*p], sessions[(2*p+1)%len(sessions)]
-			pace := newPacer(start, rate, duration)
+			// Pairs are spread over one period rather than all sending
+			// at the same instant: people do not type in step.
+			offset := time.Duration(float64(time.Second) / rate * float64(p) / float64(pairs))
+			pace := newPacer(start.Add(offset), rate, duration)
 			for n := 0; pace.next(ctx); n++ {
 				id := fmt.Sprintf("%sd%d-%d", runID, p, n)
 				now := time.Now()

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/token"
+)
+
+// Every user subscription delivers to one queue; the subscription a
+// message came through says whose it is, and a note to self (both
+// subscriptions match) is delivered once.
+func TestDMRecipient(t *testing.T) {
+	for _, tc := range []struct {
+		sub, subject string
+		user         string
+		ok           bool
+	}{
+		{dmPrefix + "ann.*", dmPrefix + "ann.bob", "ann", true},
+		{dmPrefix + "*.bob", dmPrefix + "ann.bob", "bob", true},
+		{dmPrefix + "ann.*", dmPrefix + "ann.ann", "ann", true},
+		{dmPrefix + "*.ann", dmPrefix + "ann.ann", "", false},
+		{dmPrefix + "*.an", dmPrefix + "ann.an", "an", true},
+	} {
+		user, ok := dmRecipient(&nats.Msg{Subject: tc.subject, Sub: &nats.Subscription{Subject: tc.sub}})
+		if ok != tc.ok || (ok && user != tc.user) {
+			t.Errorf("%s via %s: %q %v, want %q %v", tc.subject, tc.sub, user, ok, tc.user, tc.ok)
+		}
+	}
+	if _, ok := dmRecipient(&nats.Msg{Subject: dmPrefix + "a.b"}); ok {
+		t.Error("a message without its subscription has a recipient")
+	}
+}
+
+// Direct messages dropped because the queue was full close their user's
+// sockets for resume, and only theirs.
+func TestSlowConsumerClosesForResume(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry())
+	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}}
+	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64}}
+	socket := func(user string) *client {
+		c := &client{gw: gw, writing: true, closing: make(chan struct{}), claims: &token.Claims{}}
+		if h.users[user] == nil {
+			h.users[user] = &localUser{clients: map[*client]struct{}{}}
+		}
+		h.users[user].clients[c] = struct{}{}
+		return c
+	}
+	bob1, bob2, ann := socket("bob"), socket("bob"), socket("ann")
+	h.onSlowConsumer(&nats.Subscription{Subject: dmPrefix + "*.bob"})
+	for _, c := range []*client{bob1, bob2} {
+		if !isClosed(c.closing) || c.closeCode != chat.CloseResume {
+			t.Fatalf("bob's socket: closed %v with %d, want %d", isClosed(c.closing), c.closeCode, chat.CloseResume)
+		}
+	}
+	if isClosed(ann.closing) {
+		t.Fatal("another user's socket was closed")
+	}
+	h.onSlowConsumer(&nats.Subscription{Subject: chat.LivePrefix + "chat.room.lobby"})
+	if isClosed(ann.closing) {
+		t.Fatal("a slow room subscription closed a user's sockets")
+	}
+}
