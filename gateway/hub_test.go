@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,5 +65,22 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	h.onSlowConsumer(&nats.Subscription{Subject: chat.LivePrefix + "chat.room.lobby"})
 	if isClosed(ann.closing) {
 		t.Fatal("a slow room subscription closed a user's sockets")
+	}
+}
+
+func TestPresenceDelay(t *testing.T) {
+	for _, tc := range []struct {
+		sockets int
+		want    time.Duration
+	}{
+		{0, presenceBatch},
+		{500, presenceBatch},
+		{2000, 200 * time.Millisecond},
+		{10000, time.Second},
+		{100000, presenceBatchMax},
+	} {
+		if got := presenceDelay(tc.sockets); got != tc.want {
+			t.Errorf("presenceDelay(%d) = %v, want %v", tc.sockets, got, tc.want)
+		}
 	}
 }

@@ -26,7 +26,19 @@ const (
 	// of per change, which in a connect storm is the difference between
 	// O(sockets x joins) and O(sockets x batches) socket writes.
 	presenceBatch = 50 * time.Millisecond
+	// A gateway with many sockets batches longer: presence batches take at
+	// most presenceWritesPerSecond socket writes a second, and wait at
+	// most presenceBatchMax (at 10,000 writes/s: 50 ms up to 500 sockets,
+	// 200 ms at 2,000, the 1 s cap from 10,000).
+	presenceWritesPerSecond = 10000
+	presenceBatchMax        = time.Second
 )
+
+// presenceDelay is how long a batch waits on a gateway with sockets.
+func presenceDelay(sockets int) time.Duration {
+	d := time.Duration(sockets) * time.Second / presenceWritesPerSecond
+	return min(max(d, presenceBatch), presenceBatchMax)
+}
 
 // onPresence applies a change reported on presence.changed.<user>.
 func (h *hub) onPresence(m *nats.Msg) {
@@ -68,7 +80,7 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	h.pending = append(h.pending, chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})...)
 	if !h.flushing {
 		h.flushing = true
-		time.AfterFunc(presenceBatch, h.flushPresence)
+		time.AfterFunc(presenceDelay(len(h.room)), h.flushPresence)
 	}
 }
 

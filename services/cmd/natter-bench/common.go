@@ -309,25 +309,41 @@ func unstamp(text string) (time.Time, bool) {
 	return time.Unix(0, n), true
 }
 
-// latencies collects durations and reports percentiles.
+// latencies collects durations and reports percentiles. Each socket's
+// reader records into its own shard: a thousand readers sharing one lock
+// would add contention, and delay, to what is being measured.
 type latencies struct {
+	shards []latencyShard
+}
+
+type latencyShard struct {
 	mu sync.Mutex
 	d  []time.Duration
 }
 
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
+func newLatencies(shards int) *latencies {
+	return &latencies{shards: make([]latencyShard, max(1, shards))}
+}
+
+// add records d from the reader of socket i.
+func (l *latencies) add(i int, d time.Duration) {
+	s := &l.shards[i%len(l.shards)]
+	s.mu.Lock()
+	s.d = append(s.d, d)
+	s.mu.Unlock()
 }
 
 func (l *latencies) summary() map[string]float64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.d) == 0 {
+	var s []time.Duration
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		s = append(s, sh.d...)
+		sh.mu.Unlock()
+	}
+	if len(s) == 0 {
 		return map[string]float64{}
 	}
-	s := slices.Clone(l.d)
 	slices.Sort(s)
 	p := func(q float64) float64 {
 		return float64(s[min(len(s)-1, int(q*float64(len(s))))].Microseconds()) / 1000

@@ -116,7 +116,7 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 		return result{}, false, err
 	}
 	var received atomic.Int64
-	lat := &latencies{}
+	lat := newLatencies(sockets)
 	var acked atomic.Int64
 	// Message ids unique to this run: no dedupe across runs, and messages
 	// of another run (still in flight, or a concurrent one) do not count.
@@ -129,7 +129,7 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 			}
 			if ts, ok := unstamp(f.Text); ok {
 				received.Add(1)
-				lat.add(at.Sub(ts))
+				lat.add(i, at.Sub(ts))
 			}
 		case "ack":
 			if i == 0 {
@@ -253,7 +253,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 		return result{}, false, err
 	}
 	sentAt := sync.Map{} // id -> time
-	ackLat, recvLat := &latencies{}, &latencies{}
+	ackLat, recvLat := newLatencies(2*pairs), newLatencies(2*pairs)
 	var acked, received, refused atomic.Int64
 	runID := newRunID()
 	socks, err := openAll(ctx, c.newDialer(), sessions, 2*pairs, func(i int, f frame, at time.Time) {
@@ -261,12 +261,12 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 		case f.Type == "ack" && i%2 == 0:
 			if t, ok := sentAt.Load(f.ID); ok {
 				acked.Add(1)
-				ackLat.add(at.Sub(t.(time.Time)))
+				ackLat.add(i, at.Sub(t.(time.Time)))
 			}
 		case f.Type == "message" && i%2 == 1 && strings.HasPrefix(f.ID, runID):
 			if ts, ok := unstamp(f.Text); ok {
 				received.Add(1)
-				recvLat.add(at.Sub(ts))
+				recvLat.add(i, at.Sub(ts))
 			}
 		case f.Type == "error":
 			refused.Add(1)
