@@ -144,12 +144,14 @@ func (h *hub) applyList(list chat.PresenceList) bool {
 	return true
 }
 
-// isOnline reports whether the online list has id.
+// isOnline reports whether id is online: in the online list, or with a
+// socket on this gateway.
 func (h *hub) isOnline(id string) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	// A user with a socket here is online before presence says so.
 	_, ok := h.online[id]
-	return ok
+	return ok || h.users[id] != nil
 }
 
 // presenceListFrame is the online list as a socket's first presence
