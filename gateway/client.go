@@ -81,8 +81,8 @@ type client struct {
 	// live messages and is closed for resume (4011).
 	frozen atomic.Bool
 
-	// lastWrite is when the writer last wrote queued objects.
-	lastWrite time.Time
+	// When the writer last wrote queued objects, and the time before.
+	lastWrite, prevWrite time.Time
 
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.
@@ -263,8 +263,10 @@ func (c *client) needWriter() bool {
 }
 
 // writerLinger is how long a writer with nothing to do waits for more
-// before it ends: a busy socket keeps its writer (starting one per write
-// cost more than the write), an idle one has none.
+// before it ends, on a busy socket (its last two writes less than this
+// apart): a busy socket keeps its writer (starting one per write costs
+// more than the write); any other socket's writer ends when done, so a
+// presence batch to every socket does not leave a writer on each.
 const writerLinger = time.Second
 
 // kick makes sure a writer runs (for a ping or the close).
@@ -407,11 +409,17 @@ func (c *client) write() {
 	}
 }
 
-// idle waits, with qmu held and nothing to write, up to writerLinger for
-// more (needWriter wakes it); true when the writer should end. The end is
+// idle is called with qmu held and nothing to write: on a busy socket it
+// waits up to writerLinger for more (needWriter wakes it); true when the
+// writer should end. The end is
 // decided under qmu: a push, ping or closeWith after it starts a new
 // writer.
 func (c *client) idle(linger *time.Timer) bool {
+	if c.lastWrite.Sub(c.prevWrite) > writerLinger {
+		c.writing = false
+		c.qmu.Unlock()
+		return true
+	}
 	c.lingering = true
 	c.qmu.Unlock()
 	linger.Reset(writerLinger)
@@ -484,7 +492,7 @@ func (c *client) writeObjects(q [][]byte) error {
 // any size together, where a message writer would flush every
 // WriteBufferSize bytes (a 60 KB online list was 15 writes).
 func (c *client) writeFrame(objects [][]byte) error {
-	c.lastWrite = time.Now()
+	c.prevWrite, c.lastWrite = c.lastWrite, time.Now()
 	// gorilla keeps the deadline and applies it to the write itself.
 	_ = c.conn.SetWriteDeadline(c.lastWrite.Add(writeWait))
 	c.gw.metrics.objectsOut.Add(float64(len(objects)))
