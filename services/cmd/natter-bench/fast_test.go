@@ -53,3 +53,19 @@ func TestPacerCatchesUp(t *testing.T) {
 		t.Fatalf("the 20 sends due later took only %v", d)
 	}
 }
+
+func TestGatewayPID(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"connect", "-gateway-pid", "42", "-sockets", "10"}, 42},
+		{[]string{"connect", "--gateway-pid=7"}, 7},
+		{[]string{"connect", "-sockets", "10"}, 0},
+		{[]string{"connect", "-gateway-pid"}, 0},
+	} {
+		if got := gatewayPID(tc.args); got != tc.want {
+			t.Errorf("gatewayPID(%q) = %d, want %d", tc.args, got, tc.want)
+		}
+	}
+}
