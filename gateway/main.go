@@ -154,10 +154,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		origins: map[string]bool{},
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
-			// Client frames are small (a send is well under 1 KiB; bigger
-			// ones take a few reads): a 1 KiB read buffer of its own rather
-			// than net/http's 4 KiB one, held by every idle socket.
-			ReadBufferSize:  1024,
+			// Client frames are small (a typical send is a few hundred
+			// bytes; bigger ones take a few reads): a 512-byte read buffer
+			// of its own rather than net/http's 4 KiB one, held by every
+			// idle socket.
+			ReadBufferSize:  512,
 			WriteBufferSize: 4096,
 			// Idle sockets hold no write buffer: it returns to the pool.
 			WriteBufferPool: &sync.Pool{},
