@@ -41,7 +41,7 @@ type client struct {
 	// is too slow. A slice grown on demand rather than a channel of
 	// QueueLen slots: an idle socket holds no queue memory, and the
 	// writer takes everything queued at once. qmu guards queue, spare,
-	// writing and pingDue.
+	// writing, lingering and pingDue.
 	qmu       sync.Mutex
 	queue     [][]byte
 	spare     [][]byte // the writer's last slice, reused when small
@@ -107,7 +107,7 @@ type pendingSend struct {
 // sendAcks answers the sends waiting for the stream. The JetStream context
 // calls stored or failed for each (from its reply handler, or its timeout
 // after publishTimeout), so no goroutine waits per send; the stream acks
-// one socket's sends in the order they were published.
+// one socket's sends in the order they were stored.
 type sendAcks struct {
 	mu      sync.Mutex
 	pending map[*nats.Msg]pendingSend
@@ -415,7 +415,8 @@ func (c *client) write() {
 // decided under qmu: a push, ping or closeWith after it starts a new
 // writer.
 func (c *client) idle(linger *time.Timer) bool {
-	if c.lastWrite.Sub(c.prevWrite) > writerLinger {
+	// A ping alone does not make a socket busy.
+	if c.lastWrite.Sub(c.prevWrite) > writerLinger || time.Since(c.lastWrite) > writerLinger {
 		c.writing = false
 		c.qmu.Unlock()
 		return true

@@ -18,9 +18,10 @@ import (
 // A gateway subscribes once per room and once per locally connected user
 // (two subjects: the user is either side of a sorted dm pair), decodes and
 // encodes each message once, and fans the same bytes out to every local
-// socket concerned. The users' subscriptions all deliver to one queue
-// (dms) read by one goroutine: a subscription with a callback would hold
-// a goroutine per subscription, two per connected user.
+// socket concerned. The users' subscriptions all deliver to one channel
+// (dms), emptied by one goroutine into an unbounded queue that another
+// dispatches: a subscription with a callback would hold a goroutine per
+// subscription, two per connected user.
 type hub struct {
 	log *slog.Logger
 	nc  *nats.Conn
@@ -44,14 +45,17 @@ type hub struct {
 	batch    uint64
 	flushing bool
 
-	dms  chan *nats.Msg // every user subscription's messages, in arrival order
-	stop chan struct{}  // ends dispatchDMs
+	dms       chan *nats.Msg // every user subscription's messages, in arrival order
+	dmMu      sync.Mutex     // guards dmPending
+	dmPending []*nats.Msg    // taken from dms, not yet dispatched
+	dmReady   chan struct{}  // (cap 1) dmPending has messages
+	stop      chan struct{}  // ends takeDMs and dispatchDMs
 }
 
-// dmQueueLen bounds the direct messages received and not yet dispatched.
-// Past it the client library drops them (a slow consumer); their users'
-// sockets are then closed for resume (see onSlowConsumer), so they miss
-// nothing.
+// dmQueueLen is the capacity of dms. takeDMs empties it as fast as NATS
+// fills it, so it is full only if that goroutine is starved for as long
+// as the channel takes to fill; then the client library drops messages
+// for this gateway (a slow consumer, see onSlowConsumer).
 const dmQueueLen = 64 << 10
 
 // subscribeTimeout bounds the round trip that confirms a user's
@@ -66,7 +70,7 @@ type localUser struct {
 func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	h := &hub{log: log, nc: nc, m: m, room: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
-		dms: make(chan *nats.Msg, dmQueueLen), stop: make(chan struct{})}
+		dms: make(chan *nats.Msg, dmQueueLen), dmReady: make(chan struct{}, 1), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
 		return nil, err
@@ -85,6 +89,7 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 		_ = sub.SetPendingLimits(-1, -1)
 		h.subs = append(h.subs, sub)
 	}
+	go h.takeDMs()
 	go h.dispatchDMs()
 	return h, nil
 }
@@ -94,16 +99,46 @@ func (h *hub) close() {
 	close(h.stop)
 }
 
-// dispatchDMs delivers what the users' subscriptions receive.
-func (h *hub) dispatchDMs() {
+// takeDMs moves what the users' subscriptions receive from dms to
+// dmPending, unbounded like a callback subscription's pending list: it
+// does nothing else, so dms does not fill while dispatching is slow.
+func (h *hub) takeDMs() {
 	for {
 		select {
 		case m := <-h.dms:
-			if user, ok := dmRecipient(m); ok {
-				h.onDM(user, m)
+			h.dmMu.Lock()
+			h.dmPending = append(h.dmPending, m)
+			h.dmMu.Unlock()
+			select {
+			case h.dmReady <- struct{}{}:
+			default:
 			}
 		case <-h.stop:
 			return
+		}
+	}
+}
+
+// dispatchDMs delivers the pending direct messages, in arrival order.
+func (h *hub) dispatchDMs() {
+	var batch []*nats.Msg
+	for {
+		select {
+		case <-h.dmReady:
+		case <-h.stop:
+			return
+		}
+		h.dmMu.Lock()
+		batch, h.dmPending = h.dmPending, batch[:0]
+		h.dmMu.Unlock()
+		for i, m := range batch {
+			if user, ok := dmRecipient(m); ok {
+				h.onDM(user, m)
+			}
+			batch[i] = nil
+		}
+		if cap(batch) > dmQueueLen {
+			batch = nil // a burst's queue is not kept
 		}
 	}
 }
@@ -126,20 +161,32 @@ func dmRecipient(m *nats.Msg) (string, bool) {
 	return hi, !strings.HasPrefix(m.Subject, dmPrefix+hi+".")
 }
 
-// onSlowConsumer closes for resume the sockets of a user whose direct
-// messages were dropped (dms was full): their resume replays them.
+// onSlowConsumer handles direct messages dropped for a user (dms was
+// full: see dmQueueLen). Their sockets stop getting live messages and are
+// closed for resume, which replays the dropped ones unless a live message
+// stored after them reached the socket before this report (the library
+// reports a drop a moment later, on its own goroutine). The user's
+// subscriptions end, so their next socket here subscribes afresh: the
+// library reports only the first drop until a subscription delivers
+// again.
 func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 	if sub == nil || !strings.HasPrefix(sub.Subject, dmPrefix) {
 		return
 	}
 	user, _ := dmRecipient(&nats.Msg{Sub: sub})
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if u := h.users[user]; u != nil {
-		for c := range u.clients {
-			c.closeWith(chat.CloseResume, "messages dropped under load: resume")
-		}
+	h.log.Error("direct messages dropped under load; closing the user's sockets for resume", "user", user)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.users[user]
+	if u == nil {
+		return
 	}
+	for c := range u.clients {
+		c.frozen.Store(true)
+		c.closeWith(chat.CloseResume, "messages dropped under load: resume")
+	}
+	unsubscribe(u.subs)
+	delete(h.users, user)
 }
 
 // join registers c and queues hello then the online list, so every
@@ -204,6 +251,11 @@ func unsubscribe(subs []*nats.Subscription) {
 	}
 }
 
+func isMember(u *localUser, c *client) bool {
+	_, ok := u.clients[c]
+	return ok
+}
+
 // leave unregisters c; its user's subscriptions end with their last socket.
 func (h *hub) leave(c *client) {
 	h.mu.Lock()
@@ -212,7 +264,8 @@ func (h *hub) leave(c *client) {
 		return
 	}
 	delete(h.room, c)
-	if u := h.users[c.user.ID]; u != nil {
+	// The user's entry may be a newer one (onSlowConsumer replaced it).
+	if u := h.users[c.user.ID]; u != nil && isMember(u, c) {
 		delete(u.clients, c)
 		if len(u.clients) == 0 {
 			unsubscribe(u.subs)

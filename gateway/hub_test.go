@@ -42,7 +42,7 @@ func TestDMRecipient(t *testing.T) {
 // sockets for resume, and only theirs.
 func TestSlowConsumerClosesForResume(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
-	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}}
+	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}, room: map[*client]struct{}{}}
 	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64}}
 	socket := func(user string) *client {
 		c := &client{gw: gw, writing: true, closing: make(chan struct{}), claims: &token.Claims{}}
@@ -50,14 +50,25 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 			h.users[user] = &localUser{clients: map[*client]struct{}{}}
 		}
 		h.users[user].clients[c] = struct{}{}
+		h.room[c] = struct{}{}
 		return c
 	}
 	bob1, bob2, ann := socket("bob"), socket("bob"), socket("ann")
 	h.onSlowConsumer(&nats.Subscription{Subject: dmPrefix + "*.bob"})
 	for _, c := range []*client{bob1, bob2} {
-		if !isClosed(c.closing) || c.closeCode != chat.CloseResume {
-			t.Fatalf("bob's socket: closed %v with %d, want %d", isClosed(c.closing), c.closeCode, chat.CloseResume)
+		if !isClosed(c.closing) || c.closeCode != chat.CloseResume || !c.frozen.Load() {
+			t.Fatalf("bob's socket: closed %v with %d, frozen %v; want closed %d and frozen", isClosed(c.closing), c.closeCode, c.frozen.Load(), chat.CloseResume)
 		}
+	}
+	if h.users["bob"] != nil {
+		t.Fatal("bob's subscriptions were kept: his next socket would reuse them")
+	}
+	// His new socket's entry outlives the old sockets leaving.
+	bob3 := socket("bob")
+	h.leave(bob1)
+	h.leave(bob2)
+	if u := h.users["bob"]; u == nil || !isMember(u, bob3) {
+		t.Fatal("an old socket leaving dropped the new socket's entry")
 	}
 	if isClosed(ann.closing) {
 		t.Fatal("another user's socket was closed")

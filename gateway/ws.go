@@ -456,9 +456,12 @@ func refusal(id, code, message string) *chat.ErrorFrame {
 // whatever the frame says.
 //
 // Stores are pipelined: up to maxSendsInFlight of a socket's sends wait
-// for the stream at once, published in the order they were read (so they
-// are stored in that order) and acked in that order. Past the bound the
-// reader waits, which holds the client back through TCP.
+// for the stream at once, published in the order they were read, so
+// stored and acked in that order when they succeed. A send that fails
+// (the client retries it) or that the client library republishes (no
+// stream leader for a moment) may be stored after the sends that followed
+// it; its seq says where. Past the bound the reader waits, which holds
+// the client back through TCP.
 func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 	if e := checkSend(f, g.limits.MaxTextChars); e != nil {
 		c.reply(*e)
