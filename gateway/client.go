@@ -293,11 +293,8 @@ func (c *client) startWrites() {
 func (c *client) ping() {
 	c.qmu.Lock()
 	c.pingDue = true
-	start := c.needWriter()
 	c.qmu.Unlock()
-	if start {
-		go c.write()
-	}
+	c.kick()
 }
 
 // giveBack returns a written slice for reuse, unless it grew big (an idle
@@ -373,12 +370,14 @@ func (c *client) write() {
 		// rest, so what arrives meanwhile joins this write: a busy socket
 		// gets at most one write per WriteDelay, a quiet one is written
 		// to at once.
-		if wait := c.gw.limits.WriteDelay - time.Since(c.lastWrite); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-c.closing:
-				t.Stop()
+		if d := c.gw.limits.WriteDelay; d > 0 {
+			if wait := d - time.Since(c.lastWrite); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-c.closing:
+					t.Stop()
+				}
 			}
 		}
 		c.qmu.Lock()
@@ -411,9 +410,8 @@ func (c *client) write() {
 
 // idle is called with qmu held and nothing to write: on a busy socket it
 // waits up to writerLinger for more (needWriter wakes it); true when the
-// writer should end. The end is
-// decided under qmu: a push, ping or closeWith after it starts a new
-// writer.
+// writer should end. The end is decided under qmu: a push, ping or
+// closeWith after it starts a new writer.
 func (c *client) idle(linger *time.Timer) bool {
 	// A ping alone does not make a socket busy.
 	if c.lastWrite.Sub(c.prevWrite) > writerLinger || time.Since(c.lastWrite) > writerLinger {
@@ -500,7 +498,10 @@ func (c *client) writeFrame(objects [][]byte) error {
 	if len(objects) == 1 {
 		return c.conn.WriteMessage(websocket.TextMessage, objects[0])
 	}
-	bp := batchBuffers.Get().(*[]byte)
+	bp, _ := c.gw.batches.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
 	b := (*bp)[:0]
 	for i, o := range objects {
 		if i > 0 {
@@ -511,14 +512,10 @@ func (c *client) writeFrame(objects [][]byte) error {
 	err := c.conn.WriteMessage(websocket.TextMessage, b)
 	if cap(b) <= maxPooledBatch {
 		*bp = b[:0]
-		batchBuffers.Put(bp)
+		c.gw.batches.Put(bp)
 	}
 	return err
 }
-
-// batchBuffers hold coalesced frames while they are written, shared by
-// all sockets rather than one per socket.
-var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // maxPooledBatch keeps rare huge batches from staying in the pool.
 const maxPooledBatch = 256 << 10

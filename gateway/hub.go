@@ -131,11 +131,25 @@ func (h *hub) dispatchDMs() {
 		h.dmMu.Lock()
 		batch, h.dmPending = h.dmPending, batch[:0]
 		h.dmMu.Unlock()
+		// A dm between two users of this gateway arrives once per user's
+		// subscription, one copy after the other: its frame is built once.
+		var frame []byte
+		var seq uint64
+		var seqHeader string // of frame
 		for i, m := range batch {
-			if user, ok := dmRecipient(m); ok {
-				h.onDM(user, m)
-			}
 			batch[i] = nil
+			user, ok := dmRecipient(m)
+			if !ok {
+				continue
+			}
+			if s := m.Header.Get(chat.SequenceHeader); frame == nil || s != seqHeader {
+				if frame, seq, ok = h.frame(m); !ok {
+					frame = nil
+					continue
+				}
+				seqHeader = s
+			}
+			h.deliverDM(user, frame, seq)
 		}
 		if cap(batch) > dmQueueLen {
 			batch = nil // a burst's queue is not kept
@@ -153,12 +167,18 @@ func dmRecipient(m *nats.Msg) (string, bool) {
 	if m.Sub == nil {
 		return "", false
 	}
-	pattern := strings.TrimPrefix(m.Sub.Subject, dmPrefix)
+	user, lo := subscriptionUser(m.Sub.Subject)
+	return user, lo || !strings.HasPrefix(m.Subject, dmPrefix+user+".")
+}
+
+// subscriptionUser is the user of a dm subscription, and whether it is
+// their "<lo>.*" one (else "*.<hi>").
+func subscriptionUser(subject string) (string, bool) {
+	pattern := strings.TrimPrefix(subject, dmPrefix)
 	if lo, ok := strings.CutSuffix(pattern, ".*"); ok {
 		return lo, true
 	}
-	hi := strings.TrimPrefix(pattern, "*.")
-	return hi, !strings.HasPrefix(m.Subject, dmPrefix+hi+".")
+	return strings.TrimPrefix(pattern, "*."), false
 }
 
 // onSlowConsumer handles direct messages dropped for a user (dms was
@@ -173,7 +193,7 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 	if sub == nil || !strings.HasPrefix(sub.Subject, dmPrefix) {
 		return
 	}
-	user, _ := dmRecipient(&nats.Msg{Sub: sub})
+	user, _ := subscriptionUser(sub.Subject)
 	h.log.Error("direct messages dropped under load; closing the user's sockets for resume", "user", user)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -317,11 +337,8 @@ func (h *hub) onRoom(m *nats.Msg) {
 	}
 }
 
-func (h *hub) onDM(user string, m *nats.Msg) {
-	b, seq, ok := h.frame(m)
-	if !ok {
-		return
-	}
+// deliverDM queues a dm's frame to user's sockets here.
+func (h *hub) deliverDM(user string, b []byte, seq uint64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if u := h.users[user]; u != nil {

@@ -73,6 +73,9 @@ type gateway struct {
 
 	known    sync.Map // user id -> time found at auth
 	upgrader websocket.Upgrader
+	// batches hold coalesced frames while they are written (*[]byte),
+	// shared by all sockets rather than one per socket.
+	batches sync.Pool
 
 	seqMu      sync.Mutex // guards seqNext, seqRunning
 	seqNext    *seqFetch  // the next stream info request and its waiters

@@ -162,9 +162,7 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 	sendTime := time.Since(start)
 	// Let the last deliveries arrive (bounded).
 	want := int64(sent) * int64(sockets)
-	for deadline := time.Now().Add(10 * time.Second); received.Load() < want && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(10*time.Second, func() bool { return received.Load() >= want })
 	stopProgress()
 	elapsed := time.Since(start)
 	cpu := cpuSeconds(c.gatewayPID) - cpu0
@@ -181,6 +179,14 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	addCPU(&r, cpu, float64(received.Load()), "deliveries")
 	return r, c.json, nil
+}
+
+// waitUntil polls done until it holds, at most d: the tool waits for
+// answers still in flight, bounded.
+func waitUntil(d time.Duration, done func() bool) {
+	for deadline := time.Now().Add(d); !done() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // pacer spaces a sender's sends at rate per second over duration from
@@ -293,9 +299,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 			return result{}, false, fmt.Errorf("warm-up send: %w", err)
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); warmed.Load() < int64(pairs) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(30*time.Second, func() bool { return warmed.Load() >= int64(pairs) })
 	cpu0 := cpuSeconds(c.gatewayPID)
 	pctx, stopProgress := context.WithCancel(ctx)
 	go progress(pctx, stderr, func() string {
@@ -323,9 +327,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 		})
 	}
 	wg.Wait()
-	for deadline := time.Now().Add(10 * time.Second); received.Load() < sent.Load() && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(10*time.Second, func() bool { return received.Load() >= sent.Load() })
 	stopProgress()
 	elapsed := time.Since(start)
 	cpu := cpuSeconds(c.gatewayPID) - cpu0
