@@ -31,9 +31,12 @@ lint:
 	$(GO) vet $(PKGS)
 	cd services && $(GO) tool staticcheck $(addprefix github.com/natter/natter/,$(addsuffix /...,$(MODULES)))
 
-## bench: Go micro-benchmarks of the hot paths (5 runs each; compare with benchstat), then the standard load profile on a fresh stack
+## bench: Go micro-benchmarks of the hot paths (5 runs each, kept in BENCH_OUT; BENCH_BASE=<earlier file> compares with benchstat), then the standard load profile on a fresh stack
+BENCH_OUT ?= $(CURDIR)/.bench/micro.txt
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+	@mkdir -p $(dir $(BENCH_OUT))
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee $(BENCH_OUT)
+	@if [ -n "$(BENCH_BASE)" ]; then cd services && $(GO) tool benchstat $(abspath $(BENCH_BASE)) $(abspath $(BENCH_OUT)); fi
 	bash services/bench.sh
 
 clean:

@@ -50,6 +50,15 @@ cleanup() {
 trap cleanup EXIT
 
 nb=("$bin/natter-bench")
+# scenario NAME ARGS...: runs natter-bench and keeps its key figures for
+# the summary at the end.
+scenario() {
+  local name=$1 out
+  shift
+  out=$("${nb[@]}" "$@")
+  echo "$out"
+  echo "$out" | awk -v n="$name" '$1 ~ /^(deliveries_per_s|latency_p50_ms|latency_p99_ms|loss|handshakes_per_s|stored_and_delivered_per_s|send_to_receipt_p99_ms)$/ {printf "| %s | %s | %s |\n", n, $1, $2}' >> "$work/summary"
+}
 echo "== natter-bench idle: 15,000 sockets, each run on a fresh stack"
 kib=()
 for run in 1 2 3; do
@@ -63,12 +72,19 @@ echo "idle: median KiB of gateway RSS per socket: $(printf '%s\n' "${kib[@]}" | 
 
 start_stack
 echo "== natter-bench, gateway pid $gwpid (medians of 3 runs)"
-"${nb[@]}" connect -runs 3 "${common[@]}" -sockets 2000
-"${nb[@]}" connect -runs 3 "${common[@]}" -sockets 2000 -in-flight 256
+scenario "connect 2000, 64 in flight" connect -runs 3 "${common[@]}" -sockets 2000
+scenario "connect 2000, 256 in flight" connect -runs 3 "${common[@]}" -sockets 2000 -in-flight 256
+scenario "connect 2000 with resume" connect -runs 3 "${common[@]}" -sockets 2000 -resume
 # Latency at 100,000 deliveries/s, then throughput with more offered.
-"${nb[@]}" fanout -runs 3 "${common[@]}" -sockets 1000 -rate 100 -duration 5s
-"${nb[@]}" fanout -runs 3 "${common[@]}" -sockets 1000 -rate 400 -duration 5s
+scenario "fanout 1000 x 100/s" fanout -runs 3 "${common[@]}" -sockets 1000 -rate 100 -duration 5s
+scenario "fanout 1000 x 400/s" fanout -runs 3 "${common[@]}" -sockets 1000 -rate 400 -duration 5s
 # Latency at half the 10,000/s target, then capacity with more than the
 # target offered (12,000/s): what gets stored and delivered per second.
-"${nb[@]}" direct -runs 3 "${common[@]}" -pairs 500 -rate 10 -duration 5s
-"${nb[@]}" direct -runs 3 "${common[@]}" -pairs 1000 -rate 12 -duration 5s
+scenario "direct 500 x 10/s" direct -runs 3 "${common[@]}" -pairs 500 -rate 10 -duration 5s
+scenario "direct 1000 x 12/s" direct -runs 3 "${common[@]}" -pairs 1000 -rate 12 -duration 5s
+
+echo "== summary (medians of 3 runs)"
+echo "| scenario | figure | value |"
+echo "| --- | --- | --- |"
+echo "| idle 15000 | kib_per_socket | $(printf '%s\n' "${kib[@]}" | sort -n | sed -n 2p) |"
+cat "$work/summary"

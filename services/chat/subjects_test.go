@@ -70,3 +70,24 @@ func TestSubjectBuilders(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSubjects measures building a send's subject: the lobby's, and
+// a dm pair's (both ids checked, sorted).
+func BenchmarkSubjects(b *testing.B) {
+	b.Run("room", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := RoomSubject(Lobby); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("dm", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DMSubject("u7f3k2m9q1", "a4b8c2d6e0"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -171,15 +171,24 @@ func (c *common) newDialer() *dialer {
 func (d *dialer) dial(ctx context.Context, s session, i int) (*websocket.Conn, error) {
 	gw := d.gateways[i%len(d.gateways)]
 	h := http.Header{"Authorization": {"Bearer " + s.Token}}
-	conn, resp, err := d.dialers[i%len(d.dialers)].DialContext(ctx, "ws"+strings.TrimPrefix(gw, "http")+"/ws", h)
-	if err != nil {
-		if resp != nil {
+	// 503 is a gateway not ready for sockets yet (say, auth's keys still
+	// loading): tried again for a while, as the page does.
+	for deadline := time.Now().Add(unavailableRetry); ; {
+		conn, resp, err := d.dialers[i%len(d.dialers)].DialContext(ctx, "ws"+strings.TrimPrefix(gw, "http")+"/ws", h)
+		switch {
+		case err == nil:
+			return conn, nil
+		case resp == nil:
+			return nil, classify(err)
+		case resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) || ctx.Err() != nil:
 			return nil, fmt.Errorf("dial %s: %v (HTTP %d)", gw, err, resp.StatusCode)
 		}
-		return nil, classify(err)
+		time.Sleep(200 * time.Millisecond)
 	}
-	return conn, nil
 }
+
+// unavailableRetry bounds how long a socket is tried again on 503.
+const unavailableRetry = 10 * time.Second
 
 // classify names the machine limit behind a dial error, if one is.
 func classify(err error) error {

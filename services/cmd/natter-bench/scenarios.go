@@ -21,9 +21,11 @@ const settle = 1500 * time.Millisecond
 
 // socket is one open bench socket with its reader.
 type socket struct {
-	conn  *websocket.Conn
-	hello chan struct{}
-	wmu   sync.Mutex
+	conn     *websocket.Conn
+	hello    chan struct{} // closed at hello
+	helloSeq uint64        // set before hello closes
+	resumed  chan struct{} // closed at resumed
+	wmu      sync.Mutex
 }
 
 func (s *socket) send(v string) error {
@@ -35,14 +37,16 @@ func (s *socket) send(v string) error {
 // openAll opens n sockets for the sessions (round robin), each with its
 // reader calling onFrame, and waits for every hello.
 func openAll(ctx context.Context, d *dialer, sessions []session, n int, onFrame func(i int, f frame, at time.Time)) ([]*socket, error) {
-	return openAllWith(ctx, d, sessions, n, defaultInFlight, onFrame)
+	return openAllWith(ctx, d, sessions, n, defaultInFlight, false, onFrame)
 }
 
 // defaultInFlight is how many handshakes the tool has in flight at once.
 const defaultInFlight = 64
 
-// openAllWith is openAll with inFlight handshakes at a time.
-func openAllWith(ctx context.Context, d *dialer, sessions []session, n, inFlight int, onFrame func(i int, f frame, at time.Time)) ([]*socket, error) {
+// openAllWith is openAll with inFlight handshakes at a time; with resume,
+// each socket's first frame is a resume from its hello's seq, as a
+// reconnecting browser sends, and the handshake ends at resumed.
+func openAllWith(ctx context.Context, d *dialer, sessions []session, n, inFlight int, resume bool, onFrame func(i int, f frame, at time.Time)) ([]*socket, error) {
 	socks := make([]*socket, n)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -56,23 +60,35 @@ func openAllWith(ctx context.Context, d *dialer, sessions []session, n, inFlight
 				errs <- err
 				return
 			}
-			s := &socket{conn: conn, hello: make(chan struct{})}
+			s := &socket{conn: conn, hello: make(chan struct{}), resumed: make(chan struct{})}
 			socks[i] = s
 			go func() {
-				var once sync.Once
+				var helloOnce, resumedOnce sync.Once
 				_ = readFrames(conn, func(f frame, at time.Time) {
-					if f.Type == "hello" {
-						once.Do(func() { close(s.hello) })
+					switch f.Type {
+					case "hello":
+						helloOnce.Do(func() { s.helloSeq = f.Seq; close(s.hello) })
+					case "resumed":
+						resumedOnce.Do(func() { close(s.resumed) })
 					}
 					if onFrame != nil {
 						onFrame(i, f, at)
 					}
 				})
 			}()
-			select {
-			case <-s.hello:
-			case <-time.After(30 * time.Second):
-				errs <- fmt.Errorf("socket %d: no hello within 30s", i)
+			if err := waitSignal(s.hello, "hello", i); err != nil {
+				errs <- err
+				return
+			}
+			if !resume {
+				return
+			}
+			if err := s.send(fmt.Sprintf(`{"type":"resume","after":%d}`, s.helloSeq)); err != nil {
+				errs <- fmt.Errorf("socket %d: resume: %w", i, err)
+				return
+			}
+			if err := waitSignal(s.resumed, "resumed", i); err != nil {
+				errs <- err
 			}
 		})
 	}
@@ -83,6 +99,16 @@ func openAllWith(ctx context.Context, d *dialer, sessions []session, n, inFlight
 		return nil, err
 	}
 	return socks, nil
+}
+
+// waitSignal waits for ch, at most 30 s.
+func waitSignal(ch <-chan struct{}, what string, i int) error {
+	select {
+	case <-ch:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("socket %d: no %s within 30s", i, what)
+	}
 }
 
 func closeAll(socks []*socket) {
@@ -353,11 +379,13 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 func runConnect(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (result, bool, error) {
 	var c common
 	var sockets, inFlight int
+	var resume bool
 	fs := config.New("natter-bench connect", getenv, stderr)
 	c.define(fs)
 	fs.Int(&sockets, "sockets", "", 2000, "sockets to open")
 	fs.Int(&c.users, "users", "", 1000, "distinct users the sockets belong to")
 	fs.Int(&inFlight, "in-flight", "", defaultInFlight, "handshakes in flight at once")
+	fs.Bool(&resume, "resume", "", false, "each socket resumes from its hello's seq, as a reconnecting browser does; the handshake ends at resumed")
 	if err := fs.Parse(args[1:]); err != nil {
 		return result{}, false, err
 	}
@@ -371,14 +399,19 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	cpu0 := cpuSeconds(c.gatewayPID)
 	start := time.Now()
-	// A handshake is upgrade + token check + hello + the presence list.
-	socks, err := openAllWith(ctx, c.newDialer(), sessions, sockets, inFlight, nil)
+	// A handshake is upgrade + token check + hello + the presence list
+	// (+ resume and its replay).
+	socks, err := openAllWith(ctx, c.newDialer(), sessions, sockets, inFlight, resume, nil)
 	elapsed := time.Since(start)
 	if err != nil {
 		return result{}, false, fmt.Errorf("%w (file limit %d)", err, limit)
 	}
 	defer closeAll(socks)
-	r := result{Scenario: fmt.Sprintf("connect: %d sockets, %d at a time", sockets, inFlight), Figures: map[string]float64{
+	what := "connect"
+	if resume {
+		what = "connect with resume"
+	}
+	r := result{Scenario: fmt.Sprintf("%s: %d sockets, %d at a time", what, sockets, inFlight), Figures: map[string]float64{
 		"sockets":          float64(sockets),
 		"seconds":          elapsed.Seconds(),
 		"handshakes_per_s": float64(sockets) / elapsed.Seconds(),

@@ -1,0 +1,75 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// natter-bench against a real stack (devrun: NATS, FerretDB, the three
+// services): each scenario, small, reports what a run must, so the
+// measuring instrument is tested, not only what it measures.
+func TestLoadToolScenarios(t *testing.T) {
+	s := startDevRun(t, t.TempDir(), "ARGON2_MEMORY_KIB=64", "ARGON2_ITERATIONS=1",
+		"SEND_RATE=1000", "SEND_BURST=1000", "REGISTRATIONS_PER_ADDRESS=1000")
+	s.waitReady(t)
+	m := regexp.MustCompile(`started gateway \(pid ([0-9]+)\)`).FindStringSubmatch(s.out.String())
+	if m == nil {
+		t.Fatalf("no gateway pid in devrun's output:\n%s", s.out.String())
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens.json")
+	bench := func(args ...string) map[string]float64 {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "natter-bench"),
+			append(args, "-gateway", s.gateway, "-gateway-pid", m[1], "-token-cache", tokens, "-json")...)
+		cmd.Env = cleanEnv()
+		var stderrBuf strings.Builder
+		cmd.Stderr = &stderrBuf
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("natter-bench %v: %v\n%s", args, err, stderrBuf.String())
+		}
+		var r struct {
+			Figures map[string]float64 `json:"figures"`
+		}
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("natter-bench %v printed %q: %v", args, out, err)
+		}
+		return r.Figures
+	}
+	want := func(scenario string, f map[string]float64, name string, ok func(float64) bool) {
+		t.Helper()
+		if v, found := f[name]; !found || !ok(v) {
+			t.Errorf("%s: %s = %v (present %v)", scenario, name, v, found)
+		}
+	}
+	positive := func(v float64) bool { return v > 0 }
+	is := func(n float64) func(float64) bool { return func(v float64) bool { return v == n } }
+
+	f := bench("fanout", "-sockets", "20", "-users", "10", "-rate", "20", "-duration", "1s")
+	want("fanout", f, "messages_acked", is(20))
+	want("fanout", f, "deliveries", is(20*20))
+	want("fanout", f, "loss", is(0))
+	want("fanout", f, "latency_p99_ms", positive)
+	want("fanout", f, "gateway_cpu_s", positive)
+
+	f = bench("direct", "-pairs", "5", "-rate", "5", "-duration", "1s")
+	want("direct", f, "messages_sent", is(25))
+	want("direct", f, "stored_acked", is(25))
+	want("direct", f, "delivered", is(25))
+	want("direct", f, "refused", is(0))
+	want("direct", f, "warmup_refused", is(0))
+	want("direct", f, "send_to_receipt_p99_ms", positive)
+
+	f = bench("connect", "-runs", "2", "-sockets", "30", "-users", "10", "-resume")
+	want("connect", f, "sockets", is(30))
+	want("connect", f, "handshakes_per_s", positive)
+
+	f = bench("idle", "-sockets", "30", "-users", "10", "-hold", "1s")
+	want("idle", f, "sockets", is(30))
+	want("idle", f, "gateway_rss_before_kib", positive)
+	want("idle", f, "gateway_rss_after_kib", positive)
+}
