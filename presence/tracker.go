@@ -13,9 +13,13 @@ import (
 )
 
 // tracker is who is online, derived from the presence bucket alone: one
-// key per live socket (<user>.<gateway>.<conn>). Every replica derives the
-// same state and the same changes, at the same bucket revisions, from the
-// same ordered stream of updates.
+// key per live socket (<user>.<gateway>.<conn>). Every replica reads the
+// same ordered stream of updates and so derives the same state, and the
+// same changes at the same bucket revisions while it keeps up. The bucket
+// keeps one revision per key, so a watch that is behind may not see every
+// revision: a socket that left (or expired) before its join was read is
+// known only by its delete, which changes nothing; a socket whose join was
+// overwritten by a heartbeat first appears at the heartbeat's revision.
 type tracker struct {
 	mu      sync.RWMutex
 	sockets map[string]chat.PresenceEntry // by key
@@ -72,6 +76,8 @@ func (t *tracker) apply(e jetstream.KeyValueEntry) (change, bool) {
 	}
 	// Delete (a goodbye) or purge (the entry expired: no heartbeat).
 	if _, known := t.sockets[key]; !known {
+		// A socket this replica never saw join (its put was replaced by
+		// this marker before the watch read it): nothing changed here.
 		return change{}, false
 	}
 	delete(t.sockets, key)
