@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -26,31 +27,31 @@ const (
 )
 
 // client is one websocket connection: one goroutine reads (readPump);
-// writes go through a bounded send queue to a writer goroutine (write)
-// that runs only while there is something to write, so an idle socket
-// costs one goroutine, not two.
+// what the server sends goes through a bounded queue, written by the
+// gateway's flusher (see flush.go): an idle socket costs one goroutine,
+// a busy one no more.
 type client struct {
 	id     string
 	user   chat.User
 	claims *token.Claims
 	conn   *websocket.Conn
+	raw    syscall.RawConn // conn's socket, for the flusher's non-blocking writes
 	gw     *gateway
 
 	// queue holds encoded frame objects (shared, never modified) for the
-	// writer, at most gw.limits.QueueLen; a full queue means the client
+	// flusher, at most gw.limits.QueueLen; a full queue means the client
 	// is too slow. A slice grown on demand rather than a channel of
-	// QueueLen slots: an idle socket holds no queue memory, and the
-	// writer takes everything queued at once. qmu guards queue, spare,
-	// writing, lingering and pingDue.
-	qmu       sync.Mutex
-	queue     [][]byte
-	spare     [][]byte // the writer's last slice, reused when small
-	writing   bool     // a writer runs; stays set once the socket's writes end
-	lingering bool     // the writer waits on wake for more to do
-	pingDue   bool
-	wake      chan struct{} // (cap 1) wakes a lingering writer
-	room      chan struct{} // (cap 1) the writer took the queue
-	pinger    *time.Timer   // sets pingDue every PingInterval
+	// QueueLen slots: an idle socket holds no queue memory, and a write
+	// takes everything queued at once. qmu guards queue, spare, writing,
+	// pingDue and pong.
+	qmu     sync.Mutex
+	queue   [][]byte
+	spare   [][]byte // the last written slice, reused when small
+	writing bool     // a write is under way or in line; stays set once the socket's writes end
+	pingDue bool
+	pong    []byte        // a pong to send (its payload), when not nil
+	room    chan struct{} // (cap 1) a write took the queue
+	pinger  *time.Timer   // sets pingDue every PingInterval
 
 	closing    chan struct{} // closed by closeWith
 	writerDone chan struct{} // closed when the socket's writes have ended
@@ -81,8 +82,8 @@ type client struct {
 	// live messages and is closed for resume (4011).
 	frozen atomic.Bool
 
-	// When the writer last wrote queued objects, and the time before.
-	lastWrite, prevWrite time.Time
+	// When the socket was last written to (kept with WRITE_DELAY only).
+	lastWrite time.Time
 
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.
@@ -227,298 +228,6 @@ func (c *client) beginResume() bool {
 	c.state = stateReplaying
 	return true
 }
-
-// push queues b unless the queue holds limit objects.
-func (c *client) push(b []byte, limit int) bool {
-	c.qmu.Lock()
-	if len(c.queue) >= limit {
-		c.qmu.Unlock()
-		return false
-	}
-	c.queue = append(c.queue, b)
-	start := c.needWriter()
-	c.qmu.Unlock()
-	if start {
-		go c.write()
-	}
-	return true
-}
-
-// needWriter says whether the caller, holding qmu, must start a writer:
-// none runs, and the socket's writes have not ended. A lingering writer
-// is woken instead.
-func (c *client) needWriter() bool {
-	if !c.writing {
-		c.writing = true
-		return true
-	}
-	if c.lingering {
-		c.lingering = false
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
-	return false
-}
-
-// writerLinger is how long a writer with nothing to do waits for more
-// before it ends, on a busy socket (its last two writes less than this
-// apart): a busy socket keeps its writer (starting one per write costs
-// more than the write); any other socket's writer ends when done, so a
-// presence batch to every socket does not leave a writer on each.
-const writerLinger = time.Second
-
-// kick makes sure a writer runs (for a ping or the close).
-func (c *client) kick() {
-	c.qmu.Lock()
-	start := c.needWriter()
-	c.qmu.Unlock()
-	if start {
-		go c.write()
-	}
-}
-
-// startWrites starts the pings and the writes of a joined socket: what
-// was queued while it joined (hello, the online list) goes out first.
-func (c *client) startWrites() {
-	c.pinger = time.AfterFunc(c.gw.limits.PingInterval, c.ping)
-	c.qmu.Lock()
-	c.writing = false
-	c.qmu.Unlock()
-	c.kick()
-}
-
-// ping is the pinger's tick: the writer sends a ping, then re-arms it.
-func (c *client) ping() {
-	c.qmu.Lock()
-	c.pingDue = true
-	c.qmu.Unlock()
-	c.kick()
-}
-
-// giveBack returns a written slice for reuse, unless it grew big (an idle
-// socket keeps at most a small one).
-func (c *client) giveBack(q [][]byte) {
-	if cap(q) > maxSpare {
-		return
-	}
-	clear(q) // the objects themselves can go
-	c.qmu.Lock()
-	c.spare = q[:0]
-	c.qmu.Unlock()
-}
-
-// maxSpare is the largest queue slice a socket keeps between writes.
-const maxSpare = 16
-
-// enqueueWait queues b, waiting up to writeWait for room: a replay may
-// outrun the writer for a moment without the client being slow.
-func (c *client) enqueueWait(b []byte) bool {
-	t := time.NewTimer(writeWait)
-	defer t.Stop()
-	// A replay fills at most half the queue: live messages, presence
-	// changes and acks queued meanwhile (without waiting) keep room, so a
-	// long replay does not get a healthy client closed as too slow.
-	for !c.push(b, max(1, c.gw.limits.QueueLen/2)) {
-		select {
-		case <-c.room:
-		case <-c.closing:
-			return false
-		case <-t.C:
-			c.gw.metrics.slowCloses.Inc()
-			c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
-			return false
-		}
-	}
-	return true
-}
-
-// enqueue queues an encoded object without blocking; a client whose queue
-// is full is closed as too slow, so it never holds anyone else up.
-func (c *client) enqueue(b []byte) {
-	if c.push(b, c.gw.limits.QueueLen) {
-		return
-	}
-	select {
-	case <-c.closing: // closing anyway: not a slow client
-	default:
-		c.gw.metrics.slowCloses.Inc()
-		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
-	}
-}
-
-// closeWith asks the writer to close the socket with code; the first
-// call wins.
-func (c *client) closeWith(code int, text string) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeText = code, text
-		close(c.closing)
-	})
-	c.kick()
-}
-
-// write is the socket's writer: queued objects, coalesced into frames
-// separated by '\n'; a due ping; at the end the close frame. At most one
-// runs per socket (writing), and only while there is something to do or
-// for writerLinger after.
-func (c *client) write() {
-	linger := time.NewTimer(writerLinger)
-	defer linger.Stop()
-	for {
-		// A socket written to less than WriteDelay ago waits out the
-		// rest, so what arrives meanwhile joins this write: a busy socket
-		// gets at most one write per WriteDelay, a quiet one is written
-		// to at once.
-		if d := c.gw.limits.WriteDelay; d > 0 {
-			if wait := d - time.Since(c.lastWrite); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-c.closing:
-					t.Stop()
-				}
-			}
-		}
-		c.qmu.Lock()
-		q, ping := c.queue, c.pingDue
-		closing := isClosed(c.closing)
-		if len(q) == 0 && !ping && !closing {
-			if c.idle(linger) {
-				return
-			}
-			continue
-		}
-		c.queue, c.spare, c.pingDue = c.spare, nil, false
-		c.qmu.Unlock()
-		select {
-		case c.room <- struct{}{}:
-		default:
-		}
-		err := c.writeObjects(q)
-		if err == nil && ping && !closing {
-			if err = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err == nil {
-				c.pinger.Reset(c.gw.limits.PingInterval)
-			}
-		}
-		if err != nil || closing {
-			c.finish(err)
-			return
-		}
-	}
-}
-
-// idle is called with qmu held and nothing to write: on a busy socket it
-// waits up to writerLinger for more (needWriter wakes it); true when the
-// writer should end. The end is decided under qmu: a push, ping or
-// closeWith after it starts a new writer.
-func (c *client) idle(linger *time.Timer) bool {
-	// A ping alone does not make a socket busy.
-	if c.lastWrite.Sub(c.prevWrite) > writerLinger || time.Since(c.lastWrite) > writerLinger {
-		c.writing = false
-		c.qmu.Unlock()
-		return true
-	}
-	c.lingering = true
-	c.qmu.Unlock()
-	linger.Reset(writerLinger)
-	select {
-	case <-c.wake:
-		return false
-	case <-c.closing:
-		c.qmu.Lock()
-		c.lingering = false
-		c.qmu.Unlock()
-		return false
-	case <-linger.C:
-	}
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if !c.lingering { // woken meanwhile: take the wake it left
-		select {
-		case <-c.wake:
-		default:
-		}
-		return false
-	}
-	c.lingering = false
-	if len(c.queue) > 0 || c.pingDue || isClosed(c.closing) {
-		return false
-	}
-	c.writing = false
-	return true
-}
-
-// finish ends the socket's writes: after what was queued (say, the error
-// frames before a 4008) the close frame, unless a write failed.
-func (c *client) finish(err error) {
-	if err != nil {
-		c.closeWith(websocket.CloseAbnormalClosure, "")
-	} else {
-		msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-		_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
-	}
-	c.pinger.Stop()
-	_ = c.conn.Close()
-	close(c.writerDone)
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// writeObjects writes q, maxBatch objects per frame, and keeps the slice
-// for reuse.
-func (c *client) writeObjects(q [][]byte) error {
-	defer c.giveBack(q)
-	for rest := q; len(rest) > 0; {
-		n := min(len(rest), maxBatch)
-		if err := c.writeFrame(rest[:n]); err != nil {
-			return err
-		}
-		rest = rest[n:]
-	}
-	return nil
-}
-
-// writeFrame writes objects as one text frame, '\n'-separated, in one
-// write: gorilla's WriteMessage sends the frame header and a payload of
-// any size together, where a message writer would flush every
-// WriteBufferSize bytes (a 60 KB online list was 15 writes).
-func (c *client) writeFrame(objects [][]byte) error {
-	c.prevWrite, c.lastWrite = c.lastWrite, time.Now()
-	// gorilla keeps the deadline and applies it to the write itself.
-	_ = c.conn.SetWriteDeadline(c.lastWrite.Add(writeWait))
-	c.gw.metrics.objectsOut.Add(float64(len(objects)))
-	if len(objects) == 1 {
-		return c.conn.WriteMessage(websocket.TextMessage, objects[0])
-	}
-	bp, _ := c.gw.batches.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	b := (*bp)[:0]
-	for i, o := range objects {
-		if i > 0 {
-			b = append(b, '\n')
-		}
-		b = append(b, o...)
-	}
-	err := c.conn.WriteMessage(websocket.TextMessage, b)
-	if cap(b) <= maxPooledBatch {
-		*bp = b[:0]
-		c.gw.batches.Put(bp)
-	}
-	return err
-}
-
-// maxPooledBatch keeps rare huge batches from staying in the pool.
-const maxPooledBatch = 256 << 10
 
 // readPump reads client frames until the socket fails or closes; it is
 // the only reader. Frames over the read limit make gorilla answer 1009.

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -151,7 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer h.close()
 	g := &gateway{
 		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, acks: acks, limits: cfg.WS, metrics: m,
-		origins: map[string]bool{},
+		origins: map[string]bool{}, flusher: newFlusher(runtime.GOMAXPROCS(0)),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
 			// Client frames are small (a typical send is a few hundred
@@ -166,6 +167,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	defer g.flusher.close() // after stopSockets: the closes are writes
 	// Core NATS does not redeliver what was published while the connection
 	// was down (a NATS node failed): the sockets open then resume from the
 	// stream instead, so they miss nothing.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -73,8 +74,9 @@ type gateway struct {
 
 	known    sync.Map // user id -> time found at auth
 	upgrader websocket.Upgrader
-	// batches hold coalesced frames while they are written (*[]byte),
-	// shared by all sockets rather than one per socket.
+	// flusher writes the sockets' queues; batches holds its write
+	// buffers (*[]byte).
+	flusher *flusher
 	batches sync.Pool
 
 	seqMu      sync.Mutex // guards seqNext, seqRunning
@@ -285,13 +287,19 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader answered the client
 	}
+	sock, err := rawConn(conn)
+	if err != nil {
+		g.log.Error("socket without a file descriptor", "err", err)
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(writeWait))
+		_ = conn.Close()
+		return
+	}
 	c := &client{
-		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, gw: g,
+		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, raw: sock, gw: g,
 		room:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		closing:    make(chan struct{}),
 		writing:    true, // no writes until startWrites
-		wake:       make(chan struct{}, 1),
 		sendSlots:  make(chan struct{}, maxSendsInFlight),
 		limiter:    rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
@@ -320,6 +328,16 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.readPump()
 		<-c.writerDone
 	}()
+}
+
+// rawConn is the socket under a websocket, for the flusher's
+// non-blocking writes.
+func rawConn(conn *websocket.Conn) (syscall.RawConn, error) {
+	sc, ok := conn.NetConn().(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a socket", conn.NetConn())
+	}
+	return sc.SyscallConn()
 }
 
 // originAllowed accepts requests without Origin (not a browser), and
