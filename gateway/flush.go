@@ -31,16 +31,32 @@ type flusher struct {
 	wake     chan struct{}
 	stop     chan struct{}
 	done     sync.WaitGroup
+
+	// With WRITE_DELAY, a socket written to less than delay ago waits
+	// out the rest in later (release puts it back in line), so what
+	// arrives meanwhile joins its next write.
+	delay time.Duration
+	later []heldSocket
+	held  chan struct{} // (cap 1) later is no longer empty
+}
+
+type heldSocket struct {
+	c   *client
+	due time.Time
 }
 
 // flushChunk is how many sockets a worker takes from the line at once.
 const flushChunk = 16
 
-func newFlusher(workers int) *flusher {
-	f := &flusher{wake: make(chan struct{}, workers), stop: make(chan struct{})}
+func newFlusher(workers int, delay time.Duration) *flusher {
+	f := &flusher{wake: make(chan struct{}, workers), stop: make(chan struct{}), delay: delay, held: make(chan struct{}, 1)}
 	f.done.Add(workers)
 	for range workers {
 		go f.work()
+	}
+	if delay > 0 {
+		f.done.Add(1)
+		go f.release()
 	}
 	return f
 }
@@ -63,6 +79,67 @@ func (f *flusher) add(c *client) {
 	f.mu.Unlock()
 	if wake {
 		f.wake <- struct{}{} // never blocks: one slot per worker
+	}
+}
+
+// hold sets c aside until due.
+func (f *flusher) hold(c *client, due time.Time) {
+	f.mu.Lock()
+	f.later = append(f.later, heldSocket{c: c, due: due})
+	first := len(f.later) == 1
+	f.mu.Unlock()
+	if first {
+		select {
+		case f.held <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// releaseTick is how often release looks for due sockets while some are
+// held: a socket waits at most this much more than the delay.
+const releaseTick = time.Millisecond
+
+// release puts the held sockets back in line when due.
+func (f *flusher) release() {
+	defer f.done.Done()
+	tick := time.NewTicker(releaseTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.held:
+		case <-f.stop:
+			return
+		}
+		for more := true; more; {
+			select {
+			case <-tick.C:
+			case <-f.stop:
+				return
+			}
+			now := time.Now()
+			f.mu.Lock()
+			kept, moved := f.later[:0], false
+			for _, h := range f.later {
+				if h.due.After(now) {
+					kept = append(kept, h)
+				} else {
+					f.line = append(f.line, h.c)
+					moved = true
+				}
+			}
+			clear(f.later[len(kept):])
+			f.later = kept
+			more = len(kept) > 0
+			wake := 0
+			if moved {
+				wake, f.sleeping = f.sleeping, 0
+			}
+			f.mu.Unlock()
+			for range wake {
+				f.wake <- struct{}{}
+			}
+		}
 	}
 }
 
@@ -240,9 +317,9 @@ func (c *client) flush() {
 	// A socket written to less than WriteDelay ago waits out the rest, so
 	// what arrives meanwhile joins this write: a busy socket gets at most
 	// one write per WriteDelay, a quiet one is written to at once.
-	if d := c.gw.limits.WriteDelay; d > 0 && !closing {
-		if wait := d - time.Since(c.lastWrite); wait > 0 {
-			time.AfterFunc(wait, func() { c.gw.flusher.add(c) })
+	if d := c.gw.flusher.delay; d > 0 && !closing {
+		if due := c.lastWrite.Add(d); time.Now().Before(due) {
+			c.gw.flusher.hold(c, due)
 			return
 		}
 	}
@@ -259,7 +336,7 @@ func (c *client) flush() {
 	case c.room <- struct{}{}:
 	default:
 	}
-	if c.gw.limits.WriteDelay > 0 {
+	if c.gw.flusher.delay > 0 {
 		c.lastWrite = time.Now()
 	}
 	bp := c.frames(q, ping, pong, closing)

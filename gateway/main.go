@@ -152,7 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer h.close()
 	g := &gateway{
 		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, acks: acks, limits: cfg.WS, metrics: m,
-		origins: map[string]bool{}, flusher: newFlusher(runtime.GOMAXPROCS(0)),
+		origins: map[string]bool{}, flusher: newFlusher(runtime.GOMAXPROCS(0), cfg.WS.WriteDelay),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
 			// Client frames are small (a typical send is a few hundred

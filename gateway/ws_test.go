@@ -610,3 +610,62 @@ func TestPingsKeepAnsweringSocketsOpen(t *testing.T) {
 		}
 	}
 }
+
+// A client's ping is answered with its payload, and a client's close is
+// echoed with its code: both now go through the socket's queued writes,
+// after the frames queued before them.
+func TestClientPingAndCloseAnswered(t *testing.T) {
+	e := startChat(t, 1, nil)
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, "alice", time.Hour)}}
+	c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pongs := make(chan string, 1)
+	c.SetPongHandler(func(data string) error {
+		pongs <- data
+		return nil
+	})
+	closes := make(chan int, 1)
+	c.SetCloseHandler(func(code int, _ string) error {
+		closes <- code
+		return nil
+	})
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	if err := c.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-pongs:
+		if got != "are you there" {
+			t.Fatalf("pong %q, want the ping's payload", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pong within 5s")
+	}
+	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-closes:
+		if code != websocket.CloseGoingAway {
+			t.Fatalf("close echoed with %d, want %d", code, websocket.CloseGoingAway)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("close not echoed within 5s")
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gateway did not end the connection after the close")
+	}
+}

@@ -223,54 +223,71 @@ type frame struct {
 }
 
 // readFrames calls f for each object of each frame until the socket ends.
-// One buffer per socket is reused for every frame: the tool shares the
-// machine with the servers, so its own allocations cost them CPU.
+// A frame is read in pieces through one buffer per socket, reused, and
+// split at '\n': the tool shares the machine with the servers, so its own
+// work costs them CPU. A presence object (in a connect storm, most of
+// what it reads; the online list alone is tens of KB) is reported by its
+// type and passed over, never kept whole.
 func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
-	buf := make([]byte, 0, 4096)
+	chunk := make([]byte, 4096)
+	var line []byte
 	for {
 		_, r, err := conn.NextReader()
 		if err != nil {
 			return err
 		}
-		if buf, err = readInto(buf[:0], r); err != nil {
-			return err
-		}
 		now := time.Now()
-		for line := range bytes.SplitSeq(buf, []byte{'\n'}) {
+		emit := func(line []byte) {
 			if fr, ok := fastMessage(line); ok {
 				f(fr, now)
-				continue
-			}
-			// Presence changes: the tool needs none of their content, and
-			// in a connect storm they are most of what it reads.
-			if bytes.HasPrefix(line, []byte(`{"type":"presence"`)) {
-				f(frame{Type: "presence"}, now)
-				continue
+				return
 			}
 			var fr frame
 			if json.Unmarshal(line, &fr) == nil {
 				f(fr, now)
 			}
 		}
+		skipping := false // the rest of this line is a presence object's
+		line = line[:0]
+		for {
+			n, err := r.Read(chunk)
+			for data := chunk[:n]; len(data) > 0; {
+				end := bytes.IndexByte(data, '\n')
+				part := data
+				if end >= 0 {
+					part = data[:end]
+				}
+				if !skipping {
+					line = append(line, part...)
+					if len(line) >= len(presencePrefix) && string(line[:len(presencePrefix)]) == presencePrefix {
+						f(frame{Type: "presence"}, now)
+						skipping, line = true, line[:0]
+					}
+				}
+				if end < 0 {
+					break
+				}
+				if !skipping && len(line) > 0 {
+					emit(line)
+				}
+				skipping, line = false, line[:0]
+				data = data[end+1:]
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if !skipping && len(line) > 0 {
+			emit(line)
+		}
 	}
 }
 
-// readInto appends all of r to buf, growing it as needed.
-func readInto(buf []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
+// presencePrefix starts every presence object the gateway sends.
+const presencePrefix = `{"type":"presence"`
 
 // fastMessage reads a timed message (its id and text) without a JSON
 // decoder: the tool shares the machine with the servers, and decoding

@@ -2,8 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/natter/natter/services/chat"
 )
@@ -67,5 +74,56 @@ func TestGatewayPID(t *testing.T) {
 		if got := gatewayPID(tc.args); got != tc.want {
 			t.Errorf("gatewayPID(%q) = %d, want %d", tc.args, got, tc.want)
 		}
+	}
+}
+
+// readFrames splits frames into objects whatever the read boundaries,
+// reports a presence object of any size by its type, and decodes the rest.
+func TestReadFrames(t *testing.T) {
+	ts := time.Now()
+	msg, err := chat.MessageFrameBytes(chat.Encode(chat.Message{ID: "m1", From: chat.User{ID: "u1", Name: "a"}, To: chat.To{Room: "lobby"}, Text: stamp(ts), TS: ts}), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := make([]chat.User, 3000) // a list far bigger than the read buffer
+	for i := range users {
+		users[i] = chat.User{ID: fmt.Sprintf("u%d", i), Name: "someone"}
+	}
+	list := chat.Encode(chat.PresenceListFrame{Type: chat.FramePresence, Users: users})
+	frames := [][]byte{
+		[]byte(`{"type":"hello","seq":3}` + "\n" + string(list)),
+		[]byte(string(msg) + "\n" + `{"type":"presence","user":{"id":"u1"},"online":true}` + "\n" + `{"type":"ack","id":"m2","seq":8}`),
+		[]byte(`{"type":"error","id":"m3","code":"rate_limited"}`),
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		for _, f := range frames {
+			if err := conn.WriteMessage(websocket.TextMessage, f); err != nil {
+				return
+			}
+		}
+		_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		_, _, _ = conn.ReadMessage()
+	}))
+	defer srv.Close()
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var got []string
+	err = readFrames(conn, func(f frame, _ time.Time) {
+		got = append(got, fmt.Sprintf("%s/%s/%d/%s/%s", f.Type, f.ID, f.Seq, f.Code, f.Text))
+	})
+	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("readFrames ended with %v", err)
+	}
+	want := []string{"hello//3//", "presence//0//", "message/m1/0//" + stamp(ts), "presence//0//", "ack/m2/8//", "error/m3/0/rate_limited/"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
 	}
 }
