@@ -355,9 +355,14 @@ func (h *hub) onRevoked(m *nats.Msg) {
 		h.log.Warn("undecodable revocation", "err", err)
 		return
 	}
+	h.closeToken(r.TokenID)
+}
+
+// closeToken closes the sockets opened with token id.
+func (h *hub) closeToken(id string) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for c := range h.tokens[r.TokenID] {
+	for c := range h.tokens[id] {
 		c.closeWith(chat.CloseTokenRevoked, "token revoked")
 	}
 }

@@ -201,7 +201,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		revoked, err := chat.EnsureRevokedBucket(ctx, js, cfg.Stream.Replicas)
+		revokedKV, err := chat.EnsureRevokedBucket(ctx, js, cfg.Stream.Replicas)
+		if err != nil {
+			return err
+		}
+		revoked, err := watchRevocations(ctx, log, revokedKV, h.closeToken)
 		if err != nil {
 			return err
 		}

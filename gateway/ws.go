@@ -69,7 +69,7 @@ type gateway struct {
 	// Set by setup before ready opens.
 	ready    *ops.Gate
 	stream   jetstream.Stream
-	revoked  jetstream.KeyValue
+	revoked  *revocations
 	presence *presencekv.Registry
 
 	known    sync.Map // user id -> time found at auth
@@ -186,6 +186,10 @@ func (g *gateway) admitSocket(c *client, hello []byte) error {
 	if stopping {
 		c.closeWith(websocket.CloseGoingAway, "gateway shutting down")
 	}
+	// Revoked while this socket was joining (see revocations).
+	if g.revoked.has(c.claims.ID) {
+		c.closeWith(chat.CloseTokenRevoked, "token revoked")
+	}
 	// NATS reconnected while this socket was joining: the close for
 	// resume may have missed it.
 	if g.reconnects.Load() != reconnects {
@@ -270,12 +274,8 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired token; log in again")
 		return
 	}
-	if _, err := g.revoked.Get(r.Context(), claims.ID); err == nil {
+	if g.revoked.has(claims.ID) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "token revoked; log in again")
-		return
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		g.log.Warn("revocation check failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the token now; try again shortly")
 		return
 	}
 	lastSeq, err := g.helloSeq(r.Context())

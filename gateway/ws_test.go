@@ -345,6 +345,30 @@ func TestHandshakeRefusals(t *testing.T) {
 	if _, err := kv.Create(context.Background(), revokedClaims.ID, []byte(`{}`), jetstream.KeyTTL(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	// The gateway learns revocations from a watch of the bucket: within
+	// moments. A socket it admitted meanwhile is closed as revoked.
+	revokedHeader := http.Header{"Cookie": {chat.TokenCookie + "=" + revokedTok}}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		conn, resp, _ := websocket.DefaultDialer.Dial(wsURL(gw), revokedHeader)
+		if conn != nil {
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var err error
+			for err == nil {
+				_, _, err = conn.ReadMessage()
+			}
+			_ = conn.Close()
+			if !websocket.IsCloseError(err, chat.CloseTokenRevoked) {
+				t.Fatalf("a socket admitted with a revoked token ended with %v, want close %d", err, chat.CloseTokenRevoked)
+			}
+		}
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked token was still admitted after 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	good := chat.TokenCookie + "=" + e.token(t, "alice", time.Hour)
 	tests := []struct {
 		name   string
@@ -353,7 +377,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	}{
 		{"no token", http.Header{}, 401},
 		{"forged token", http.Header{"Cookie": {chat.TokenCookie + "=" + forged}}, 401},
-		{"revoked token", http.Header{"Cookie": {chat.TokenCookie + "=" + revokedTok}}, 401},
+		{"revoked token", revokedHeader, 401},
 		{"other origin", http.Header{"Cookie": {good}, "Origin": {"http://evil.example"}}, 403},
 		{"bearer", http.Header{"Authorization": {"Bearer " + e.token(t, "bob", time.Hour)}}, 101},
 		{"same origin", http.Header{"Cookie": {good}, "Origin": {gw.URL}}, 101},
@@ -529,6 +553,24 @@ func TestRevocationAndExpiryClose(t *testing.T) {
 	}
 	// Bob's socket, another token, is unaffected.
 	bob.send(t, `{"type":"send","id":"b1","to":{"room":"lobby"},"text":"still here"}`)
+	bob.nextOf(t, "ack")
+
+	// A revocation stored in the bucket closes the token's sockets even
+	// if its auth.revoked message never arrives.
+	tok2, claims2, _ := e.key.Issue("dave", "Dave", time.Now(), time.Hour)
+	dave := dialWith(t, wsURL(e.gws[0]), http.Header{"Cookie": {chat.TokenCookie + "=" + tok2}})
+	dave.nextOf(t, "hello")
+	kv, err := chat.EnsureRevokedBucket(context.Background(), natstest.JetStream(t, e.ns.URL()), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(context.Background(), claims2.ID, []byte(`{}`), jetstream.KeyTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if code := dave.closed(t); code != chat.CloseTokenRevoked {
+		t.Fatalf("socket of a token revoked in the bucket closed with %d, want %d", code, chat.CloseTokenRevoked)
+	}
+	bob.send(t, `{"type":"send","id":"b2","to":{"room":"lobby"},"text":"still here"}`)
 	bob.nextOf(t, "ack")
 
 	short := e.token(t, "carol", 1500*time.Millisecond)
