@@ -82,8 +82,10 @@ type client struct {
 	// live messages and is closed for resume (4011).
 	frozen atomic.Bool
 
-	// When the socket was last written to (kept with WRITE_DELAY only).
+	// When the socket was last written to, and the running average of
+	// the time between its writes (kept with WRITE_DELAY only).
 	lastWrite time.Time
+	writeGap  time.Duration
 
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.

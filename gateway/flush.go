@@ -314,10 +314,11 @@ func (c *client) closeWith(code int, text string) {
 // for the client.
 func (c *client) flush() {
 	closing := isClosed(c.closing)
-	// A socket written to less than WriteDelay ago waits out the rest, so
-	// what arrives meanwhile joins this write: a busy socket gets at most
-	// one write per WriteDelay, a quiet one is written to at once.
-	if d := c.gw.flusher.delay; d > 0 && !closing {
+	// A busy socket (written to more often than every WriteDelay, on
+	// average) written to less than WriteDelay ago waits out the rest, so
+	// what arrives meanwhile joins this write: it gets about one write
+	// per WriteDelay. Any other socket is written to at once.
+	if d := c.gw.flusher.delay; d > 0 && !closing && c.writeGap < d {
 		if due := c.lastWrite.Add(d); time.Now().Before(due) {
 			c.gw.flusher.hold(c, due)
 			return
@@ -337,7 +338,7 @@ func (c *client) flush() {
 	default:
 	}
 	if c.gw.flusher.delay > 0 {
-		c.lastWrite = time.Now()
+		c.wroteAt(time.Now())
 	}
 	bp := c.frames(q, ping, pong, closing)
 	c.giveBack(q)
@@ -359,6 +360,20 @@ func (c *client) flush() {
 		c.gw.putFrames(bp)
 		c.wrote()
 	}
+}
+
+// wroteAt records a write's time, and the running average of the time
+// between writes (from a second for a new socket: quiet until shown busy).
+func (c *client) wroteAt(now time.Time) {
+	gap := time.Second
+	if !c.lastWrite.IsZero() {
+		gap = min(now.Sub(c.lastWrite), time.Second)
+	}
+	if c.writeGap == 0 {
+		c.writeGap = gap
+	}
+	c.writeGap += (gap - c.writeGap) / 4
+	c.lastWrite = now
 }
 
 // wrote ends one write: the socket goes back in line, behind the others,

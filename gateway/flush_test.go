@@ -87,3 +87,31 @@ func TestFramesReadBack(t *testing.T) {
 		t.Fatalf("%d pongs and %d pings, want %d and 1", pongs, pings, len(writes))
 	}
 }
+
+// WRITE_DELAY holds back only busy sockets: the running average of the
+// time between writes starts at a second, and falls below the delay only
+// after a run of writes closer together than it.
+func TestWriteGap(t *testing.T) {
+	c := &client{}
+	now := time.Now()
+	c.wroteAt(now)
+	if c.writeGap != time.Second {
+		t.Fatalf("a new socket's gap is %v, want 1s", c.writeGap)
+	}
+	n := 0
+	for c.writeGap >= 20*time.Millisecond {
+		now = now.Add(10 * time.Millisecond)
+		c.wroteAt(now)
+		if n++; n > 30 {
+			t.Fatalf("after %d writes 10ms apart the gap is %v", n, c.writeGap)
+		}
+	}
+	// A socket written every 50 ms (a busy direct conversation) is quiet.
+	for range 30 {
+		now = now.Add(50 * time.Millisecond)
+		c.wroteAt(now)
+	}
+	if c.writeGap < 40*time.Millisecond {
+		t.Fatalf("writes 50ms apart leave a gap of %v", c.writeGap)
+	}
+}

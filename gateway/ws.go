@@ -51,7 +51,7 @@ type WSLimits struct {
 	QueueLen      int           // queued server objects before close 4009
 	PingInterval  time.Duration // ping period; a socket silent for two is dropped
 	MaxReplay     int           // messages one resume replays at most
-	WriteDelay    time.Duration // a socket's writer waits this long after the first queued object, to send more in one write (0: none)
+	WriteDelay    time.Duration // a busy socket is written to at most about once per this (0: no delay; see flush)
 }
 
 // gateway is the websocket side: verification, the hub, the send path.

@@ -286,24 +286,30 @@ func TestDirectMessagesReachOnlyTheirUsers(t *testing.T) {
 
 // A client may send without waiting for each ack: its sends are stored in
 // the order sent, and acked in that order, past the in-flight bound too.
+// Also with WRITE_DELAY: a busy socket's writes are held back and merged,
+// nothing lost or reordered.
 func TestPipelinedSendsKeepOrder(t *testing.T) {
-	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000"})
-	alice, _ := e.dial(t, e.gws[0], "alice")
-	bob, _ := e.dial(t, e.gws[0], "bob")
-	const n = 3 * maxSendsInFlight
-	for i := range n {
-		alice.send(t, fmt.Sprintf(`{"type":"send","id":"p%d","to":{"room":"lobby"},"text":"n%d"}`, i, i))
-	}
-	var last uint64
-	for i := range n {
-		ack := alice.nextOf(t, "ack")
-		if ack["id"] != fmt.Sprintf("p%d", i) || seq(ack) <= last {
-			t.Fatalf("ack %d = %v after seq %d", i, ack, last)
-		}
-		last = seq(ack)
-		if m := bob.nextOf(t, "message"); m["text"] != fmt.Sprintf("n%d", i) || seq(m) != last {
-			t.Fatalf("bob's message %d = %v, want seq %d", i, m, last)
-		}
+	for _, delay := range []string{"0", "20ms"} {
+		t.Run("WRITE_DELAY="+delay, func(t *testing.T) {
+			e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "WRITE_DELAY": delay})
+			alice, _ := e.dial(t, e.gws[0], "alice")
+			bob, _ := e.dial(t, e.gws[0], "bob")
+			const n = 3 * maxSendsInFlight
+			for i := range n {
+				alice.send(t, fmt.Sprintf(`{"type":"send","id":"p%d","to":{"room":"lobby"},"text":"n%d"}`, i, i))
+			}
+			var last uint64
+			for i := range n {
+				ack := alice.nextOf(t, "ack")
+				if ack["id"] != fmt.Sprintf("p%d", i) || seq(ack) <= last {
+					t.Fatalf("ack %d = %v after seq %d", i, ack, last)
+				}
+				last = seq(ack)
+				if m := bob.nextOf(t, "message"); m["text"] != fmt.Sprintf("n%d", i) || seq(m) != last {
+					t.Fatalf("bob's message %d = %v, want seq %d", i, m, last)
+				}
+			}
+		})
 	}
 }
 
