@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -157,7 +155,6 @@ func TestClusterDeployment(t *testing.T) {
 	gwEnv := append(creds("gateway"), "AUTH_URL=http://"+addrs[0], "SEND_RATE=500", "SEND_BURST=500")
 	procs["gateway-a"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[0].url(), "HTTP_ADDR="+addrs[3])...)
 	procs["gateway-b"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[1].url(), "HTTP_ADDR="+addrs[4])...)
-	diagGatewayB = procs["gateway-b"] // DIAG
 	for _, a := range addrs {
 		servicetest.WaitStatus(t, "http://"+a+"/readyz", 200, 60*time.Second)
 	}
@@ -254,7 +251,6 @@ func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, g
 	defer sender.close()
 	for i := 1; i <= total; i++ {
 		if i == killAt {
-			recv.event("killing nats-1")
 			nodes[1].kill(t)
 			t.Logf("killed %s after %d acknowledged messages", nodes[1].name, len(acked))
 		}
@@ -267,46 +263,9 @@ func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, g
 			t.Fatalf("%s and %s acknowledged with the same seq %d", prev, id, seq)
 		}
 		acked[seq] = id
-		recv.event("acked %s seq %d", id, seq)
 	}
 	t.Logf("%d messages acknowledged; sender retries %d, reconnects %d", len(acked), sender.retries, sender.reconnects)
 
-	defer func() {
-		if t.Failed() {
-			recv.mu.Lock()
-			t.Logf("DIAG receiver events:\n%s", strings.Join(recv.events, "\n"))
-			recv.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if s, err := js.Stream(ctx, chat.StreamName); err != nil {
-				t.Logf("DIAG stream: %v", err)
-			} else {
-				t.Logf("DIAG stream cluster: %+v", s.CachedInfo().Cluster)
-				l := s.ListConsumers(ctx)
-				for ci := range l.Info() {
-					t.Logf("DIAG consumer %s cluster %+v delivered %+v pending %d created %s", ci.Name, ci.Cluster, ci.Delivered, ci.NumPending, ci.Created)
-				}
-				t.Logf("DIAG consumer list err: %v", l.Err())
-				names := s.ConsumerNames(ctx)
-				for n := range names.Name() {
-					t.Logf("DIAG consumer name %s", n)
-				}
-				t.Logf("DIAG consumer names err: %v", names.Err())
-			}
-			_ = diagGatewayB.cmd.Process.Signal(syscall.SIGQUIT) // DIAG: goroutine dump
-			<-diagGatewayB.exited
-			for i, n := range nodes {
-				if resp, err := http.Get("http://" + n.http + "/jsz?accounts=true&streams=true&consumers=true&raft=true"); err == nil {
-					var b strings.Builder
-					_, _ = io.Copy(&b, resp.Body)
-					resp.Body.Close()
-					t.Logf("DIAG node %d jsz: %s", i, b.String())
-				} else {
-					t.Logf("DIAG node %d jsz: %v", i, err)
-				}
-			}
-		}
-	}()
 	poll.Until(t, 60*time.Second, func() error {
 		missing := 0
 		for seq := range acked {
@@ -663,17 +622,6 @@ type receiver struct {
 	recon   int
 	done    chan struct{}
 	stopped chan struct{}
-	events  []string // DIAG
-}
-
-// DIAG
-var diagGatewayB *service
-
-// DIAG
-func (r *receiver) event(format string, args ...any) {
-	r.mu.Lock()
-	r.events = append(r.events, time.Now().Format("15:04:05.000000")+" "+fmt.Sprintf(format, args...))
-	r.mu.Unlock()
 }
 
 func newReceiver(gateway, cookie string) *receiver {
@@ -691,10 +639,8 @@ func (r *receiver) run(gateway, cookie string, ready chan struct{}) {
 		r.mu.Lock()
 		after := r.last
 		r.mu.Unlock()
-		r.event("dial after=%d", after)
 		s, hello, err := openChat(gateway, cookie, after)
 		if err != nil {
-			r.event("dial failed: %v", err)
 			r.setErr(err)
 			select {
 			case <-r.done:
@@ -703,7 +649,6 @@ func (r *receiver) run(gateway, cookie string, ready chan struct{}) {
 			}
 			continue
 		}
-		r.event("hello %v", hello)
 		if first {
 			// From now on every lobby message counts.
 			r.mu.Lock()
@@ -729,14 +674,10 @@ func (r *receiver) consume(s *chatSocket) bool {
 		select {
 		case o, ok := <-s.objs:
 			if !ok {
-				r.event("closed %d", s.code)
 				r.mu.Lock()
 				r.closes = append(r.closes, s.code)
 				r.mu.Unlock()
 				return true
-			}
-			if o["type"] != "presence" {
-				r.event("frame %v", o)
 			}
 			switch o["type"] {
 			case "message":
