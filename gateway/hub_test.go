@@ -85,9 +85,9 @@ func TestPresenceDelay(t *testing.T) {
 		want    time.Duration
 	}{
 		{0, presenceBatch},
-		{500, presenceBatch},
-		{2000, 200 * time.Millisecond},
-		{10000, time.Second},
+		{250, presenceBatch},
+		{2000, 400 * time.Millisecond},
+		{5000, time.Second},
 		{100000, presenceBatchMax},
 	} {
 		if got := presenceDelay(tc.sockets); got != tc.want {
