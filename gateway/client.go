@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,8 +36,9 @@ type client struct {
 	id     string
 	user   chat.User
 	claims *token.Claims
-	conn   *websocket.Conn
-	raw    syscall.RawConn // conn's socket, for the flusher's non-blocking writes
+	conn   *websocket.Conn // reads; its writes are dropped (hijackGuard)
+	tcp    net.Conn        // the connection under conn: the flusher writes here
+	raw    syscall.RawConn // tcp's socket, for the flusher's non-blocking writes
 	gw     *gateway
 
 	// queue holds encoded frame objects (shared, never modified) for the
@@ -243,10 +246,14 @@ func (c *client) readPump() {
 	for {
 		typ, data, err := c.conn.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				c.gw.metrics.errors.WithLabelValues("frame_too_big").Inc()
 				c.closeWith(websocket.CloseMessageTooBig, "frame too big")
-			} else {
+			case isProtocolError(err):
+				c.gw.metrics.errors.WithLabelValues("protocol_error").Inc()
+				c.closeWith(websocket.CloseProtocolError, "protocol error")
+			default: // the client closed (its code is echoed) or went away
 				c.closeWith(websocket.CloseNormalClosure, "")
 			}
 			return
@@ -261,6 +268,17 @@ func (c *client) readPump() {
 		}
 		c.gw.handleFrame(c, data)
 	}
+}
+
+// isProtocolError tells gorilla's protocol errors (a frame the protocol
+// forbids: bad opcode or bits, unmasked, a bad close) from the
+// connection's own: gorilla makes them as plain errors saying
+// "websocket: ...", where a close from the client is a *CloseError and a
+// network failure a net error.
+func isProtocolError(err error) bool {
+	var ce *websocket.CloseError
+	var ne net.Error
+	return !errors.As(err, &ce) && !errors.As(err, &ne) && strings.HasPrefix(err.Error(), "websocket: ")
 }
 
 // admit charges one frame to the rate limit. Over it, the frame is refused

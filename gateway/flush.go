@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ import (
 // and go out together in one write.
 type flusher struct {
 	mu       sync.Mutex
+	stopped  bool
 	line     []*client // sockets to write, oldest first
 	head     int       // line[:head] have been taken
 	sleeping int       // workers waiting on wake
@@ -61,16 +63,34 @@ func newFlusher(workers int, delay time.Duration) *flusher {
 	return f
 }
 
-// close stops the workers once the sockets have been closed.
+// close stops the workers, after the sockets have been asked to close
+// (stopSockets). A socket still waiting for a write then, or coming back
+// from one, has its connection closed without more.
 func (f *flusher) close() {
+	f.mu.Lock()
+	f.stopped = true
+	left := slices.Clone(f.line[f.head:])
+	for _, h := range f.later {
+		left = append(left, h.c)
+	}
+	f.line, f.head, f.later = nil, 0, nil
+	f.mu.Unlock()
 	close(f.stop)
 	f.done.Wait()
+	for _, c := range left {
+		c.end()
+	}
 }
 
 // add puts c at the end of the line; the caller has set c.writing, so c
 // is in line at most once.
 func (f *flusher) add(c *client) {
 	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		c.end()
+		return
+	}
 	f.line = append(f.line, c)
 	wake := f.sleeping > 0
 	if wake {
@@ -82,10 +102,21 @@ func (f *flusher) add(c *client) {
 	}
 }
 
-// hold sets c aside until due.
+// hold sets c aside until due. later stays sorted by due time: sockets
+// come in nearly in that order, so the insertion moves little.
 func (f *flusher) hold(c *client, due time.Time) {
 	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		c.end()
+		return
+	}
 	f.later = append(f.later, heldSocket{c: c, due: due})
+	i := len(f.later) - 1
+	for ; i > 0 && f.later[i-1].due.After(due); i-- {
+		f.later[i] = f.later[i-1]
+	}
+	f.later[i] = heldSocket{c: c, due: due}
 	first := len(f.later) == 1
 	f.mu.Unlock()
 	if first {
@@ -119,20 +150,17 @@ func (f *flusher) release() {
 			}
 			now := time.Now()
 			f.mu.Lock()
-			kept, moved := f.later[:0], false
-			for _, h := range f.later {
-				if h.due.After(now) {
-					kept = append(kept, h)
-				} else {
-					f.line = append(f.line, h.c)
-					moved = true
-				}
+			n := 0 // later is sorted: the due ones come first
+			for n < len(f.later) && !f.later[n].due.After(now) {
+				f.line = append(f.line, f.later[n].c)
+				n++
 			}
-			clear(f.later[len(kept):])
-			f.later = kept
-			more = len(kept) > 0
+			m := copy(f.later, f.later[n:])
+			clear(f.later[m:])
+			f.later = f.later[:m]
+			more = m > 0
 			wake := 0
-			if moved {
+			if n > 0 {
 				wake, f.sleeping = f.sleeping, 0
 			}
 			f.mu.Unlock()
@@ -222,7 +250,7 @@ func (c *client) kick() {
 func (c *client) startWrites() {
 	c.conn.SetPingHandler(func(data string) error {
 		c.qmu.Lock()
-		c.pong = []byte(data)
+		c.pong = append([]byte{}, data...) // not nil, even empty
 		c.qmu.Unlock()
 		c.kick()
 		return nil
@@ -420,10 +448,9 @@ func (c *client) tryWrite(b []byte) (int, error) {
 // (a slow client, or a burst bigger than the socket's buffer), waiting
 // up to writeWait, then hands the socket back to the flusher.
 func (c *client) writeRest(bp *[]byte, n int) {
-	nc := c.conn.NetConn()
-	_ = nc.SetWriteDeadline(time.Now().Add(writeWait))
-	_, err := nc.Write((*bp)[n:])
-	_ = nc.SetWriteDeadline(time.Time{}) // tryWrite would refuse after it
+	_ = c.tcp.SetWriteDeadline(time.Now().Add(writeWait))
+	_, err := c.tcp.Write((*bp)[n:])
+	_ = c.tcp.SetWriteDeadline(time.Time{}) // tryWrite would refuse after it
 	c.gw.putFrames(bp)
 	if err != nil {
 		c.writeFailed()
@@ -442,9 +469,8 @@ func (c *client) writeFailed() {
 // finish ends the socket's writes: what was queued last (say, the error
 // frames before a 4008) and the close frame, in one write.
 func (c *client) finish(bp *[]byte) {
-	nc := c.conn.NetConn()
-	_ = nc.SetWriteDeadline(time.Now().Add(writeWait))
-	_, _ = nc.Write(*bp)
+	_ = c.tcp.SetWriteDeadline(time.Now().Add(writeWait))
+	_, _ = c.tcp.Write(*bp)
 	c.gw.putFrames(bp)
 	c.end()
 }

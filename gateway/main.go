@@ -77,7 +77,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
 	fs.Int(&c.WS.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most; beyond, resumed says complete=false")
 	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
-	fs.Duration(&c.WS.WriteDelay, "write-delay", "WRITE_DELAY", 20*time.Millisecond, "a busy socket (written to more often than every delay, on average) written to less than this ago waits out the rest before its next write, so messages arriving meanwhile share one write: about one write per socket per delay in a busy room, none delayed on other sockets (0: off; at most 100ms; the default suits rooms of hundreds)")
+	fs.Duration(&c.WS.WriteDelay, "write-delay", "WRITE_DELAY", 20*time.Millisecond, "a busy socket (written to more often than every delay, on average) written to less than this ago waits out the rest before its next write, so messages arriving meanwhile share one write: most writes of a socket in a busy room at least a delay apart, none delayed on other sockets (0: off; at most 100ms; the default suits rooms of hundreds)")
 	fs.String(&c.PprofAddr, "pprof-addr", "PPROF_ADDR", "", "serve net/http/pprof here (loopback, for profiling; empty: off)")
 	fs.Stream(&c.Stream)
 	fs.Presence(&c.Presence)
@@ -205,11 +205,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		revoked, err := watchRevocations(ctx, log, revokedKV, h.closeToken)
+		reg, err := presencekv.New(pkv, gatewayID)
 		if err != nil {
 			return err
 		}
-		reg, err := presencekv.New(pkv, gatewayID)
+		// Last: a setup that fails after it would leave a watch running.
+		revoked, err := watchRevocations(ctx, log, revokedKV, h.closeToken)
 		if err != nil {
 			return err
 		}

@@ -38,7 +38,7 @@ func (r *revocations) has(id string) bool {
 // deletes it).
 func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue, revoked func(id string)) (*revocations, error) {
 	r := &revocations{ids: map[string]struct{}{}}
-	w, err := r.load(ctx, kv)
+	w, err := r.load(ctx, kv, func(string) {}) // no sockets yet
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyVal
 					return
 				case <-time.After(setupRetry):
 				}
-				if w, err = r.load(ctx, kv); err != nil {
+				if w, err = r.load(ctx, kv, revoked); err != nil {
 					log.Warn("revocation watch failed", "err", err)
 				}
 			}
@@ -67,8 +67,10 @@ func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyVal
 	return r, nil
 }
 
-// load starts a watch and applies the bucket's current state from it.
-func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+// load starts a watch and applies the bucket's current state from it,
+// calling revoked for tokens it did not know (revoked while a previous
+// watch was down: their auth.revoked may have been lost with it).
+func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue, revoked func(id string)) (jetstream.KeyWatcher, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", chat.RevokedBucket, err)
@@ -85,7 +87,9 @@ func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue) (jetstrea
 			case e == nil:
 				return w, nil
 			default:
-				r.apply(e)
+				if r.apply(e) {
+					revoked(e.Key())
+				}
 			}
 		}
 	}

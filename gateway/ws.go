@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -51,7 +53,7 @@ type WSLimits struct {
 	QueueLen      int           // queued server objects before close 4009
 	PingInterval  time.Duration // ping period; a socket silent for two is dropped
 	MaxReplay     int           // messages one resume replays at most
-	WriteDelay    time.Duration // a busy socket is written to at most about once per this (0: no delay; see flush)
+	WriteDelay    time.Duration // a busy socket waits out this long since its last write (0: no delay; see flush)
 }
 
 // gateway is the websocket side: verification, the hub, the send path.
@@ -283,11 +285,12 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
 		return
 	}
-	conn, err := g.upgrader.Upgrade(w, r, nil)
+	guard := &hijackGuard{ResponseWriter: w}
+	conn, err := g.upgrader.Upgrade(guard, r, nil)
 	if err != nil {
 		return // the upgrader answered the client
 	}
-	sock, err := rawConn(conn)
+	sock, err := rawConn(guard.conn.Conn)
 	if err != nil {
 		g.log.Error("socket without a file descriptor", "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(writeWait))
@@ -295,7 +298,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &client{
-		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, raw: sock, gw: g,
+		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, tcp: guard.conn.Conn, raw: sock, gw: g,
 		room:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 		closing:    make(chan struct{}),
@@ -320,6 +323,8 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The socket lives on goroutines of its own: the HTTP handler's, deep
 	// in net/http with a stack grown by the handshake, ends here, which
 	// keeps an idle socket's memory small.
+	// From here the flusher writes this socket, alone (see hijackGuard).
+	guard.conn.silent.Store(true)
 	c.startWrites()
 	go func() {
 		defer g.dropSocket(c)
@@ -332,12 +337,64 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // rawConn is the socket under a websocket, for the flusher's
 // non-blocking writes.
-func rawConn(conn *websocket.Conn) (syscall.RawConn, error) {
-	sc, ok := conn.NetConn().(syscall.Conn)
+func rawConn(conn net.Conn) (syscall.RawConn, error) {
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return nil, fmt.Errorf("%T is not a socket", conn.NetConn())
+		return nil, fmt.Errorf("%T is not a socket", conn)
 	}
 	return sc.SyscallConn()
+}
+
+// hijackGuard hands gorilla a connection it can no longer write to once
+// the gateway's flusher writes the socket. gorilla writes on its own
+// when a read fails (a close 1009 for a frame over the limit, 1002 for a
+// protocol error), with a blocking write that would hold the socket's
+// write lock against the flusher, or land in the middle of its frames;
+// the reader closes the socket with the same code instead (readPump).
+type hijackGuard struct {
+	http.ResponseWriter
+	conn *silenceable
+}
+
+func (h *hijackGuard) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the connection cannot be taken over")
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = &silenceable{Conn: conn}
+	return h.conn, rw, nil
+}
+
+// silenceable drops writes and write deadlines once silent: the flusher
+// writes to the connection underneath.
+type silenceable struct {
+	net.Conn
+	silent atomic.Bool
+}
+
+func (s *silenceable) Write(b []byte) (int, error) {
+	if s.silent.Load() {
+		return len(b), nil
+	}
+	return s.Conn.Write(b)
+}
+
+func (s *silenceable) SetWriteDeadline(t time.Time) error {
+	if s.silent.Load() {
+		return nil
+	}
+	return s.Conn.SetWriteDeadline(t)
+}
+
+func (s *silenceable) SetDeadline(t time.Time) error {
+	if s.silent.Load() {
+		return s.Conn.SetReadDeadline(t)
+	}
+	return s.Conn.SetDeadline(t)
 }
 
 // originAllowed accepts requests without Origin (not a browser), and

@@ -446,6 +446,24 @@ func TestOversizeFrameCloses1009(t *testing.T) {
 	}
 }
 
+// A frame the protocol forbids closes that socket with 1002, written by the
+// gateway after what was queued (gorilla's own write of it is dropped, so
+// it cannot land inside the gateway's frames); other sockets go on.
+func TestProtocolErrorCloses1002(t *testing.T) {
+	e := startChat(t, 1, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	// A masked frame with a reserved opcode (3), empty.
+	if _, err := alice.conn.NetConn().Write([]byte{0x83, 0x80, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if code := alice.closed(t); code != websocket.CloseProtocolError {
+		t.Fatalf("close code %d, want 1002", code)
+	}
+	bob.send(t, `{"type":"send","id":"b1","to":{"room":"lobby"},"text":"still here"}`)
+	bob.nextOf(t, "ack")
+}
+
 func TestFloodingIsLimitedThenClosed(t *testing.T) {
 	e := startChat(t, 1, map[string]string{"SEND_RATE": "1", "SEND_BURST": "3", "FLOOD_STRIKES": "5"})
 	alice, _ := e.dial(t, e.gws[0], "alice")
