@@ -628,7 +628,7 @@ func TestNATSReconnectClosesForResume(t *testing.T) {
 // after two intervals.
 func TestPingsKeepAnsweringSocketsOpen(t *testing.T) {
 	e := startChat(t, 1, map[string]string{"PING_INTERVAL": "1s"})
-	open := func(user string, answer bool) (*websocket.Conn, *atomic.Int32, chan error) {
+	open := func(user string, answer bool) (*websocket.Conn, *atomic.Int32, <-chan error) {
 		h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, user, time.Hour)}}
 		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
 		if err != nil {
@@ -643,16 +643,7 @@ func TestPingsKeepAnsweringSocketsOpen(t *testing.T) {
 			}
 			return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 		})
-		ended := make(chan error, 1)
-		go func() {
-			for {
-				if _, _, err := c.ReadMessage(); err != nil {
-					ended <- err
-					return
-				}
-			}
-		}()
-		return c, &pings, ended
+		return c, &pings, readUntilEnd(c)
 	}
 	_, alivePings, aliveEnded := open("alice", true)
 	_, silentPings, silentEnded := open("bob", false)
@@ -698,15 +689,7 @@ func TestClientPingAndCloseAnswered(t *testing.T) {
 		closes <- code
 		return nil
 	})
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := c.ReadMessage(); err != nil {
-				ended <- err
-				return
-			}
-		}
-	}()
+	ended := readUntilEnd(c)
 	if err := c.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -734,4 +717,19 @@ func TestClientPingAndCloseAnswered(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the gateway did not end the connection after the close")
 	}
+}
+
+// readUntilEnd reads c (its handlers see the control frames) and reports
+// the error that ended it.
+func readUntilEnd(c *websocket.Conn) <-chan error {
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	return ended
 }
