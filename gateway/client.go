@@ -177,7 +177,7 @@ const holdTimeout = time.Second
 // Holding is bounded by the queue length: a holding client (not yet sent
 // its first frame) that would exceed it goes live instead; a replaying one
 // is too slow.
-func (c *client) deliver(b []byte, seq uint64) {
+func (c *client) deliver(b []byte, seq uint64, sched *[]*client) {
 	if c.frozen.Load() {
 		return // it resumes from before the gap instead
 	}
@@ -194,8 +194,7 @@ func (c *client) deliver(b []byte, seq uint64) {
 	if c.state != stateLive {
 		if len(c.held) >= c.gw.limits.QueueLen {
 			c.mu.Unlock()
-			c.gw.metrics.slowCloses.Inc()
-			c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+			c.tooSlow()
 			return
 		}
 		c.held = append(c.held, heldMsg{b: b, seq: seq})
@@ -203,7 +202,7 @@ func (c *client) deliver(b []byte, seq uint64) {
 		return
 	}
 	c.mu.Unlock()
-	c.enqueue(b)
+	c.enqueue(b, sched)
 }
 
 // goLive releases the held messages with a seq above after and delivers
@@ -216,7 +215,7 @@ func (c *client) goLive(after uint64, from int) bool {
 	}
 	for _, h := range c.held {
 		if h.seq > after {
-			c.enqueue(h.b)
+			c.enqueue(h.b, nil)
 		}
 	}
 	c.held, c.state, c.floor = nil, stateLive, after
@@ -304,7 +303,7 @@ func (c *client) reply(frame any) {
 	if e, ok := frame.(chat.ErrorFrame); ok {
 		c.gw.metrics.errors.WithLabelValues(e.Code).Inc()
 	}
-	c.enqueue(chat.Encode(frame))
+	c.enqueue(chat.Encode(frame), nil)
 }
 
 func errorFrame(id, code, message string) chat.ErrorFrame {

@@ -82,22 +82,34 @@ func (f *flusher) close() {
 	}
 }
 
-// add puts c at the end of the line; the caller has set c.writing, so c
+// add puts cs at the end of the line, under one lock (a room's message
+// adds hundreds at once); the caller has set their writing, so a socket
 // is in line at most once.
-func (f *flusher) add(c *client) {
+func (f *flusher) add(cs ...*client) {
 	f.mu.Lock()
 	if f.stopped {
 		f.mu.Unlock()
-		c.end()
+		for _, c := range cs {
+			c.end()
+		}
 		return
 	}
-	f.line = append(f.line, c)
-	wake := f.sleeping > 0
-	if wake {
-		f.sleeping--
-	}
+	f.line = append(f.line, cs...)
+	wake := f.wakeLocked(len(cs))
 	f.mu.Unlock()
-	if wake {
+	f.sendWakes(wake)
+}
+
+// wakeLocked takes up to n sleeping workers to wake (f.mu held);
+// sendWakes wakes them, after the lock.
+func (f *flusher) wakeLocked(n int) int {
+	k := min(n, f.sleeping)
+	f.sleeping -= k
+	return k
+}
+
+func (f *flusher) sendWakes(k int) {
+	for range k {
 		f.wake <- struct{}{} // never blocks: one slot per worker
 	}
 }
@@ -159,14 +171,9 @@ func (f *flusher) release() {
 			clear(f.later[m:])
 			f.later = f.later[:m]
 			more = m > 0
-			wake := 0
-			if n > 0 {
-				wake, f.sleeping = f.sleeping, 0
-			}
+			wake := f.wakeLocked(n)
 			f.mu.Unlock()
-			for range wake {
-				f.wake <- struct{}{}
-			}
+			f.sendWakes(wake)
 		}
 	}
 }
@@ -206,8 +213,10 @@ func (f *flusher) work() {
 	}
 }
 
-// push queues b unless the queue holds limit objects.
-func (c *client) push(b []byte, limit int) bool {
+// push queues b unless the queue holds limit objects. A socket that now
+// needs a write is put in the flusher's line, or appended to sched when
+// the caller gathers a room's sockets to line them up at once.
+func (c *client) push(b []byte, limit int, sched *[]*client) bool {
 	c.qmu.Lock()
 	if len(c.queue) >= limit {
 		c.qmu.Unlock()
@@ -216,7 +225,11 @@ func (c *client) push(b []byte, limit int) bool {
 	c.queue = append(c.queue, b)
 	start := c.schedule()
 	c.qmu.Unlock()
-	if start {
+	switch {
+	case !start:
+	case sched != nil:
+		*sched = append(*sched, c)
+	default:
 		c.gw.flusher.add(c)
 	}
 	return true
@@ -297,14 +310,13 @@ func (c *client) enqueueWait(b []byte) bool {
 	// A replay fills at most half the queue: live messages, presence
 	// changes and acks queued meanwhile (without waiting) keep room, so a
 	// long replay does not get a healthy client closed as too slow.
-	for !c.push(b, max(1, c.gw.limits.QueueLen/2)) {
+	for !c.push(b, max(1, c.gw.limits.QueueLen/2), nil) {
 		select {
 		case <-c.room:
 		case <-c.closing:
 			return false
 		case <-t.C:
-			c.gw.metrics.slowCloses.Inc()
-			c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+			c.tooSlow()
 			return false
 		}
 	}
@@ -312,17 +324,23 @@ func (c *client) enqueueWait(b []byte) bool {
 }
 
 // enqueue queues an encoded object without blocking; a client whose queue
-// is full is closed as too slow, so it never holds anyone else up.
-func (c *client) enqueue(b []byte) {
-	if c.push(b, c.gw.limits.QueueLen) {
+// is full is closed as too slow, so it never holds anyone else up. sched:
+// see push.
+func (c *client) enqueue(b []byte, sched *[]*client) {
+	if c.push(b, c.gw.limits.QueueLen, sched) {
 		return
 	}
 	select {
 	case <-c.closing: // closing anyway: not a slow client
 	default:
-		c.gw.metrics.slowCloses.Inc()
-		c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
+		c.tooSlow()
 	}
+}
+
+// tooSlow closes a client that does not read what it is sent.
+func (c *client) tooSlow() {
+	c.gw.metrics.slowCloses.Inc()
+	c.closeWith(chat.CloseTooSlow, "too slow: send queue full")
 }
 
 // closeWith asks for the socket to be closed with code after what is
@@ -344,29 +362,31 @@ func (c *client) flush() {
 	closing := isClosed(c.closing)
 	// A busy socket (written to more often than every WriteDelay, on
 	// average) written to less than WriteDelay ago waits out the rest, so
-	// what arrives meanwhile joins this write: it gets about one write
-	// per WriteDelay. Any other socket is written to at once.
-	if d := c.gw.flusher.delay; d > 0 && !closing && c.writeGap < d {
-		if due := c.lastWrite.Add(d); time.Now().Before(due) {
+	// what arrives meanwhile joins this write. Any other socket is written
+	// to at once.
+	var now time.Time
+	if d := c.gw.flusher.delay; d > 0 {
+		now = time.Now()
+		if due := c.lastWrite.Add(d); !closing && c.writeGap < d && now.Before(due) {
 			c.gw.flusher.hold(c, due)
 			return
 		}
 	}
 	c.qmu.Lock()
-	q, ping, pong := c.queue, c.pingDue && !closing, c.pong
-	if len(q) == 0 && !ping && pong == nil && !closing {
+	if !c.hasWork() {
 		c.writing = false
 		c.qmu.Unlock()
 		return
 	}
+	q, ping, pong := c.queue, c.pingDue && !closing, c.pong
 	c.queue, c.spare, c.pingDue, c.pong = c.spare, nil, false, nil
 	c.qmu.Unlock()
 	select {
 	case c.room <- struct{}{}:
 	default:
 	}
-	if c.gw.flusher.delay > 0 {
-		c.wroteAt(time.Now())
+	if !now.IsZero() {
+		c.wroteAt(now)
 	}
 	bp := c.frames(q, ping, pong, closing)
 	c.giveBack(q)
@@ -390,6 +410,11 @@ func (c *client) flush() {
 	}
 }
 
+// hasWork says whether c has something to write (qmu held).
+func (c *client) hasWork() bool {
+	return len(c.queue) > 0 || c.pingDue || c.pong != nil || isClosed(c.closing)
+}
+
 // wroteAt records a write's time, and the running average of the time
 // between writes (from a second for a new socket: quiet until shown busy).
 func (c *client) wroteAt(now time.Time) {
@@ -408,7 +433,7 @@ func (c *client) wroteAt(now time.Time) {
 // if more was queued meanwhile; else its writes rest until the next push.
 func (c *client) wrote() {
 	c.qmu.Lock()
-	more := len(c.queue) > 0 || c.pingDue || c.pong != nil || isClosed(c.closing)
+	more := c.hasWork()
 	c.writing = more
 	c.qmu.Unlock()
 	if more {

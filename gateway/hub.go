@@ -49,6 +49,7 @@ type hub struct {
 	dmMu      sync.Mutex     // guards dmPending
 	dmPending []*nats.Msg    // taken from dms, not yet dispatched
 	dmReady   chan struct{}  // (cap 1) dmPending has messages
+	roomSched []*client      // onRoom's sockets to line up, reused (onRoom runs on one goroutine)
 	stop      chan struct{}  // ends takeDMs and dispatchDMs
 }
 
@@ -122,6 +123,10 @@ func (h *hub) takeDMs() {
 // dispatchDMs delivers the pending direct messages, in arrival order.
 func (h *hub) dispatchDMs() {
 	var batch []*nats.Msg
+	// A dm between two users of this gateway arrives once per user's
+	// subscription, one copy after the other: its frame is built once.
+	var frame []byte
+	var frameSeq uint64
 	for {
 		select {
 		case <-h.dmReady:
@@ -131,23 +136,22 @@ func (h *hub) dispatchDMs() {
 		h.dmMu.Lock()
 		batch, h.dmPending = h.dmPending, batch[:0]
 		h.dmMu.Unlock()
-		// A dm between two users of this gateway arrives once per user's
-		// subscription, one copy after the other: its frame is built once.
-		var frame []byte
-		var seq uint64
-		var seqHeader string // of frame
 		for i, m := range batch {
 			batch[i] = nil
 			user, ok := dmRecipient(m)
 			if !ok {
 				continue
 			}
-			if s := m.Header.Get(chat.SequenceHeader); frame == nil || s != seqHeader {
-				if frame, seq, ok = h.frame(m); !ok {
+			seq, ok := h.liveSeq(m)
+			if !ok {
+				continue
+			}
+			if frame == nil || seq != frameSeq {
+				if frame, ok = h.frameAt(m, seq); !ok {
 					frame = nil
 					continue
 				}
-				seqHeader = s
+				frameSeq = seq
 			}
 			h.deliverDM(user, frame, seq)
 		}
@@ -233,7 +237,7 @@ func (h *hub) join(c *client, hello []byte) error {
 	}
 	h.users[id].clients[c] = struct{}{}
 	h.room[c] = struct{}{}
-	c.enqueue(hello)
+	c.enqueue(hello, nil)
 	h.presenceOnJoin(c)
 	if h.tokens[c.claims.ID] == nil {
 		h.tokens[c.claims.ID] = map[*client]struct{}{}
@@ -271,11 +275,6 @@ func unsubscribe(subs []*nats.Subscription) {
 	}
 }
 
-func isMember(u *localUser, c *client) bool {
-	_, ok := u.clients[c]
-	return ok
-}
-
 // leave unregisters c; its user's subscriptions end with their last socket.
 func (h *hub) leave(c *client) {
 	h.mu.Lock()
@@ -284,8 +283,9 @@ func (h *hub) leave(c *client) {
 		return
 	}
 	delete(h.room, c)
-	// The user's entry may be a newer one (onSlowConsumer replaced it).
-	if u := h.users[c.user.ID]; u != nil && isMember(u, c) {
+	// The user's entry may be a newer one (onSlowConsumer replaced it);
+	// it holds that newer socket, so it outlives this one leaving.
+	if u := h.users[c.user.ID]; u != nil {
 		delete(u.clients, c)
 		if len(u.clients) == 0 {
 			unsubscribe(u.subs)
@@ -303,17 +303,32 @@ func (h *hub) leave(c *client) {
 
 // frame turns a republished message into its encoded delivery frame.
 func (h *hub) frame(m *nats.Msg) ([]byte, uint64, bool) {
+	seq, ok := h.liveSeq(m)
+	if !ok {
+		return nil, 0, false
+	}
+	b, ok := h.frameAt(m, seq)
+	return b, seq, ok
+}
+
+// liveSeq is a republished message's stream sequence.
+func (h *hub) liveSeq(m *nats.Msg) (uint64, bool) {
 	seq, err := strconv.ParseUint(m.Header.Get(chat.SequenceHeader), 10, 64)
 	if err != nil {
 		h.log.Error("live message without sequence", "subject", m.Subject)
-		return nil, 0, false
+		return 0, false
 	}
+	return seq, true
+}
+
+// frameAt encodes m, stored at seq, as its delivery frame.
+func (h *hub) frameAt(m *nats.Msg, seq uint64) ([]byte, bool) {
 	b, err := chat.MessageFrameBytes(m.Data, seq)
 	if err != nil {
 		h.log.Error("undecodable stored message", "subject", m.Subject, "seq", seq, "err", err)
-		return nil, 0, false
+		return nil, false
 	}
-	return b, seq, true
+	return b, true
 }
 
 // messageFrame decodes a stored message into its delivery frame.
@@ -331,9 +346,21 @@ func (h *hub) onRoom(m *nats.Msg) {
 		return
 	}
 	h.mu.RLock()
-	defer h.mu.RUnlock()
+	sched := h.roomSched[:0]
 	for c := range h.room {
-		c.deliver(b, seq)
+		c.deliver(b, seq, &sched)
+	}
+	h.mu.RUnlock()
+	lineUp(sched)
+	clear(sched)
+	h.roomSched = sched
+}
+
+// lineUp puts the sockets a fan-out gathered (see client.push) in the
+// flusher's line, with one lock for all.
+func lineUp(sched []*client) {
+	if len(sched) > 0 {
+		sched[0].gw.flusher.add(sched...)
 	}
 }
 
@@ -343,7 +370,7 @@ func (h *hub) deliverDM(user string, b []byte, seq uint64) {
 	defer h.mu.RUnlock()
 	if u := h.users[user]; u != nil {
 		for c := range u.clients {
-			c.deliver(b, seq)
+			c.deliver(b, seq, nil)
 		}
 	}
 }

@@ -67,8 +67,12 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	bob3 := socket("bob")
 	h.leave(bob1)
 	h.leave(bob2)
-	if u := h.users["bob"]; u == nil || !isMember(u, bob3) {
+	u := h.users["bob"]
+	if u == nil {
 		t.Fatal("an old socket leaving dropped the new socket's entry")
+	}
+	if _, ok := u.clients[bob3]; !ok || len(u.clients) != 1 {
+		t.Fatalf("bob's entry holds %d sockets, want only the new one", len(u.clients))
 	}
 	if isClosed(ann.closing) {
 		t.Fatal("another user's socket was closed")

@@ -90,9 +90,9 @@ func (h *hub) setOnline(u chat.User, online bool) {
 // of the last batch, then the changes since; from the next batch it gets
 // only what follows them. h.mu is held.
 func (h *hub) presenceOnJoin(c *client) {
-	c.enqueue(h.presenceListFrame())
+	c.enqueue(h.presenceListFrame(), nil)
 	if len(h.pending) > 0 {
-		c.enqueue(h.pending)
+		c.enqueue(h.pending, nil)
 	}
 	c.presBatch, c.presSeen = h.batch, len(h.pending)
 }
@@ -108,14 +108,14 @@ func (h *hub) flushPresence() {
 	if len(batch) == 0 {
 		return
 	}
+	var sched []*client
+	defer func() { lineUp(sched) }()
 	for c := range h.room {
 		switch {
-		case c.presBatch != h.batch:
-			c.enqueue(batch)
-		case c.presSeen == 0:
-			c.enqueue(batch)
+		case c.presBatch != h.batch || c.presSeen == 0:
+			c.enqueue(batch, &sched)
 		case c.presSeen < len(batch):
-			c.enqueue(batch[c.presSeen+1:]) // after the '\n' that ended what it got
+			c.enqueue(batch[c.presSeen+1:], &sched) // after the '\n' that ended what it got
 		}
 	}
 	h.pending = nil
@@ -146,12 +146,12 @@ func (h *hub) applyList(list chat.PresenceList) bool {
 	return true
 }
 
-// isOnline reports whether id is online: in the online list, or with a
-// socket on this gateway.
-func (h *hub) isOnline(id string) bool {
+// seesUser reports whether the hub sees id as a user: online (the
+// presence list), or with a socket on this gateway (before presence
+// reports it).
+func (h *hub) seesUser(id string) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	// A user with a socket here is online before presence says so.
 	_, ok := h.online[id]
 	return ok || h.users[id] != nil
 }

@@ -585,11 +585,12 @@ func (g *gateway) destination(c *client, to *chat.To) (string, *chat.ErrorFrame)
 	return conversationSubject(c.user.ID, to), nil
 }
 
-// userExists says whether id is a user: yes if they are online (the
-// presence list), or known from an earlier lookup; otherwise it asks auth
-// (auth.users.get) and remembers the users it finds for knownUserTTL.
+// userExists says whether id is a user: yes if the hub sees them (online,
+// or with a socket here), or known from an earlier lookup; otherwise it
+// asks auth (auth.users.get) and remembers the users it finds for
+// knownUserTTL.
 func (g *gateway) userExists(id string) (bool, error) {
-	if g.hub.isOnline(id) {
+	if g.hub.seesUser(id) {
 		return true, nil
 	}
 	if t, ok := g.known.Load(id); ok && time.Since(t.(time.Time)) < knownUserTTL {

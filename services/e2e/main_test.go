@@ -32,6 +32,7 @@ func runMain(m *testing.M) int {
 		cmd := exec.Command("go", "build", "-o", dir+"/",
 			"github.com/natter/natter/services/cmd/devrun",
 			"github.com/natter/natter/services/cmd/devstack",
+			"github.com/natter/natter/services/cmd/natter-bench",
 			"github.com/natter/natter/auth",
 			"github.com/natter/natter/presence",
 			"github.com/natter/natter/gateway",
@@ -43,7 +44,7 @@ func runMain(m *testing.M) int {
 		}
 		binDir = dir
 	}
-	for _, name := range []string{"devrun", "devstack", "auth", "presence", "gateway", "nats-server"} {
+	for _, name := range []string{"devrun", "devstack", "natter-bench", "auth", "presence", "gateway", "nats-server"} {
 		if _, err := os.Stat(filepath.Join(binDir, name)); err != nil {
 			fmt.Fprintf(os.Stderr, "binary %s missing in %s (run `make build`): %v\n", name, binDir, err)
 			return 1

@@ -183,7 +183,11 @@ func (d *dialer) dial(ctx context.Context, s session, i int) (*websocket.Conn, e
 		case resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) || ctx.Err() != nil:
 			return nil, fmt.Errorf("dial %s: %v (HTTP %d)", gw, err, resp.StatusCode)
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
@@ -418,6 +422,8 @@ type result struct {
 	Scenario string             `json:"scenario"`
 	Figures  map[string]float64 `json:"figures"`
 	Notes    []string           `json:"notes,omitempty"`
+
+	gatewayPID int // the run's -gateway-pid, for quiesce
 }
 
 func (r result) print(w io.Writer, asJSON bool) {

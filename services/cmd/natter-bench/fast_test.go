@@ -61,22 +61,6 @@ func TestPacerCatchesUp(t *testing.T) {
 	}
 }
 
-func TestGatewayPID(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want int
-	}{
-		{[]string{"connect", "-gateway-pid", "42", "-sockets", "10"}, 42},
-		{[]string{"connect", "--gateway-pid=7"}, 7},
-		{[]string{"connect", "-sockets", "10"}, 0},
-		{[]string{"connect", "-gateway-pid"}, 0},
-	} {
-		if got := gatewayPID(tc.args); got != tc.want {
-			t.Errorf("gatewayPID(%q) = %d, want %d", tc.args, got, tc.want)
-		}
-	}
-}
-
 // readFrames splits frames into objects whatever the read boundaries,
 // reports a presence object of any size by its type, and decodes the rest.
 func TestReadFrames(t *testing.T) {

@@ -23,7 +23,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -87,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		results = append(results, r)
 		if i < runs-1 {
-			quiesce(ctx, gatewayPID(rest))
+			quiesce(ctx, r.gatewayPID)
 		}
 	}
 	median(results).print(stdout, asJSON)
@@ -116,22 +115,6 @@ func quiesce(ctx context.Context, pid int) {
 		}
 		prev = now
 	}
-}
-
-// gatewayPID is the -gateway-pid of a scenario's arguments, or 0.
-func gatewayPID(args []string) int {
-	for i, a := range args {
-		a = strings.TrimLeft(a, "-")
-		if v, ok := strings.CutPrefix(a, "gateway-pid="); ok {
-			n, _ := strconv.Atoi(v)
-			return n
-		}
-		if a == "gateway-pid" && i+1 < len(args) {
-			n, _ := strconv.Atoi(args[i+1])
-			return n
-		}
-	}
-	return 0
 }
 
 // median is the per-figure median of several runs of one scenario.

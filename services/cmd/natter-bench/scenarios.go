@@ -204,6 +204,7 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 		r.Figures["latency_"+k] = v
 	}
 	addCPU(&r, cpu, float64(received.Load()), "deliveries")
+	r.gatewayPID = c.gatewayPID
 	return r, c.json, nil
 }
 
@@ -373,6 +374,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 		r.Figures["send_to_receipt_"+k] = v
 	}
 	addCPU(&r, cpu, float64(received.Load()), "messages")
+	r.gatewayPID = c.gatewayPID
 	return r, c.json, nil
 }
 
@@ -417,6 +419,7 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 		"handshakes_per_s": float64(sockets) / elapsed.Seconds(),
 	}}
 	addCPU(&r, cpuSeconds(c.gatewayPID)-cpu0, float64(sockets), "handshakes")
+	r.gatewayPID = c.gatewayPID
 	return r, c.json, nil
 }
 
@@ -473,6 +476,7 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 	if before > freshRSSKiB {
 		r.Notes = append(r.Notes, fmt.Sprintf("the gateway held %.0f MiB before: kib_per_socket is only valid on a fresh gateway; kib_per_socket_upper is an upper bound", before/1024))
 	}
+	r.gatewayPID = c.gatewayPID
 	return r, c.json, nil
 }
 
