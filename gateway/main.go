@@ -218,9 +218,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		go heartbeat(ctx, log, reg, cfg.Heartbeat)
 		return nil
 	}, isConflict, fail)
-	// Auth's keys: needed for new sockets only (503 until loaded), so not
-	// part of readiness: the page and live sockets do without auth.
-	_ = ops.Setup(ctx, log, "auth keys", setupRetry, func(ctx context.Context) error {
+	// Auth's keys: a gateway without them can open no socket (503), so it
+	// is not ready until it has them. Once loaded they are kept, so auth
+	// going down later leaves the gateway ready and its sockets open.
+	keys := ops.Setup(ctx, log, "auth keys", setupRetry, func(ctx context.Context) error {
 		return fetchKeys(ctx, nc, g.verifier)
 	}, func(error) bool { return false }, fail)
 	go refreshKeys(ctx, log, nc, g.verifier)
@@ -231,6 +232,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	handler := newServer(log, reg, newAPIProxy(log, authURL, cfg.Proxies), g, []ops.Check{
 		{Name: "nats", Run: natsconn.Ready(nc)},
 		g.ready.Check(),
+		keys.Check(),
 	})
 	err = ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler)
 	// Sockets are hijacked connections: the HTTP shutdown leaves them to us.

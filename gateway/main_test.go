@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
 	"github.com/natter/natter/services/servicetest"
+	"github.com/natter/natter/services/token"
 )
 
 func startGateway(t *testing.T, env map[string]string) *servicetest.Service {
@@ -29,6 +32,16 @@ func TestHealthAndReadiness(t *testing.T) {
 	if code, body := gw.Get(t, "/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
+	// Without auth's keys no socket can open: not ready, and it says why.
+	servicetest.WaitStatus(t, gw.URL+"/readyz", http.StatusServiceUnavailable, 10*time.Second)
+	if _, body := gw.Get(t, "/readyz"); !strings.Contains(string(body), `"auth keys"`) {
+		t.Errorf("/readyz before auth's keys = %s, want it to name them", body)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveKeys(t, natstest.Connect(t, ns.URL()), token.NewKey(priv))
 	gw.WaitReady(t)
 
 	// The stream and bucket exist once the gateway is ready.

@@ -45,10 +45,7 @@ func startChat(t *testing.T, gateways int, env map[string]string) *chatEnv {
 		"alice": "Alice", "bob": "Bob", "carol": "Carol",
 	}}
 	e.nc = natstest.Connect(t, e.ns.URL())
-	keys, _ := json.Marshal(token.JWKS{Keys: []token.JWK{e.key.PublicJWK()}})
-	if _, err := e.nc.Subscribe(chat.AuthKeysSubject, func(m *nats.Msg) { _ = m.Respond(keys) }); err != nil {
-		t.Fatal(err)
-	}
+	serveKeys(t, e.nc, e.key)
 	if _, err := e.nc.Subscribe(chat.AuthUsersGetSubject, func(m *nats.Msg) {
 		var req chat.UsersGetRequest
 		_ = json.Unmarshal(m.Data, &req)
@@ -76,6 +73,15 @@ func startChat(t *testing.T, gateways int, env map[string]string) *chatEnv {
 		e.gws = append(e.gws, gw)
 	}
 	return e
+}
+
+// serveKeys answers auth.keys with key's public half, as auth does.
+func serveKeys(t *testing.T, nc *nats.Conn, key token.Key) {
+	t.Helper()
+	keys, _ := json.Marshal(token.JWKS{Keys: []token.JWK{key.PublicJWK()}})
+	if _, err := nc.Subscribe(chat.AuthKeysSubject, func(m *nats.Msg) { _ = m.Respond(keys) }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (e *chatEnv) token(t *testing.T, user string, lifetime time.Duration) string {
