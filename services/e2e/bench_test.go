@@ -52,6 +52,7 @@ func TestLoadToolScenarios(t *testing.T) {
 		}
 	}
 	positive := func(v float64) bool { return v > 0 }
+	notNegative := func(v float64) bool { return v >= 0 }
 	is := func(n float64) func(float64) bool { return func(v float64) bool { return v == n } }
 
 	f := bench("fanout", "-sockets", "20", "-users", "10", "-rate", "20", "-duration", "1s")
@@ -59,7 +60,9 @@ func TestLoadToolScenarios(t *testing.T) {
 	want("fanout", f, "deliveries", is(20*20))
 	want("fanout", f, "loss", is(0))
 	want("fanout", f, "latency_p99_ms", positive)
-	want("fanout", f, "gateway_cpu_s", positive)
+	// Read from /proc in clock ticks (10 ms): 400 deliveries may cost the
+	// gateway less than one, so the figure is checked present, not positive.
+	want("fanout", f, "gateway_cpu_s", notNegative)
 
 	f = bench("direct", "-pairs", "5", "-rate", "5", "-duration", "1s")
 	want("direct", f, "messages_sent", is(25))
@@ -71,7 +74,7 @@ func TestLoadToolScenarios(t *testing.T) {
 
 	// With -resume the tool fails unless every socket gets its resumed.
 	f = bench("connect", "-runs", "2", "-sockets", "30", "-users", "10", "-resume")
-	want("connect", f, "gateway_cpu_s", func(v float64) bool { return v >= 0 }) // read from /proc: present
+	want("connect", f, "gateway_cpu_s", notNegative)
 
 	f = bench("idle", "-sockets", "30", "-users", "10", "-hold", "1s")
 	want("idle", f, "gateway_rss_before_kib", positive)
