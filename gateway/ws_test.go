@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -506,48 +507,68 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 	}
 	// The slow socket never reads: its kernel buffers, then its queue fill.
 	slow := dialRaw("carol")
-	// The fast one reads as fast as it can and only counts.
+	// The fast one reads as fast as it can. Its history request makes it
+	// live at once (no wait for a resume); its answer comes before any
+	// send, so every message it counts below is a live delivery.
 	fast := dialRaw("bob")
 	if err := fast.WriteMessage(websocket.TextMessage, []byte(`{"type":"history","to":{"room":"lobby"},"limit":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	// The sender reads everything it is sent (acks and its own messages)
-	// and drops it: only the reader that never reads is slow.
-	alice := dialRaw("alice")
-	go func() {
-		for {
-			if _, _, err := alice.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
+	readObjectsUntil(t, fast, func(o map[string]any) bool { return o["type"] == chat.FrameHistory })
 
 	const n = 2000
-	counted := make(chan int, 1)
-	go func() {
-		seen := 0
-		for seen < n {
-			_, data, err := fast.ReadMessage()
-			if err != nil {
-				break
-			}
-			seen += strings.Count(string(data), `"type":"message"`)
+	fastGot := newIDSet()
+	go readObjectsUntil(t, fast, func(o map[string]any) bool {
+		if o["type"] == chat.FrameMessage {
+			fastGot.add(o["id"].(string))
 		}
-		counted <- seen
+		return false
+	})
+	// The sender reads everything it is sent; a send the stream did not
+	// store (unavailable) is sent again with its id, as the page does.
+	alice := dialRaw("alice")
+	acked := newIDSet()
+	retry := make(chan string, n)
+	aliceEnd := make(chan error, 1)
+	go func() {
+		aliceEnd <- readObjectsUntil(t, alice, func(o map[string]any) bool {
+			switch o["type"] {
+			case chat.FrameAck:
+				acked.add(o["id"].(string))
+			case chat.FrameError:
+				if o["code"] != chat.CodeUnavailable {
+					t.Errorf("send refused: %v", o)
+				}
+				retry <- o["id"].(string)
+			}
+			return false
+		})
 	}()
-	for i := range n {
-		frame := fmt.Sprintf(`{"type":"send","id":"s%d","to":{"room":"lobby"},"text":"%s"}`, i, strings.Repeat("y", 4000))
+	send := func(id string) {
+		frame := fmt.Sprintf(`{"type":"send","id":"%s","to":{"room":"lobby"},"text":"%s"}`, id, strings.Repeat("y", 4000))
 		if err := alice.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
-			t.Fatal(err)
+			t.Fatalf("sending %s: %v", id, err)
 		}
 	}
-	select {
-	case seen := <-counted:
-		if seen != n {
-			t.Fatalf("fast reader got %d of %d messages", seen, n)
+	for i := range n {
+		send(fmt.Sprintf("s%d", i))
+	}
+	deadline := time.After(60 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for fastGot.len() < n {
+		select {
+		case id := <-retry:
+			send(id)
+		case err := <-aliceEnd:
+			t.Fatalf("sender's socket ended (%v) with %d of %d acked; fast reader has %d", err, acked.len(), n, fastGot.len())
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("after 60s the fast reader has %d of %d messages (%d duplicates); %d acked", fastGot.len(), n, fastGot.dups(), acked.len())
 		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("fast reader did not get every message within 60s")
+	}
+	if d := fastGot.dups(); d > 0 {
+		t.Errorf("fast reader got %d messages twice", d)
 	}
 	// Now read the slow socket: after what fit, a close 4009 (bounded, so
 	// a socket that was never closed fails the test instead of hanging it).
@@ -563,6 +584,58 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 		}
 		break
 	}
+}
+
+// readObjectsUntil reads c's frames, object by object, until done says so
+// (nil) or the socket ends (its error).
+func readObjectsUntil(t *testing.T, c *websocket.Conn, done func(map[string]any) bool) error {
+	for {
+		_, data, err := c.ReadMessage()
+		if err != nil {
+			return err
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			var o map[string]any
+			if err := json.Unmarshal([]byte(line), &o); err != nil {
+				t.Errorf("undecodable object %q: %v", line, err)
+				continue
+			}
+			if done(o) {
+				return nil
+			}
+		}
+	}
+}
+
+// idSet counts distinct ids, and the ones seen more than once, across
+// goroutines.
+type idSet struct {
+	mu   sync.Mutex
+	ids  map[string]bool
+	dupN int
+}
+
+func newIDSet() *idSet { return &idSet{ids: map[string]bool{}} }
+
+func (s *idSet) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids[id] {
+		s.dupN++
+	}
+	s.ids[id] = true
+}
+
+func (s *idSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ids)
+}
+
+func (s *idSet) dups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dupN
 }
 
 func TestRevocationAndExpiryClose(t *testing.T) {
