@@ -514,32 +514,46 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 	if err := fast.WriteMessage(websocket.TextMessage, []byte(`{"type":"history","to":{"room":"lobby"},"limit":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	readObjectsUntil(t, fast, func(o map[string]any) bool { return o["type"] == chat.FrameHistory })
+	readObjectsUntil(t, fast, func(o wireObject) bool { return o.Type == chat.FrameHistory })
 
 	const n = 2000
 	fastGot := newIDSet()
-	go readObjectsUntil(t, fast, func(o map[string]any) bool {
-		if o["type"] == chat.FrameMessage {
-			fastGot.add(o["id"].(string))
-		}
-		return false
-	})
-	// The sender reads everything it is sent; a send the stream did not
-	// store (unavailable) is sent again with its id, as the page does.
+	fastAll := make(chan struct{})
+	go func() {
+		_ = readObjectsUntil(t, fast, func(o wireObject) bool {
+			if o.Type == chat.FrameMessage {
+				fastGot.add(o.ID)
+			}
+			return fastGot.len() == n
+		})
+		close(fastAll)
+	}()
+	// The sender reads everything it is sent and keeps at most window
+	// sends unacked, as a client pacing itself by its acks: its own queue
+	// (acks and its own messages) then stays far below SEND_QUEUE however
+	// slowly it is scheduled, and only the reader that never reads is
+	// slow. A send the stream did not store (unavailable) is sent again
+	// with its id, as the page does.
+	const window = 64
 	alice := dialRaw("alice")
 	acked := newIDSet()
+	ackedOne := make(chan struct{}, 1)
 	retry := make(chan string, n)
 	aliceEnd := make(chan error, 1)
 	go func() {
-		aliceEnd <- readObjectsUntil(t, alice, func(o map[string]any) bool {
-			switch o["type"] {
+		aliceEnd <- readObjectsUntil(t, alice, func(o wireObject) bool {
+			switch o.Type {
 			case chat.FrameAck:
-				acked.add(o["id"].(string))
-			case chat.FrameError:
-				if o["code"] != chat.CodeUnavailable {
-					t.Errorf("send refused: %v", o)
+				acked.add(o.ID)
+				select {
+				case ackedOne <- struct{}{}:
+				default:
 				}
-				retry <- o["id"].(string)
+			case chat.FrameError:
+				if o.Code != chat.CodeUnavailable {
+					t.Errorf("send %s refused: %s", o.ID, o.Code)
+				}
+				retry <- o.ID
 			}
 			return false
 		})
@@ -550,22 +564,27 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 			t.Fatalf("sending %s: %v", id, err)
 		}
 	}
-	for i := range n {
-		send(fmt.Sprintf("s%d", i))
-	}
 	deadline := time.After(60 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for fastGot.len() < n {
+	for sent, all := 0, false; !all; {
+		if sent < n && sent-acked.len() < window {
+			send(fmt.Sprintf("s%d", sent))
+			sent++
+			continue
+		}
 		select {
+		case <-fastAll:
+			all = true
 		case id := <-retry:
 			send(id)
+		case <-ackedOne:
 		case err := <-aliceEnd:
 			t.Fatalf("sender's socket ended (%v) with %d of %d acked; fast reader has %d", err, acked.len(), n, fastGot.len())
-		case <-tick.C:
 		case <-deadline:
 			t.Fatalf("after 60s the fast reader has %d of %d messages (%d duplicates); %d acked", fastGot.len(), n, fastGot.dups(), acked.len())
 		}
+	}
+	if got := fastGot.len(); got != n {
+		t.Fatalf("fast reader's socket ended with %d of %d messages", got, n)
 	}
 	if d := fastGot.dups(); d > 0 {
 		t.Errorf("fast reader got %d messages twice", d)
@@ -586,16 +605,23 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 	}
 }
 
+// wireObject is what the slow-reader test reads of a server object.
+type wireObject struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Code string `json:"code"`
+}
+
 // readObjectsUntil reads c's frames, object by object, until done says so
 // (nil) or the socket ends (its error).
-func readObjectsUntil(t *testing.T, c *websocket.Conn, done func(map[string]any) bool) error {
+func readObjectsUntil(t *testing.T, c *websocket.Conn, done func(wireObject) bool) error {
 	for {
 		_, data, err := c.ReadMessage()
 		if err != nil {
 			return err
 		}
 		for line := range strings.SplitSeq(string(data), "\n") {
-			var o map[string]any
+			var o wireObject
 			if err := json.Unmarshal([]byte(line), &o); err != nil {
 				t.Errorf("undecodable object %q: %v", line, err)
 				continue
