@@ -2,6 +2,12 @@
 // auth, presence and gateway services as its children, in one terminal,
 // each output line prefixed with the child's name.
 //
+// It starts them in the order they depend on each other: the dev stack,
+// then auth and presence once its ports accept connections, then the
+// gateway once auth and presence answer /readyz (the gateway asks auth for
+// its token keys as it starts, and presence who is online), so a normal
+// start logs no retry.
+//
 // It is the one foreground process: children run in their own process
 // groups, so Ctrl-C reaches devrun alone, which stops the services first,
 // then the dev stack, each within stopTimeout, and waits for all of them.
@@ -16,6 +22,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,9 +52,13 @@ const (
 	// stopTimeout is how long a child may take to stop after SIGTERM
 	// before it is killed; services promise 10 s.
 	stopTimeout = 12 * time.Second
-	// startTimeout bounds the wait for the dev stack's ports and for the
-	// gateway to become ready.
+	// startTimeout bounds the wait for the dev stack's ports; a service
+	// not ready after it is reported (devrun keeps waiting for it).
 	startTimeout = 60 * time.Second
+	// pollInterval paces the checks of ports and /readyz while starting.
+	pollInterval = 100 * time.Millisecond
+	// readyzTimeout bounds one /readyz request.
+	readyzTimeout = 2 * time.Second
 )
 
 type settings struct {
@@ -100,15 +111,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err := sup.start(s.binDir, "devstack", append(stackArgs, "-data", s.dataDir), nil); err != nil {
 			return err
 		}
-		if err := sup.waitPorts(ctx, waitFor); err != nil || ctx.Err() != nil {
-			return err
+		if err := sup.waitPorts(ctx, waitFor); err != nil {
+			return stopped(out, err)
 		}
 	} else {
 		out.printf("devrun", "NATS_URL and MONGO_URI given: not starting the embedded dev stack")
 	}
 
-	common := map[string]string{"NATS_URL": s.natsURL}
-	authEnv := map[string]string{"HTTP_ADDR": s.authAddr, "MONGO_URI": s.mongoURI}
+	authEnv := map[string]string{"NATS_URL": s.natsURL, "HTTP_ADDR": s.authAddr, "MONGO_URI": s.mongoURI}
 	if getenv("AUTH_SIGNING_KEY_FILE") == "" && getenv("AUTH_SIGNING_KEY") == "" {
 		// Development: one key, generated on first start, kept with the data.
 		dataDir, err := filepath.Abs(s.dataDir)
@@ -118,31 +128,49 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		authEnv["AUTH_SIGNING_KEY_FILE"] = filepath.Join(dataDir, "auth", "signing-key.pem")
 		authEnv["AUTH_GENERATE_SIGNING_KEY"] = "true"
 	}
-	services := []struct {
-		name string
-		env  map[string]string
-	}{
-		{"auth", authEnv},
-		{"presence", map[string]string{"HTTP_ADDR": s.presenceAddr}},
-		{"gateway", map[string]string{"HTTP_ADDR": s.gatewayAddr, "AUTH_URL": "http://" + s.authAddr}},
+	auth := service{"auth", "http://" + s.authAddr}
+	presence := service{"presence", "http://" + s.presenceAddr}
+	gateway := service{"gateway", "http://" + s.gatewayAddr}
+	if err := sup.start(s.binDir, auth.name, nil, authEnv); err != nil {
+		return err
 	}
-	for _, svc := range services {
-		for k, v := range common {
-			svc.env[k] = v
-		}
-		if err := sup.start(s.binDir, svc.name, nil, svc.env); err != nil {
-			return err
-		}
+	if err := sup.start(s.binDir, presence.name, nil, map[string]string{"NATS_URL": s.natsURL, "HTTP_ADDR": s.presenceAddr}); err != nil {
+		return err
 	}
-	go sup.announce(ctx, "http://"+s.gatewayAddr)
+	if err := sup.waitReady(ctx, auth, presence); err != nil {
+		return stopped(out, err)
+	}
+	if err := sup.start(s.binDir, gateway.name, nil, map[string]string{
+		"NATS_URL": s.natsURL, "HTTP_ADDR": s.gatewayAddr, "AUTH_URL": auth.url,
+	}); err != nil {
+		return err
+	}
+	if err := sup.waitReady(ctx, gateway); err != nil {
+		return stopped(out, err)
+	}
+	out.printf("devrun", "natter is ready: open %s (Ctrl-C stops everything)", gateway.url)
 
 	select {
 	case <-ctx.Done():
-		out.printf("devrun", "stopping")
-		return nil
+		return stopped(out, ctx.Err())
 	case c := <-sup.exited:
 		return fmt.Errorf("%s exited: %v", c.name, c.err)
 	}
+}
+
+// stopped turns an interrupted wait (Ctrl-C) into a normal exit: the
+// deferred stopAll then stops every child.
+func stopped(out *lineWriter, err error) error {
+	if errors.Is(err, context.Canceled) {
+		out.printf("devrun", "stopping")
+		return nil
+	}
+	return err
+}
+
+// service is a started service and the base URL of its HTTP server.
+type service struct {
+	name, url string
 }
 
 // child is one supervised process.
@@ -210,50 +238,85 @@ func (s *supervisor) stopAll() {
 	s.out.printf("devrun", "all stopped")
 }
 
-// waitPorts waits until every addr accepts connections, or a child exits.
+// waitPorts waits until every addr accepts connections. It fails if one
+// does not within startTimeout, or a child exits.
 func (s *supervisor) waitPorts(ctx context.Context, addrs []string) error {
-	deadline := time.Now().Add(startTimeout)
 	for _, addr := range addrs {
-		for {
+		listening := func() bool {
 			conn, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				_ = conn.Close()
-				break
+			if err != nil {
+				return false
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("dev stack not listening on %s after %s", addr, startTimeout)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case c := <-s.exited:
-				return fmt.Errorf("%s exited: %v", c.name, c.err)
-			case <-time.After(100 * time.Millisecond):
-			}
+			_ = conn.Close()
+			return true
+		}
+		err := s.waitUntil(ctx, listening, func() error {
+			return fmt.Errorf("dev stack not listening on %s after %s", addr, startTimeout)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// announce tells the operator where to go once the gateway is ready.
-func (s *supervisor) announce(ctx context.Context, url string) {
-	deadline := time.Now().Add(startTimeout)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				s.out.printf("devrun", "natter is ready: open %s (Ctrl-C stops everything)", url)
-				return
+// waitReady waits until every service answers 200 on /readyz. One not
+// ready within startTimeout is reported with its /readyz answer (which
+// names the failing dependency) and waited for still: a slow external
+// NATS or MongoDB may yet come. It fails if a child exits.
+func (s *supervisor) waitReady(ctx context.Context, services ...service) error {
+	client := &http.Client{Timeout: readyzTimeout}
+	for _, svc := range services {
+		var last string // the latest answer, for the report
+		ready := func() bool {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, svc.url+"/readyz", nil)
+			if err != nil {
+				last = err.Error()
+				return false
 			}
+			resp, err := client.Do(req)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			defer func() { _ = resp.Body.Close() }()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			last = fmt.Sprintf("%s %s", resp.Status, bytes.TrimSpace(body))
+			return resp.StatusCode == http.StatusOK
+		}
+		err := s.waitUntil(ctx, ready, func() error {
+			s.out.printf("devrun", "%s not ready after %s (%s/readyz: %s): see its log lines above; still waiting", svc.name, startTimeout, svc.url, last)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitUntil calls done every pollInterval until it reports true. Once
+// startTimeout has passed it calls late, once, and gives up with late's
+// error if there is one. It returns ctx's error when ctx ends (Ctrl-C),
+// and an error naming the child if a child exits meanwhile.
+func (s *supervisor) waitUntil(ctx context.Context, done func() bool, late func() error) error {
+	deadline := time.Now().Add(startTimeout)
+	for !done() {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			if err := late(); err != nil {
+				return err
+			}
+			deadline = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(200 * time.Millisecond):
+			return ctx.Err()
+		case c := <-s.exited:
+			return fmt.Errorf("%s exited: %v", c.name, c.err)
+		case <-time.After(pollInterval):
 		}
 	}
-	s.out.printf("devrun", "gateway not ready after %s: see its log lines above", startTimeout)
+	return nil
 }
 
 // lineWriter writes whole lines from several children to one output, each
