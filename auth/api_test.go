@@ -300,6 +300,89 @@ func TestSessionEndpoints(t *testing.T) {
 	}
 }
 
+// TestSession: GET /api/session answers 200 whether or not the request is
+// logged in, with the user /api/me returns or null.
+func TestSession(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "sybil", goodPW, "Sybil")
+	e.register(t, "trent", goodPW, "Trent")
+	tok := e.mustLogin(t, "sybil", goodPW)
+	cookie := chat.TokenCookie + "=" + tok
+	me := e.req(t, "GET", "/api/me", "", "Cookie", cookie)
+	if me.status != http.StatusOK {
+		t.Fatalf("/api/me: %d %s", me.status, me.raw)
+	}
+	key, _, err := token.LoadOrCreateKeyFile(e.env["AUTH_SIGNING_KEY_FILE"], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _, err := key.Issue(me.body["user"].(map[string]any)["id"].(string), "Sybil", time.Now().Add(-2*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const loggedOut = `{"user":null}`
+
+	tests := []struct {
+		name    string
+		headers []string
+		want    string
+	}{
+		{"no cookie", nil, loggedOut},
+		{"cookie", []string{"Cookie", cookie}, me.raw},
+		{"bearer", []string{"Authorization", "Bearer " + tok}, me.raw},
+		{"garbage cookie", []string{"Cookie", chat.TokenCookie + "=garbage"}, loggedOut},
+		{"empty cookie", []string{"Cookie", chat.TokenCookie + "="}, loggedOut},
+		{"forged cookie", []string{"Cookie", cookie[:len(cookie)-4] + "AAAA"}, loggedOut},
+		{"expired cookie", []string{"Cookie", chat.TokenCookie + "=" + expired}, loggedOut},
+		{"garbage bearer", []string{"Authorization", "Bearer garbage"}, loggedOut},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.req(t, "GET", "/api/session", "", tt.headers...)
+			if r.status != http.StatusOK || r.raw != tt.want {
+				t.Fatalf("got %d %s, want 200 %s", r.status, r.raw, tt.want)
+			}
+			if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+				t.Fatalf("Cache-Control = %q, want no-store", cc)
+			}
+		})
+	}
+
+	t.Run("after logout", func(t *testing.T) {
+		tok := e.mustLogin(t, "sybil", goodPW)
+		if r := e.req(t, "POST", "/api/logout", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusNoContent {
+			t.Fatalf("logout: %d %s", r.status, r.raw)
+		}
+		if r := e.req(t, "GET", "/api/session", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusOK || r.raw != loggedOut {
+			t.Fatalf("revoked token: %d %s, want 200 %s", r.status, r.raw, loggedOut)
+		}
+		// The other session is untouched.
+		if r := e.req(t, "GET", "/api/session", "", "Cookie", cookie); r.status != http.StatusOK || r.raw != me.raw {
+			t.Fatalf("other session after logout: %d %s", r.status, r.raw)
+		}
+	})
+	t.Run("user deleted", func(t *testing.T) {
+		tok := e.mustLogin(t, "trent", goodPW)
+		client, err := mongo.Connect(options.Client().ApplyURI(e.db.URI()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = client.Disconnect(context.Background()) }()
+		if res, err := client.Database("natter").Collection("users").DeleteOne(context.Background(), bson.D{{Key: "account", Value: "trent"}}); err != nil || res.DeletedCount != 1 {
+			t.Fatalf("delete trent: %+v %v", res, err)
+		}
+		if r := e.req(t, "GET", "/api/session", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusOK || r.raw != loggedOut {
+			t.Fatalf("deleted user: %d %s, want 200 %s", r.status, r.raw, loggedOut)
+		}
+		if r := e.req(t, "GET", "/api/me", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusUnauthorized {
+			t.Fatalf("/api/me of a deleted user: %d %s, want 401", r.status, r.raw)
+		}
+	})
+	if r := e.req(t, "POST", "/api/session", ""); r.status != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /api/session = %d %s", r.status, r.raw)
+	}
+}
+
 func TestLogoutRevokes(t *testing.T) {
 	e := startAuth(t)
 	e.register(t, "frank", goodPW, "Frank")
@@ -462,7 +545,16 @@ func TestStoredHash(t *testing.T) {
 func TestMongoDown(t *testing.T) {
 	e := startAuth(t)
 	e.register(t, "niaj", goodPW, "Niaj")
+	tok := e.mustLogin(t, "niaj", goodPW)
 	e.db.Stop()
+	// A valid token whose user cannot be looked up is not "logged out".
+	if r := e.req(t, "GET", "/api/session", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusServiceUnavailable || r.errCode() != "unavailable" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("/api/session with MongoDB down: %d %s", r.status, r.raw)
+	}
+	// Without a token there is nothing to look up.
+	if r := e.req(t, "GET", "/api/session", ""); r.status != http.StatusOK || r.raw != `{"user":null}` {
+		t.Fatalf("/api/session without a token, MongoDB down: %d %s", r.status, r.raw)
+	}
 	r := e.login(t, "niaj", goodPW)
 	if r.status != http.StatusServiceUnavailable || r.errCode() != "unavailable" {
 		t.Fatalf("login with MongoDB down: %d %s", r.status, r.raw)

@@ -278,16 +278,54 @@ func (a *api) logout(c *gin.Context) {
 
 func (a *api) me(c *gin.Context) {
 	claims := c.MustGet(claimsKey).(*token.Claims)
-	u, err := a.users.ByID(c.Request.Context(), claims.Subject)
-	if errors.Is(err, users.ErrNotFound) {
-		writeError(c, a.log, ErrUnauthorized)
-		return
-	}
+	u, err := a.currentUser(c.Request.Context(), claims)
 	if err != nil {
-		writeError(c, a.log, unavailable(err))
+		writeError(c, a.log, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"user": toJSON(u)})
+}
+
+// sessionResponse answers GET /api/session: the user /api/me would
+// return, or null when the request is not logged in.
+type sessionResponse struct {
+	User *userJSON `json:"user"`
+}
+
+// session tells the page whether it is logged in without a failed request:
+// 200 with the user, or 200 with null for no token, a bad, expired or
+// revoked one, or a user that no longer exists. When it cannot tell (the
+// revocation bucket or the user store unreachable) it fails like /api/me
+// rather than claim the request is logged out.
+func (a *api) session(c *gin.Context) {
+	c.Header("Cache-Control", "no-store")
+	claims, err := a.tokenClaims(c)
+	var u users.User
+	if err == nil {
+		u, err = a.currentUser(c.Request.Context(), claims)
+	}
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		c.JSON(http.StatusOK, sessionResponse{})
+	case err != nil:
+		writeError(c, a.log, err)
+	default:
+		uj := toJSON(u)
+		c.JSON(http.StatusOK, sessionResponse{User: &uj})
+	}
+}
+
+// currentUser is the user a verified token names; ErrUnauthorized when
+// they no longer exist.
+func (a *api) currentUser(ctx context.Context, claims *token.Claims) (users.User, error) {
+	u, err := a.users.ByID(ctx, claims.Subject)
+	if errors.Is(err, users.ErrNotFound) {
+		return users.User{}, ErrUnauthorized
+	}
+	if err != nil {
+		return users.User{}, unavailable(err)
+	}
+	return u, nil
 }
 
 func (a *api) listUsers(c *gin.Context) {
@@ -356,31 +394,39 @@ const claimsKey = "claims"
 // requireToken admits requests carrying a valid, unrevoked token, from
 // the Authorization header or the cookie.
 func (a *api) requireToken(c *gin.Context) {
-	raw := token.FromRequest(c.Request, chat.TokenCookie)
-	if raw == "" {
-		writeError(c, a.log, ErrUnauthorized)
-		return
-	}
-	claims, err := a.verifier.Verify(raw)
+	claims, err := a.tokenClaims(c)
 	if err != nil {
-		writeError(c, a.log, ErrUnauthorized)
-		return
-	}
-	if err := a.up(); err != nil {
 		writeError(c, a.log, err)
-		return
-	}
-	_, err = a.revoked.Get(c.Request.Context(), claims.ID)
-	switch {
-	case err == nil:
-		writeError(c, a.log, ErrUnauthorized) // revoked
-		return
-	case !errors.Is(err, jetstream.ErrKeyNotFound):
-		writeError(c, a.log, unavailable(fmt.Errorf("revocation check: %w", err)))
 		return
 	}
 	c.Set(claimsKey, claims)
 	c.Next()
+}
+
+// tokenClaims checks the request's token (Authorization header or cookie):
+// its claims when it is valid and not revoked; ErrUnauthorized when there
+// is none or it is bad, expired or revoked; ErrUnavailable when the
+// revocation check cannot be made.
+func (a *api) tokenClaims(c *gin.Context) (*token.Claims, error) {
+	raw := token.FromRequest(c.Request, chat.TokenCookie)
+	if raw == "" {
+		return nil, ErrUnauthorized
+	}
+	claims, err := a.verifier.Verify(raw)
+	if err != nil {
+		return nil, ErrUnauthorized
+	}
+	if err := a.up(); err != nil {
+		return nil, err
+	}
+	_, err = a.revoked.Get(c.Request.Context(), claims.ID)
+	switch {
+	case err == nil:
+		return nil, ErrUnauthorized // revoked
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, unavailable(fmt.Errorf("revocation check: %w", err))
+	}
+	return claims, nil
 }
 
 func resultLabel(err error) string {

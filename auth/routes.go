@@ -28,6 +28,7 @@ func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxie
 	api := r.Group("/api")
 	api.POST("/register", a.register)
 	api.POST("/login", a.login)
+	api.GET("/session", a.session) // logged in or not, never a 401
 	authed := api.Group("", a.requireToken)
 	authed.POST("/logout", a.logout)
 	authed.GET("/me", a.me)
