@@ -6,7 +6,8 @@
 // then auth and presence once its ports accept connections, then the
 // gateway once auth and presence answer /readyz (the gateway asks auth for
 // its token keys as it starts, and presence who is online), so a normal
-// start logs no retry.
+// start logs no retry. It says natter is ready once all three answer
+// /readyz with 200.
 //
 // It is the one foreground process: children run in their own process
 // groups, so Ctrl-C reaches devrun alone, which stops the services first,
@@ -145,7 +146,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}); err != nil {
 		return err
 	}
-	if err := sup.waitReady(ctx, gateway); err != nil {
+	// Ready means a browser can register, log in and open /ws: every
+	// service answers /readyz (the gateway's includes auth's token keys).
+	if err := sup.waitReady(ctx, auth, presence, gateway); err != nil {
 		return stopped(out, err)
 	}
 	out.printf("devrun", "natter is ready: open %s (Ctrl-C stops everything)", gateway.url)
@@ -260,39 +263,47 @@ func (s *supervisor) waitPorts(ctx context.Context, addrs []string) error {
 	return nil
 }
 
-// waitReady waits until every service answers 200 on /readyz. One not
-// ready within startTimeout is reported with its /readyz answer (which
-// names the failing dependency) and waited for still: a slow external
-// NATS or MongoDB may yet come. It fails if a child exits.
+// waitReady waits until every service answers 200 on /readyz in one
+// round of checks, so none has stopped being ready while the next was
+// waited for. One not ready within startTimeout is reported with its
+// /readyz answer (which names the failing dependency) and waited for
+// still: a slow external NATS or MongoDB may yet come. It fails if a
+// child exits.
 func (s *supervisor) waitReady(ctx context.Context, services ...service) error {
 	client := &http.Client{Timeout: readyzTimeout}
-	for _, svc := range services {
-		var last string // the latest answer, for the report
-		ready := func() bool {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, svc.url+"/readyz", nil)
-			if err != nil {
-				last = err.Error()
+	var waiting service // the first not ready in the latest round
+	var answer string   // and its /readyz answer
+	allReady := func() bool {
+		for _, svc := range services {
+			var ok bool
+			if ok, answer = readyz(ctx, client, svc.url); !ok {
+				waiting = svc
 				return false
 			}
-			resp, err := client.Do(req)
-			if err != nil {
-				last = err.Error()
-				return false
-			}
-			defer func() { _ = resp.Body.Close() }()
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			last = fmt.Sprintf("%s %s", resp.Status, bytes.TrimSpace(body))
-			return resp.StatusCode == http.StatusOK
 		}
-		err := s.waitUntil(ctx, ready, func() error {
-			s.out.printf("devrun", "%s not ready after %s (%s/readyz: %s): see its log lines above; still waiting", svc.name, startTimeout, svc.url, last)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+		return true
 	}
-	return nil
+	return s.waitUntil(ctx, allReady, func() error {
+		s.out.printf("devrun", "%s not ready after %s (%s/readyz: %s): see its log lines above; still waiting",
+			waiting.name, startTimeout, waiting.url, answer)
+		return nil
+	})
+}
+
+// readyz asks url's /readyz and reports whether it answered 200, and
+// its answer (status and the start of the body) or error.
+func readyz(ctx context.Context, client *http.Client, url string) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return resp.StatusCode == http.StatusOK, fmt.Sprintf("%s %s", resp.Status, bytes.TrimSpace(body))
 }
 
 // waitUntil calls done every pollInterval until it reports true. Once

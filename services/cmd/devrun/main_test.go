@@ -201,6 +201,30 @@ func TestStartsInDependencyOrder(t *testing.T) {
 	}
 }
 
+func TestReadyOnlyWhenAllAre(t *testing.T) {
+	d := startDevRun(t)
+	d.setReady(t, "auth")
+	d.setReady(t, "presence")
+	d.waitLines(t, "gateway", "auth at start: 200 OK", 1)
+
+	// auth stops being ready once the gateway runs (say its MongoDB went
+	// away): a browser could not register, so natter is not ready.
+	// Its 503s before auth.ready existed were printed before the gateway
+	// started; count from here.
+	before := strings.Count(d.out.String(), "auth     | readyz 503\n")
+	if err := os.Remove(filepath.Join(d.dir, "auth.ready")); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLines(t, "auth", "readyz 503", before+1) // a round has seen it
+	d.setReady(t, "gateway")
+	d.waitLines(t, "auth", "readyz 503", before+3)
+	if strings.Contains(d.out.String(), "natter is ready") {
+		t.Fatal("natter announced ready while auth was not")
+	}
+	d.setReady(t, "auth")
+	d.waitLines(t, "devrun", fmt.Sprintf("natter is ready: open %s (Ctrl-C stops everything)", d.gateway), 1)
+}
+
 func TestCtrlCWhileWaiting(t *testing.T) {
 	d := startDevRun(t)
 	d.waitLines(t, "auth", "readyz 503", 1)
