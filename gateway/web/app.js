@@ -1,11 +1,16 @@
 // natter's page: log in or register, then chat in the lobby or privately,
 // see who is online. All text is put in the page as text, never as HTML.
 
-import { t, setLang, currentLang, applyStatic } from './i18n.js';
+import { t, has, setLang, currentLang, applyStatic } from './i18n.js';
 import { Connection } from './conn.js';
+import { isAtBottom, captureAnchor, restoreAnchor, stickToBottom } from './scroll.js';
 
 const $ = (id) => document.getElementById(id);
 const lobbyKey = 'room:lobby';
+// historyPage is how many messages one history request asks for.
+const historyPage = 50;
+// loadOlderPx: within this distance of the top, older messages load.
+const loadOlderPx = 300;
 
 const state = {
   me: null,                 // {id, account, name}
@@ -13,8 +18,10 @@ const state = {
   convs: new Map(),         // key -> conversation
   online: new Map(),        // id -> {id, name}
   names: new Map(),         // id -> name, from anything seen
+  accounts: new Map(),      // id -> account handle, from /api/users
   maxText: 4000,
   conn: null,
+  connState: null,
 };
 
 // ---- conversations --------------------------------------------------------
@@ -27,7 +34,10 @@ function conv(key) {
       key, to: kind === 'room' ? { room: id } : { user: id },
       messages: new Map(),   // seq -> message
       pending: new Map(),    // id -> {id, text, status}
-      unread: 0, more: true, loaded: false, loading: false,
+      unread: 0,             // while not open
+      unseen: 0,             // while open but scrolled up
+      last: 0,               // newest seq, for the list's order
+      more: true, loaded: false, loading: false,
     };
     state.convs.set(key, c);
   }
@@ -47,6 +57,7 @@ function titleOf(c) {
 
 function learnName(u) {
   if (u && u.id && u.name) state.names.set(u.id, u.name);
+  if (u && u.id && u.account) state.accounts.set(u.id, u.account);
 }
 
 function addMessage(m) {
@@ -55,6 +66,7 @@ function addMessage(m) {
   const c = conv(key);
   if (c.messages.has(m.seq)) return false;
   c.messages.set(m.seq, m);
+  c.last = Math.max(c.last, m.seq);
   if (m.from.id === state.me.id) c.pending.delete(m.id);
   return key;
 }
@@ -91,21 +103,28 @@ function linkify(parent, text) {
   parent.append(document.createTextNode(text.slice(last)));
 }
 
+function locale() { return currentLang() === 'zh' ? 'zh-CN' : undefined; }
+
 function dayLabel(d) {
   const today = new Date();
   const y = new Date(today); y.setDate(today.getDate() - 1);
   if (d.toDateString() === today.toDateString()) return t('today');
   if (d.toDateString() === y.toDateString()) return t('yesterday');
-  return d.toLocaleDateString(currentLang() === 'zh' ? 'zh-CN' : undefined, { year: 'numeric', month: 'long', day: 'numeric' });
+  return d.toLocaleDateString(locale(), { year: 'numeric', month: 'long', day: 'numeric' });
 }
 
-function renderMessages({ keepBottom = true, anchor = null } = {}) {
+// renderMessages redraws the open conversation. where says where the view
+// goes: 'bottom' (the newest message), 'keep' (the message at the top of
+// the view stays where it is: older pages, messages arriving while the
+// reader is scrolled up), or 'auto' (bottom if it was there, else keep).
+function renderMessages(where = 'auto') {
   const box = $('messages');
   const c = conv(state.current);
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  const oldHeight = box.scrollHeight;
+  const toBottom = where === 'bottom' || (where === 'auto' && isAtBottom(box));
+  const anchor = toBottom ? null : captureAnchor(box);
   box.replaceChildren();
-  if (c.loading && c.messages.size > 0) box.append(el('p', 'loading', t('older')));
+  if (c.loading && c.loaded) box.append(el('p', 'loading', t('older')));
+  if (c.loaded && !c.more) box.append(el('p', 'start', t('start')));
   let lastDay = '';
   const sorted = [...c.messages.values()].sort((a, b) => a.seq - b.seq);
   for (const m of sorted) {
@@ -116,20 +135,26 @@ function renderMessages({ keepBottom = true, anchor = null } = {}) {
     }
     box.append(messageEl(m.from, d, m.text, m.from.id === state.me.id ? 'mine' : '', m.seq));
   }
-  for (const p of c.pending.values()) {
-    const e = messageEl(state.me, new Date(), p.text, `mine ${p.status}`);
-    const mark = el('span', 'mark', t(`status.${p.status}`));
-    e.querySelector('.meta').append(mark);
-    if (p.status === 'failed') {
-      const b = el('button', 'retry', t('retry'));
-      b.type = 'button';
-      b.addEventListener('click', () => sendText(p.text, p.id));
-      e.querySelector('.meta').append(b);
-    }
-    box.append(e);
+  for (const p of c.pending.values()) box.append(pendingEl(p));
+  if (toBottom) {
+    box.scrollTop = box.scrollHeight;
+    c.unseen = 0;
+  } else {
+    restoreAnchor(box, anchor);
   }
-  if (anchor !== null) box.scrollTop = box.scrollHeight - oldHeight + anchor;
-  else if (keepBottom || atBottom) box.scrollTop = box.scrollHeight;
+  renderJump();
+}
+
+function pendingEl(p) {
+  const e = messageEl(state.me, new Date(), p.text, `mine ${p.status}`);
+  e.querySelector('.meta').append(el('span', 'mark', t(`status.${p.status}`)));
+  if (p.status === 'failed') {
+    const b = el('button', 'retry', t('retry'));
+    b.type = 'button';
+    b.addEventListener('click', () => sendText(p.text, p.id));
+    e.querySelector('.meta').append(b);
+  }
+  return e;
 }
 
 function messageEl(from, date, text, cls, seq) {
@@ -137,7 +162,7 @@ function messageEl(from, date, text, cls, seq) {
   if (seq) e.dataset.seq = seq;
   const meta = el('div', 'meta');
   meta.append(el('span', 'name', from.name || from.id));
-  const time = el('time', 'time', date.toLocaleTimeString(currentLang() === 'zh' ? 'zh-CN' : undefined, { hour: '2-digit', minute: '2-digit' }));
+  const time = el('time', 'time', date.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit' }));
   time.dateTime = date.toISOString();
   meta.append(time);
   const body = el('p', 'text');
@@ -146,57 +171,139 @@ function messageEl(from, date, text, cls, seq) {
   return e;
 }
 
+// renderJump shows "N new messages" while messages arrived below the view.
+function renderJump() {
+  const c = conv(state.current);
+  const b = $('jump');
+  b.hidden = c.unseen === 0;
+  b.textContent = c.unseen === 1 ? t('jump.one') : t('jump.many', { n: c.unseen });
+}
+
 function renderSide() {
+  renderConvList();
+  renderOnline();
+  renderHead();
+  renderMenuBadge();
+}
+
+function renderConvList() {
   const list = $('conv-list');
   list.replaceChildren();
   conv(lobbyKey);
-  const keys = [lobbyKey, ...[...state.convs.keys()].filter((k) => k !== lobbyKey)];
-  for (const key of keys) {
-    const c = conv(key);
+  const private_ = [...state.convs.values()].filter((c) => c.key !== lobbyKey).sort((a, b) => b.last - a.last);
+  for (const c of [conv(lobbyKey), ...private_]) {
     const li = el('li');
-    const b = el('button', key === state.current ? 'conv current' : 'conv', titleOf(c));
+    const b = el('button', c.key === state.current ? 'conv current' : 'conv');
     b.type = 'button';
-    b.dataset.key = key;
-    if (key === state.current) b.setAttribute('aria-current', 'true');
-    if (c.unread > 0) b.append(el('span', 'unread', String(c.unread)));
-    b.addEventListener('click', () => openConv(key));
+    b.dataset.key = c.key;
+    b.append(el('span', 'title', titleOf(c)));
+    if (!c.to.room) b.append(el('span', 'kind', t('private')));
+    if (c.key === state.current) b.setAttribute('aria-current', 'true');
+    if (c.unread > 0) {
+      const u = el('span', 'unread', String(c.unread));
+      u.setAttribute('aria-label', t('unread.aria', { n: c.unread }));
+      b.append(u);
+    }
+    b.addEventListener('click', () => openConv(c.key));
     li.append(b);
     list.append(li);
   }
-  const online = $('online-list');
-  online.replaceChildren();
+}
+
+function renderOnline() {
+  const list = $('online-list');
+  list.replaceChildren();
   const users = [...state.online.values()].sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
   $('online-count').textContent = `(${users.length})`;
   for (const u of users) {
     const li = el('li');
-    const label = (u.name || u.id) + (u.id === state.me.id ? ` ${t('you')}` : '');
-    const b = el('button', 'user', label);
-    b.type = 'button';
-    b.dataset.user = u.id;
-    b.addEventListener('click', () => openConv(`user:${u.id}`));
-    li.append(b);
-    online.append(li);
+    li.dataset.user = u.id;
+    const who = el('span', 'person');
+    who.append(el('span', 'name', u.name || u.id));
+    li.append(who);
+    if (u.id === state.me.id) {
+      who.append(el('span', 'you', t('you')));
+    } else {
+      // No conversation with yourself: only others get the button.
+      const b = el('button', 'dm', t('dm.button'));
+      b.type = 'button';
+      b.dataset.user = u.id;
+      b.setAttribute('aria-label', t('dm.aria', { name: u.name || u.id }));
+      b.addEventListener('click', () => openConv(`user:${u.id}`));
+      li.append(b);
+    }
+    list.append(li);
   }
-  $('conv-title').textContent = titleOf(conv(state.current));
+}
+
+function renderHead() {
+  const c = conv(state.current);
+  $('conv-title').textContent = titleOf(c);
+  let sub;
+  if (c.to.room) sub = t('lobby.sub');
+  else {
+    const account = state.accounts.get(c.to.user);
+    sub = account ? t('dm.sub', { name: titleOf(c), account }) : t('dm.sub.noaccount', { name: titleOf(c) });
+  }
+  $('conv-sub').textContent = sub;
+}
+
+// renderMenuBadge puts the unread count (and, when one conversation has
+// them all, its name) on the drawer's toggle and in the tab's title.
+function renderMenuBadge() {
+  const withUnread = [...state.convs.values()].filter((c) => c.unread > 0);
+  const total = withUnread.reduce((n, c) => n + c.unread, 0);
+  const badge = $('menu-unread');
+  badge.hidden = total === 0;
+  badge.textContent = String(total);
+  badge.setAttribute('aria-label', t('unread.aria', { n: total }));
+  const toggle = $('toggle-side');
+  if (withUnread.length === 1) {
+    toggle.dataset.which = withUnread[0].key;
+    $('toggle-label').textContent = titleOf(withUnread[0]);
+  } else {
+    delete toggle.dataset.which;
+    $('toggle-label').textContent = t('menu');
+  }
+  document.title = total > 0 ? `(${total}) natter` : 'natter';
+}
+
+function announce(text) {
+  // Re-set, so the same words twice are read twice.
+  const a = $('announcer');
+  a.textContent = '';
+  requestAnimationFrame(() => { a.textContent = text; });
 }
 
 function openConv(key) {
-  state.current = key;
   const c = conv(key);
+  state.current = key;
   c.unread = 0;
-  if (!c.to.room && !state.names.has(c.to.user)) fetchNames([c.to.user]);
+  c.unseen = 0;
+  if (!c.to.room && !state.accounts.has(c.to.user)) fetchNames([c.to.user]);
   if (!c.loaded) loadHistory(c);
   renderSide();
-  renderMessages();
-  $('side').classList.remove('open');
-  $('toggle-side').setAttribute('aria-expanded', 'false');
+  renderMessages('bottom');
+  setDrawer(false);
   $('msg').focus();
 }
 
 function loadHistory(c, before = 0) {
-  if (c.loading || !state.conn) return;
+  if (c.loading || !state.conn?.live) return;
   c.loading = true;
-  state.conn.request({ type: 'history', to: c.to, before, limit: 50 });
+  state.conn.request({ type: 'history', to: c.to, before, limit: historyPage });
+}
+
+// loadOlderIfNeeded asks for the page before the oldest message shown
+// when the reader is near the top, or when the messages do not fill the
+// view (there is nothing to scroll yet).
+function loadOlderIfNeeded() {
+  const box = $('messages');
+  const c = conv(state.current);
+  if (!c.loaded || !c.more || c.loading || c.messages.size === 0) return;
+  if (box.scrollTop > loadOlderPx && box.scrollHeight > box.clientHeight) return;
+  loadHistory(c, Math.min(...c.messages.keys()));
+  renderMessages('keep');
 }
 
 async function fetchNames(ids) {
@@ -217,25 +324,8 @@ function onFrame(f) {
       state.maxText = f.limits?.max_text_chars || state.maxText;
       learnName(f.user);
       break;
-    case 'message': {
-      const key = addMessage(f);
-      if (!key) break;
-      if (key !== state.current && f.from.id !== state.me.id) conv(key).unread++;
-      renderSide();
-      if (key === state.current) renderMessages({ keepBottom: f.from.id === state.me.id });
-      break;
-    }
-    case 'history': {
-      const c = conv(keyOf(f.to, null));
-      const box = $('messages');
-      const anchor = c.loaded ? box.scrollTop : null;
-      for (const m of f.messages) addMessage(m);
-      c.loaded = true;
-      c.loading = false;
-      c.more = f.more;
-      if (c.key === state.current) renderMessages(anchor === null ? {} : { anchor });
-      break;
-    }
+    case 'message': onMessage(f); break;
+    case 'history': onHistory(f); break;
     case 'presence':
       if (f.users) {
         state.online = new Map(f.users.map((u) => [u.id, u]));
@@ -254,12 +344,63 @@ function onFrame(f) {
   }
 }
 
+function onMessage(f) {
+  const key = addMessage(f);
+  if (!key) return;
+  const c = conv(key);
+  const mine = f.from.id === state.me.id;
+  if (key !== state.current) {
+    if (!mine) {
+      c.unread++;
+      announce(t('announce.elsewhere', { name: f.from.name || f.from.id, conv: titleOf(c) }));
+    }
+    renderSide();
+    return;
+  }
+  const box = $('messages');
+  if (!mine) {
+    if (!isAtBottom(box)) c.unseen++;
+    announce(t('announce', { name: f.from.name || f.from.id, text: f.text.slice(0, 200) }));
+  }
+  renderSide();
+  // Your own message always shows; others' keep the view where it is
+  // unless the reader is at the bottom.
+  renderMessages(mine ? 'bottom' : 'auto');
+}
+
+function onHistory(f) {
+  const c = conv(keyOf(f.to, null));
+  const first = !c.loaded;
+  for (const m of f.messages) addMessage(m);
+  c.loaded = true;
+  c.loading = false;
+  c.more = f.more;
+  if (c.key !== state.current) return;
+  renderSide();
+  renderMessages(first ? 'bottom' : 'keep');
+  loadOlderIfNeeded();
+}
+
 function setConnState(s) {
+  state.connState = s;
   const e = $('conn-state');
   e.hidden = false;
   e.dataset.state = s;
   e.textContent = t(`state.${s}`);
+  e.title = e.textContent;
 }
+
+// ---- drawer (phones) -----------------------------------------------------
+
+function setDrawer(open) {
+  $('side').classList.toggle('open', open);
+  $('scrim').classList.toggle('open', open);
+  $('scrim').hidden = !open;
+  $('toggle-side').setAttribute('aria-expanded', String(open));
+  if (open) $('side').querySelector('button')?.focus();
+}
+
+function drawerOpen() { return $('side').classList.contains('open'); }
 
 // ---- sending ----------------------------------------------------------------
 
@@ -273,15 +414,19 @@ function sendText(text, id = newID()) {
   const c = conv(state.current);
   c.pending.set(id, { id, text, status: 'pending' });
   state.conn.send({ type: 'send', id, to: c.to, text });
-  renderMessages();
+  renderMessages('bottom');
 }
 
-function updateCounter() {
-  const n = [...$('msg').value].length;
+function updateComposer() {
+  const box = $('msg');
+  const n = [...box.value].length;
   const counter = $('counter');
   counter.textContent = n > state.maxText * 0.8 ? `${n}/${state.maxText}` : '';
   counter.classList.toggle('over', n > state.maxText);
-  $('send').disabled = n > state.maxText || $('msg').value.trim() === '';
+  $('send').disabled = n > state.maxText || box.value.trim() === '';
+  // Grow with the text, up to the CSS max-height (then it scrolls).
+  box.style.height = 'auto';
+  box.style.height = `${box.scrollHeight + 2}px`;
 }
 
 function submitComposer(ev) {
@@ -292,7 +437,8 @@ function submitComposer(ev) {
   if (text.trim() === '' || [...text].length > state.maxText) return;
   sendText(text);
   box.value = '';
-  updateCounter();
+  updateComposer();
+  box.focus();
 }
 
 // ---- auth -----------------------------------------------------------------
@@ -308,18 +454,29 @@ async function api(path, body) {
   return { status: r.status, data, retryAfter: r.headers.get('Retry-After') };
 }
 
+// errorText is what a form shows for an API error: the rule that failed,
+// when the server names one.
+function errorText(err, retryAfter) {
+  switch (err.code) {
+    case 'invalid_input': {
+      if (!['account', 'password', 'name'].includes(err.field)) return err.message;
+      const rule = `err.${err.field}.${err.rule}`;
+      return err.rule && has(rule) ? t(rule) : t(`err.${err.field}`);
+    }
+    case 'rate_limited': return t('err.rate_limited', { s: retryAfter || '60' });
+    default: return has(`err.${err.code}`) ? t(`err.${err.code}`) : err.message;
+  }
+}
+
 function showFormErrors(form, res) {
   for (const p of form.querySelectorAll('.field-error, .form-error')) p.textContent = '';
+  for (const i of form.querySelectorAll('input')) i.removeAttribute('aria-invalid');
   const err = res.data?.error;
   if (!err) return;
-  let text;
-  switch (err.code) {
-    case 'invalid_input': text = err.field && ['account', 'password', 'name'].includes(err.field) ? t(`err.${err.field}`) : err.message; break;
-    case 'rate_limited': text = t('err.rate_limited', { s: res.retryAfter || '60' }); break;
-    default: text = t(`err.${err.code}`);
-  }
-  const target = (err.field && form.querySelector(`.field-error[data-for="${err.field}"]`)) || form.querySelector('.form-error');
-  target.textContent = text;
+  const field = err.field && form.querySelector(`.field-error[data-for="${err.field}"]`);
+  (field || form.querySelector('.form-error')).textContent = errorText(err, res.retryAfter);
+  const input = err.field && form.elements[err.field];
+  if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
 }
 
 function showView(which) {
@@ -327,6 +484,7 @@ function showView(which) {
   $('chat-view').hidden = which !== 'chat';
   $('logout').hidden = which !== 'chat';
   $('me').hidden = which !== 'chat';
+  $('toggle-side').hidden = which !== 'chat';
   if (which !== 'chat') $('conn-state').hidden = true;
 }
 
@@ -353,28 +511,39 @@ function startChat(user) {
   });
   state.conn.connect();
   renderSide();
-  renderMessages();
+  renderMessages('bottom');
+  $('msg').focus();
 }
 
 function endSession(message) {
   state.conn?.stop();
   state.conn = null;
   state.me = null;
+  setDrawer(false);
+  document.title = 'natter';
   showView('auth');
   if (message) $('login-form').querySelector('.form-error').textContent = message;
+  $('login-account').focus();
 }
 
-async function boot() {
-  applyStatic();
-  $('lang').value = currentLang();
-  $('lang').addEventListener('change', (e) => { setLang(e.target.value); if (state.me) { renderSide(); renderMessages(); } });
+// ---- wiring -----------------------------------------------------------------
 
+function onLangChange(e) {
+  setLang(e.target.value);
+  if (!state.me) return;
+  renderSide();
+  renderMessages('keep');
+  if (state.connState) setConnState(state.connState);
+}
+
+function wireForms() {
   $('login-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const form = ev.target;
     try {
       const res = await api('/api/login', { account: form.account.value, password: form.password.value });
-      if (res.status === 200) { form.reset(); showFormErrors(form, res); startChat(res.data.user); } else showFormErrors(form, res);
+      showFormErrors(form, res);
+      if (res.status === 200) { form.reset(); startChat(res.data.user); }
     } catch { form.querySelector('.form-error').textContent = t('err.network'); }
   });
   $('register-form').addEventListener('submit', async (ev) => {
@@ -395,29 +564,59 @@ async function boot() {
     try { await api('/api/logout'); } catch { /* the cookie expires anyway */ }
     endSession('');
   });
+}
+
+function wireChat() {
   $('composer').addEventListener('submit', submitComposer);
-  $('msg').addEventListener('input', updateCounter);
+  $('msg').addEventListener('input', updateComposer);
   $('msg').addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitComposer(ev);
   });
-  $('messages').addEventListener('scroll', () => {
+  const box = $('messages');
+  box.addEventListener('scroll', () => {
     const c = conv(state.current);
-    if ($('messages').scrollTop < 40 && c.loaded && c.more && !c.loading && c.messages.size > 0) {
-      const oldest = Math.min(...c.messages.keys());
-      loadHistory(c, oldest);
-      renderMessages({ anchor: $('messages').scrollTop });
-    }
+    if (c.unseen > 0 && isAtBottom(box)) { c.unseen = 0; renderJump(); }
+    loadOlderIfNeeded();
   });
-  $('toggle-side').addEventListener('click', () => {
-    const open = $('side').classList.toggle('open');
-    $('toggle-side').setAttribute('aria-expanded', String(open));
+  stickToBottom(box);
+  $('jump').addEventListener('click', () => { renderMessages('bottom'); $('msg').focus(); });
+  $('toggle-side').addEventListener('click', () => setDrawer(!drawerOpen()));
+  $('scrim').addEventListener('click', () => setDrawer(false));
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && drawerOpen()) { setDrawer(false); $('toggle-side').focus(); }
   });
-  updateCounter();
+}
 
-  // Still logged in (the cookie) after a reload?
+// trackViewport sizes the shell to the visual viewport, so a phone's
+// on-screen keyboard shrinks it (where the browser does not itself).
+function trackViewport() {
+  const vv = window.visualViewport;
+  if (!vv) return;
+  const set = () => {
+    if (Math.abs(vv.scale - 1) > 0.01) return; // zoomed: leave the layout be
+    document.documentElement.style.setProperty('--app-height', `${vv.height}px`);
+  };
+  vv.addEventListener('resize', set);
+  set();
+}
+
+async function boot() {
+  applyStatic();
+  trackViewport();
+  $('lang').value = currentLang();
+  $('lang').addEventListener('change', onLangChange);
+  wireForms();
+  wireChat();
+  updateComposer();
+
+  // Still logged in (the cookie) after a reload? /api/session answers 200
+  // either way, so a logged-out load logs no failed request.
   try {
-    const r = await fetch('/api/me');
-    if (r.ok) { startChat((await r.json()).user); return; }
+    const r = await fetch('/api/session');
+    if (r.ok) {
+      const { user } = await r.json();
+      if (user) { startChat(user); return; }
+    }
   } catch { /* show the forms */ }
   showView('auth');
 }

@@ -4,6 +4,32 @@
 const strings = {
   en: {
     'logout': 'Log out',
+    'language': 'Language',
+    'messages': 'Messages',
+    'composer.label': 'Message (Enter sends, Shift+Enter adds a line)',
+    'lobby.sub': 'Everyone can read this room',
+    'dm.sub': 'Private conversation with {name} (@{account})',
+    'dm.sub.noaccount': 'Private conversation with {name}',
+    'dm.button': 'Message',
+    'dm.aria': 'Send {name} a private message',
+    'private': 'private',
+    'jump.one': '1 new message',
+    'jump.many': '{n} new messages',
+    'start': 'This is the start of the conversation.',
+    'announce': '{name}: {text}',
+    'announce.elsewhere': 'New message from {name} in {conv}',
+    'unread.aria': '{n} unread',
+    'err.account.required': 'Required.',
+    'err.account.length': '3 to 32 characters.',
+    'err.account.charset': 'Only letters, digits, ".", "_" and "-".',
+    'err.name.required': 'Required.',
+    'err.name.length': '1 to 32 characters.',
+    'err.name.utf8': 'Use ordinary characters.',
+    'err.name.printable': 'Only printable characters.',
+    'err.password.required': 'Required.',
+    'err.password.length': '8 to 128 characters.',
+    'err.password.common': 'This password is too common. Choose another.',
+    'err.password.same_as_account': 'The password must differ from the account name.',
     'login.title': 'Log in',
     'login.submit': 'Log in',
     'register.title': 'New here? Register',
@@ -15,10 +41,10 @@ const strings = {
     'menu': 'Conversations',
     'conversations': 'Conversations',
     'online': 'Online',
-    'lobby': 'Lobby (everyone)',
+    'lobby': 'Lobby',
     'you': '(you)',
     'send': 'Send',
-    'composer.placeholder': 'Write a message. Enter sends, Shift+Enter adds a line.',
+    'composer.placeholder': 'Write a message…',
     'state.connected': 'connected',
     'state.reconnecting': 'reconnecting…',
     'state.offline': 'offline',
@@ -43,6 +69,32 @@ const strings = {
   },
   zh: {
     'logout': '退出',
+    'language': '语言',
+    'messages': '消息',
+    'composer.label': '消息（回车发送，Shift+回车换行）',
+    'lobby.sub': '所有人都能看到这个房间',
+    'dm.sub': '与 {name}（@{account}）的私聊',
+    'dm.sub.noaccount': '与 {name} 的私聊',
+    'dm.button': '私聊',
+    'dm.aria': '给 {name} 发私信',
+    'private': '私聊',
+    'jump.one': '1 条新消息',
+    'jump.many': '{n} 条新消息',
+    'start': '这是会话的开始。',
+    'announce': '{name}：{text}',
+    'announce.elsewhere': '{name} 在 {conv} 发来新消息',
+    'unread.aria': '{n} 条未读',
+    'err.account.required': '必填。',
+    'err.account.length': '3 到 32 个字符。',
+    'err.account.charset': '只能使用字母、数字、"."、"_" 和 "-"。',
+    'err.name.required': '必填。',
+    'err.name.length': '1 到 32 个字符。',
+    'err.name.utf8': '请使用常规字符。',
+    'err.name.printable': '只能使用可显示字符。',
+    'err.password.required': '必填。',
+    'err.password.length': '8 到 128 个字符。',
+    'err.password.common': '这个密码太常见了，请换一个。',
+    'err.password.same_as_account': '密码不能与账号相同。',
     'login.title': '登录',
     'login.submit': '登录',
     'register.title': '新用户？注册',
@@ -54,10 +106,10 @@ const strings = {
     'menu': '会话',
     'conversations': '会话',
     'online': '在线',
-    'lobby': '大厅（所有人）',
+    'lobby': '大厅',
     'you': '（你）',
     'send': '发送',
-    'composer.placeholder': '输入消息。回车发送，Shift+回车换行。',
+    'composer.placeholder': '输入消息…',
     'state.connected': '已连接',
     'state.reconnecting': '正在重连…',
     'state.offline': '离线',
@@ -100,15 +152,34 @@ export function setLang(l) {
   applyStatic();
 }
 
+// has says whether key has a text (in English, the fallback).
+export function has(key) { return key in strings.en; }
+
 // t returns the text of key, with {name} placeholders filled from params.
 export function t(key, params = {}) {
   const s = strings[lang][key] ?? strings.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => String(params[k] ?? ''));
 }
 
-// applyStatic translates the page's fixed text.
+// applyStatic translates the page's fixed text and accessible names.
 export function applyStatic() {
   document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
   for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const el of document.querySelectorAll('[data-i18n-aria]')) el.setAttribute('aria-label', t(el.dataset.i18nAria));
+}
+
+// missingKeys lists, per language, the keys the other language has and
+// it lacks, and the page's data-i18n keys no language has (the browser
+// test checks both are empty).
+export function missingKeys() {
+  const out = {};
+  for (const l of Object.keys(strings)) {
+    const others = Object.keys(strings).filter((o) => o !== l).flatMap((o) => Object.keys(strings[o]));
+    out[l] = [...new Set(others)].filter((k) => !(k in strings[l]));
+  }
+  const used = [...document.querySelectorAll('[data-i18n],[data-i18n-placeholder],[data-i18n-aria]')]
+    .flatMap((el) => [el.dataset.i18n, el.dataset.i18nPlaceholder, el.dataset.i18nAria]).filter(Boolean);
+  out.page = [...new Set(used)].filter((k) => !(k in strings.en));
+  return out;
 }
