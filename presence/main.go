@@ -62,7 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log.Info("starting presence", append(cfg.LogAttrs(),
+	ver := version()
+	log.Info("starting presence", append(cfg.LogAttrs(), "version", ver,
 		"presence_ttl", cfg.Presence.TTL.String(), "js_replicas", cfg.Presence.Replicas)...)
 
 	ctx, fail := context.WithCancelCause(ctx)
@@ -90,7 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 		return nil
 	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
-	ms, err := svc.addMicro(nc)
+	ms, err := svc.addMicro(nc, ver)
 	if err != nil {
 		return fmt.Errorf("micro service: %w", err)
 	}

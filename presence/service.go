@@ -17,9 +17,6 @@ import (
 	"github.com/natter/natter/services/ops"
 )
 
-// version is reported by `nats micro info presence`.
-const version = "0.1.0"
-
 // publishTimeout bounds the publish of one change.
 const publishTimeout = 5 * time.Second
 
@@ -135,9 +132,10 @@ const errDuplicateInProcess jetstream.ErrorCode = 10158
 // dupRetryWait paces the retries of a report another replica is storing.
 const dupRetryWait = 50 * time.Millisecond
 
-// addMicro registers the presence micro service; replicas share requests
-// through micro's queue group and answer alike from the same bucket.
-func (s *service) addMicro(nc *nats.Conn) (micro.Service, error) {
+// addMicro registers the presence micro service, reporting version;
+// replicas share requests through micro's queue group and answer alike
+// from the same bucket.
+func (s *service) addMicro(nc *nats.Conn, version string) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
 		Name: chat.PresenceService, Version: version,
 		Description: "natter presence: who is online across every gateway",
