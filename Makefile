@@ -6,7 +6,7 @@ MODULES := services auth presence gateway deploy
 # Every package of every module of the workspace (go.work).
 PKGS     = $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
-.PHONY: all build dev test lint bench clean
+.PHONY: all build dev test check-prereqs lint bench clean
 
 all: build
 
@@ -22,8 +22,21 @@ dev: build
 	exec $(BIN)/devrun
 
 ## test: every test of every module, with the race detector
-test: build
+test: check-prereqs build
 	NATTER_BIN=$(BIN) $(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+## check-prereqs: what make test needs besides Go (chromium or CHROMIUM,
+## docker-compose, node, npm); for each one missing, print the Debian
+## package line that installs it, then fail before anything is built
+check-prereqs:
+	@missing=0; \
+	need() { echo "make test needs $$1 ($$2): apt-get install -y $$3"; missing=1; }; \
+	[ -x "$(CHROMIUM)" ] || [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ] || \
+		need chromium "the browser tests; or set CHROMIUM to a Chromium binary" chromium; \
+	command -v docker-compose >/dev/null || need docker-compose "checks deploy/compose.yaml; no Docker engine needed" "--no-install-recommends docker-compose"; \
+	command -v node >/dev/null || need node "npm runs on it" nodejs; \
+	command -v npm >/dev/null || need npm "installs axe-core for the browser tests" npm; \
+	if [ $$missing = 1 ]; then echo "(as root, after apt-get update; see README.md, On a fresh machine)"; exit 1; fi
 
 ## lint: gofmt, go vet and staticcheck on every module
 lint:
