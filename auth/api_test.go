@@ -84,6 +84,12 @@ func (r response) errField() string {
 	return f
 }
 
+func (r response) errRule() string {
+	e, _ := r.body["error"].(map[string]any)
+	f, _ := e["rule"].(string)
+	return f
+}
+
 // req sends one request; headers are name, value pairs.
 func (e *authEnv) req(t *testing.T, method, path, body string, headers ...string) response {
 	t.Helper()
@@ -155,38 +161,38 @@ func TestRegister(t *testing.T) {
 
 	long := strings.Repeat("a", 33)
 	tests := []struct {
-		name, body, code, field string
-		status                  int
+		name, body, code, field, rule string
+		status                        int
 	}{
-		{"taken, other case", `{"account":"ALICE","password":"` + goodPW + `","name":"A"}`, "account_taken", "account", 409},
-		{"account too short", `{"account":"ab","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
-		{"account too long", `{"account":"` + long + `","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
-		{"account with space", `{"account":"a b c","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
-		{"account with $", `{"account":"$where","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
-		{"account missing", `{"password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", 400},
-		{"name blank", `{"account":"bob","password":"` + goodPW + `","name":"   "}`, "invalid_input", "name", 400},
-		{"name too long", `{"account":"bob","password":"` + goodPW + `","name":"` + long + `"}`, "invalid_input", "name", 400},
-		{"name with control", `{"account":"bob","password":"` + goodPW + `","name":"a\u0007b"}`, "invalid_input", "name", 400},
-		{"name with newline", `{"account":"bob","password":"` + goodPW + `","name":"a\nb"}`, "invalid_input", "name", 400},
-		{"password short", `{"account":"bob","password":"short1!","name":"B"}`, "invalid_input", "password", 400},
-		{"password long", `{"account":"bob","password":"` + strings.Repeat("x", 129) + `","name":"B"}`, "invalid_input", "password", 400},
-		{"password common", `{"account":"bob","password":"Password123","name":"B"}`, "invalid_input", "password", 400},
-		{"password is account", `{"account":"bobbybobby","password":"BobbyBobby","name":"B"}`, "invalid_input", "password", 400},
-		{"operator in account", `{"account":{"$ne":""},"password":"` + goodPW + `","name":"B"}`, "invalid_input", "account", 400},
-		{"number as name", `{"account":"bob","password":"` + goodPW + `","name":7}`, "invalid_input", "name", 400},
-		{"unknown field", `{"account":"bob","password":"` + goodPW + `","name":"B","admin":true}`, "invalid_input", "admin", 400},
-		{"not JSON", `account=bob`, "invalid_input", "body", 400},
-		{"array", `[]`, "invalid_input", "body", 400},
-		{"null", `null`, "invalid_input", "account", 400},
-		{"trailing data", `{"account":"bob","password":"` + goodPW + `","name":"B"} {}`, "invalid_input", "body", 400},
-		{"truncated", `{"account":"bob"`, "invalid_input", "body", 400},
-		{"over 16 KiB", `{"account":"bob","password":"` + goodPW + `","name":"` + strings.Repeat("x", 17<<10) + `"}`, "invalid_input", "body", 400},
+		{"taken, other case", `{"account":"ALICE","password":"` + goodPW + `","name":"A"}`, "account_taken", "account", "", 409},
+		{"account too short", `{"account":"ab","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", "length", 400},
+		{"account too long", `{"account":"` + long + `","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", "length", 400},
+		{"account with space", `{"account":"a b c","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", "charset", 400},
+		{"account with $", `{"account":"$where","password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", "charset", 400},
+		{"account missing", `{"password":"` + goodPW + `","name":"A"}`, "invalid_input", "account", "required", 400},
+		{"name blank", `{"account":"bob","password":"` + goodPW + `","name":"   "}`, "invalid_input", "name", "required", 400},
+		{"name too long", `{"account":"bob","password":"` + goodPW + `","name":"` + long + `"}`, "invalid_input", "name", "length", 400},
+		{"name with control", `{"account":"bob","password":"` + goodPW + `","name":"a\u0007b"}`, "invalid_input", "name", "printable", 400},
+		{"name with newline", `{"account":"bob","password":"` + goodPW + `","name":"a\nb"}`, "invalid_input", "name", "printable", 400},
+		{"password short", `{"account":"bob","password":"short1!","name":"B"}`, "invalid_input", "password", "length", 400},
+		{"password long", `{"account":"bob","password":"` + strings.Repeat("x", 129) + `","name":"B"}`, "invalid_input", "password", "length", 400},
+		{"password common", `{"account":"bob","password":"Password123","name":"B"}`, "invalid_input", "password", "common", 400},
+		{"password is account", `{"account":"bobbybobby","password":"BobbyBobby","name":"B"}`, "invalid_input", "password", "same_as_account", 400},
+		{"operator in account", `{"account":{"$ne":""},"password":"` + goodPW + `","name":"B"}`, "invalid_input", "account", "type", 400},
+		{"number as name", `{"account":"bob","password":"` + goodPW + `","name":7}`, "invalid_input", "name", "type", 400},
+		{"unknown field", `{"account":"bob","password":"` + goodPW + `","name":"B","admin":true}`, "invalid_input", "admin", "unknown_field", 400},
+		{"not JSON", `account=bob`, "invalid_input", "body", "json", 400},
+		{"array", `[]`, "invalid_input", "body", "json", 400},
+		{"null", `null`, "invalid_input", "account", "required", 400},
+		{"trailing data", `{"account":"bob","password":"` + goodPW + `","name":"B"} {}`, "invalid_input", "body", "json", 400},
+		{"truncated", `{"account":"bob"`, "invalid_input", "body", "json", 400},
+		{"over 16 KiB", `{"account":"bob","password":"` + goodPW + `","name":"` + strings.Repeat("x", 17<<10) + `"}`, "invalid_input", "body", "too_large", 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := e.req(t, "POST", "/api/register", tt.body)
-			if r.status != tt.status || r.errCode() != tt.code || r.errField() != tt.field {
-				t.Fatalf("got %d %s, want %d %s on %s", r.status, r.raw, tt.status, tt.code, tt.field)
+			if r.status != tt.status || r.errCode() != tt.code || r.errField() != tt.field || r.errRule() != tt.rule {
+				t.Fatalf("got %d %s, want %d %s on %s, rule %q", r.status, r.raw, tt.status, tt.code, tt.field, tt.rule)
 			}
 			if msg, _ := r.body["error"].(map[string]any)["message"].(string); msg == "" {
 				t.Fatalf("error without message: %s", r.raw)
@@ -195,10 +201,15 @@ func TestRegister(t *testing.T) {
 	}
 	t.Run("wrong content type", func(t *testing.T) {
 		r := e.req(t, "POST", "/api/register", `{"account":"bob","password":"`+goodPW+`","name":"B"}`, "Content-Type", "text/plain")
-		if r.status != 400 || r.errField() != "body" {
+		if r.status != 400 || r.errField() != "body" || r.errRule() != "content_type" {
 			t.Fatalf("got %d %s", r.status, r.raw)
 		}
 	})
+	// The whole body of an input error.
+	r := e.register(t, "bob", "Password123", "B")
+	if want := `{"error":{"code":"invalid_input","message":"password: is one of the most common passwords; choose another","field":"password","rule":"common"}}`; r.raw != want {
+		t.Fatalf("common password: %s, want %s", r.raw, want)
+	}
 	// Nothing above created bob.
 	if r := e.register(t, "bob", goodPW, "Bob"); r.status != http.StatusCreated {
 		t.Fatalf("bob after the bad attempts: %d %s", r.status, r.raw)
@@ -241,17 +252,18 @@ func TestLogin(t *testing.T) {
 		t.Fatalf("wrong password and unknown account answer differently:\n%s\n%s\n%s", wrong.raw, unknown.raw, malformed.raw)
 	}
 
-	tests := []struct{ name, body, field string }{
-		{"operator as account", `{"account":{"$ne":""},"password":"x"}`, "account"},
-		{"operator as password", `{"account":"carol","password":{"$ne":""}}`, "password"},
-		{"missing password", `{"account":"carol"}`, "password"},
-		{"unknown field", `{"account":"carol","password":"x","remember":true}`, "remember"},
+	tests := []struct{ name, body, field, rule string }{
+		{"operator as account", `{"account":{"$ne":""},"password":"x"}`, "account", "type"},
+		{"operator as password", `{"account":"carol","password":{"$ne":""}}`, "password", "type"},
+		{"missing account", `{"password":"x"}`, "account", "required"},
+		{"missing password", `{"account":"carol"}`, "password", "required"},
+		{"unknown field", `{"account":"carol","password":"x","remember":true}`, "remember", "unknown_field"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := e.req(t, "POST", "/api/login", tt.body)
-			if r.status != 400 || r.errField() != tt.field {
-				t.Fatalf("got %d %s, want 400 on %s", r.status, r.raw, tt.field)
+			if r.status != 400 || r.errField() != tt.field || r.errRule() != tt.rule {
+				t.Fatalf("got %d %s, want 400 on %s, rule %q", r.status, r.raw, tt.field, tt.rule)
 			}
 		})
 	}

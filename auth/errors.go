@@ -26,16 +26,40 @@ var (
 	ErrPanic          = errors.New("panic")
 )
 
-// inputError names the field at fault and why; it is an ErrInvalidInput.
+// Rules name the check an input error failed: the "rule" of an
+// invalid_input error body, next to its "field", so the page can say what
+// to fix in its own words. Every input error has one; the README lists
+// them per field.
+const (
+	ruleRequired      = "required"        // account, name, password, ids: missing or empty (a name of only spaces too)
+	ruleLength        = "length"          // account 3-32 characters, name 1-32 after trimming, password 8-128
+	ruleCharset       = "charset"         // account: a character other than ASCII letters, digits, '.', '_' and '-'
+	ruleUTF8          = "utf8"            // name: not valid UTF-8 (JSON decoding already replaces bad bytes: a guard for other callers)
+	rulePrintable     = "printable"       // name: a control or other unprintable character (newline, tab, bell...)
+	ruleCommon        = "common"          // password: one of the embedded most common passwords, ignoring case
+	ruleSameAsAccount = "same_as_account" // password: the account name, ignoring case
+	ruleType          = "type"            // any field: not a string (a number, object, array...)
+	ruleUnknownField  = "unknown_field"   // field: a name the request does not have (field is that name)
+	ruleContentType   = "content_type"    // body: Content-Type is not application/json
+	ruleTooLarge      = "too_large"       // body: over maxBodyBytes
+	ruleJSON          = "json"            // body: not one JSON object (syntax, empty, an array, trailing data, unreadable)
+	ruleCount         = "count"           // ids: more than chat.MaxUsersPerRequest
+	ruleFormat        = "format"          // ids: one is not a valid user id
+)
+
+// inputError names the field at fault, the rule it broke and why; it is an
+// ErrInvalidInput.
 type inputError struct {
-	Field, Reason string
+	Field, Rule, Reason string
 }
 
 func (e *inputError) Error() string        { return e.Field + ": " + e.Reason }
 func (e *inputError) Is(target error) bool { return target == ErrInvalidInput }
 
-func invalid(field, format string, args ...any) error {
-	return &inputError{Field: field, Reason: fmt.Sprintf(format, args...)}
+// invalid is an input error on field breaking rule (one of the rule
+// constants), with a message for people.
+func invalid(field, rule, format string, args ...any) error {
+	return &inputError{Field: field, Rule: rule, Reason: fmt.Sprintf(format, args...)}
 }
 
 // rateLimitError says when to come back; it is an ErrRateLimited.
@@ -59,6 +83,7 @@ type errorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	Rule    string `json:"rule,omitempty"` // invalid_input only: which check failed
 }
 
 // errorResponse is the one place errors become HTTP statuses and codes.
@@ -67,7 +92,7 @@ func errorResponse(err error) (int, errorDetail, time.Duration) {
 	var rl *rateLimitError
 	switch {
 	case errors.As(err, &in):
-		return http.StatusBadRequest, errorDetail{Code: "invalid_input", Message: in.Error(), Field: in.Field}, 0
+		return http.StatusBadRequest, errorDetail{Code: "invalid_input", Message: in.Error(), Field: in.Field, Rule: in.Rule}, 0
 	case errors.Is(err, users.ErrAccountTaken):
 		return http.StatusConflict, errorDetail{Code: "account_taken", Message: "this account name is taken", Field: "account"}, 0
 	case errors.Is(err, ErrBadCredentials):

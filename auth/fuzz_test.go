@@ -7,7 +7,7 @@ import (
 
 // FuzzDecodeRequest feeds arbitrary bodies to the strict decoder of the
 // register and login requests: it must never panic, and must either fill
-// the request or return an input error naming a field.
+// the request or return an input error naming a field and a rule.
 func FuzzDecodeRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"account":"alice","password":"pw","name":"A"}`,
@@ -22,8 +22,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		var reg registerRequest
 		if err := decodeStrict(body, &reg); err != nil {
 			var in *inputError
-			if !errors.As(err, &in) || in.Field == "" || in.Reason == "" {
-				t.Fatalf("decode error %v is not an input error naming a field", err)
+			if !errors.As(err, &in) || in.Field == "" || in.Rule == "" || in.Reason == "" {
+				t.Fatalf("decode error %v is not an input error naming a field and a rule", err)
 			}
 		}
 		var login loginRequest

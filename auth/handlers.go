@@ -164,10 +164,10 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 		return users.User{}, "", nil, err
 	}
 	if req.Account == "" {
-		return users.User{}, "", nil, invalid("account", "required")
+		return users.User{}, "", nil, invalid("account", ruleRequired, "required")
 	}
 	if req.Password == "" {
-		return users.User{}, "", nil, invalid("password", "required")
+		return users.User{}, "", nil, invalid("password", ruleRequired, "required")
 	}
 	if err := a.up(); err != nil {
 		return users.User{}, "", nil, err
@@ -345,15 +345,15 @@ func (a *api) listUsers(c *gin.Context) {
 // parseIDs splits "a,b" into ids, each checked.
 func parseIDs(s string) ([]string, error) {
 	if s == "" {
-		return nil, invalid("ids", "required: comma-separated user ids")
+		return nil, invalid("ids", ruleRequired, "required: comma-separated user ids")
 	}
 	ids := strings.Split(s, ",")
 	if len(ids) > chat.MaxUsersPerRequest {
-		return nil, invalid("ids", "at most %d ids", chat.MaxUsersPerRequest)
+		return nil, invalid("ids", ruleCount, "at most %d ids", chat.MaxUsersPerRequest)
 	}
 	for _, id := range ids {
 		if err := chat.ValidID(id); err != nil {
-			return nil, invalid("ids", "%v", err)
+			return nil, invalid("ids", ruleFormat, "%v", err)
 		}
 	}
 	return ids, nil

@@ -48,15 +48,15 @@ func commonPasswords() map[string]bool {
 // expected type. Anything else is an input error, never a 500.
 func decodeJSON(c *gin.Context, dst any) error {
 	if ct := c.ContentType(); ct != "application/json" {
-		return invalid("body", "Content-Type must be application/json, not %q", ct)
+		return invalid("body", ruleContentType, "Content-Type must be application/json, not %q", ct)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return invalid("body", "larger than %d bytes", maxBodyBytes)
+		return invalid("body", ruleTooLarge, "larger than %d bytes", maxBodyBytes)
 	}
 	if err != nil {
-		return invalid("body", "unreadable: %v", err)
+		return invalid("body", ruleJSON, "unreadable: %v", err)
 	}
 	return decodeStrict(body, dst)
 }
@@ -69,25 +69,25 @@ func decodeStrict(body []byte, dst any) error {
 		var syntaxErr *json.SyntaxError
 		switch {
 		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return invalid(typeErr.Field, "must be a %s", typeErr.Type)
+			return invalid(typeErr.Field, ruleType, "must be a %s", typeErr.Type)
 		case errors.As(err, &typeErr):
-			return invalid("body", "must be a JSON object")
+			return invalid("body", ruleJSON, "must be a JSON object")
 		case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
-			return invalid("body", "not valid JSON")
+			return invalid("body", ruleJSON, "not valid JSON")
 		case errors.Is(err, io.EOF):
-			return invalid("body", "empty")
+			return invalid("body", ruleJSON, "empty")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			if name == "" {
-				return invalid("body", `unknown field ""`)
+				return invalid("body", ruleUnknownField, `unknown field ""`)
 			}
-			return invalid(name, "unknown field")
+			return invalid(name, ruleUnknownField, "unknown field")
 		default:
-			return invalid("body", "not valid JSON")
+			return invalid("body", ruleJSON, "not valid JSON")
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return invalid("body", "unexpected data after the JSON object")
+		return invalid("body", ruleJSON, "unexpected data after the JSON object")
 	}
 	return nil
 }
@@ -96,14 +96,14 @@ func decodeStrict(body []byte, dst any) error {
 // compare case-insensitively.
 func normalizeAccount(s string) (string, error) {
 	if s == "" {
-		return "", invalid("account", "required")
+		return "", invalid("account", ruleRequired, "required")
 	}
 	if n := utf8.RuneCountInString(s); n < minAccountLen || n > maxAccountLen {
-		return "", invalid("account", "must be %d to %d characters", minAccountLen, maxAccountLen)
+		return "", invalid("account", ruleLength, "must be %d to %d characters", minAccountLen, maxAccountLen)
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return "", invalid("account", "may hold only letters, digits, '.', '_' and '-'")
+			return "", invalid("account", ruleCharset, "may hold only letters, digits, '.', '_' and '-'")
 		}
 	}
 	return strings.ToLower(s), nil
@@ -114,17 +114,17 @@ func normalizeAccount(s string) (string, error) {
 func normalizeName(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return "", invalid("name", "required")
+		return "", invalid("name", ruleRequired, "required")
 	}
 	if !utf8.ValidString(s) {
-		return "", invalid("name", "must be valid UTF-8")
+		return "", invalid("name", ruleUTF8, "must be valid UTF-8")
 	}
 	if n := utf8.RuneCountInString(s); n < minNameLen || n > maxNameLen {
-		return "", invalid("name", "must be %d to %d characters", minNameLen, maxNameLen)
+		return "", invalid("name", ruleLength, "must be %d to %d characters", minNameLen, maxNameLen)
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return "", invalid("name", "must hold only printable characters (found %U)", r)
+			return "", invalid("name", rulePrintable, "must hold only printable characters (found %U)", r)
 		}
 	}
 	return s, nil
@@ -133,17 +133,17 @@ func normalizeName(s string) (string, error) {
 // checkNewPassword applies the password rules of registration.
 func checkNewPassword(pw, account string, common map[string]bool) error {
 	if pw == "" {
-		return invalid("password", "required")
+		return invalid("password", ruleRequired, "required")
 	}
 	if n := utf8.RuneCountInString(pw); n < minPasswordLen || n > maxPasswordLen {
-		return invalid("password", "must be %d to %d characters", minPasswordLen, maxPasswordLen)
+		return invalid("password", ruleLength, "must be %d to %d characters", minPasswordLen, maxPasswordLen)
 	}
 	lower := strings.ToLower(pw)
 	if common[lower] {
-		return invalid("password", "is one of the most common passwords; choose another")
+		return invalid("password", ruleCommon, "is one of the most common passwords; choose another")
 	}
 	if lower == account {
-		return invalid("password", "must differ from the account name")
+		return invalid("password", ruleSameAsAccount, "must differ from the account name")
 	}
 	return nil
 }

@@ -121,12 +121,12 @@ func (a *api) microUsersGet(r micro.Request) {
 		return
 	}
 	if len(req.IDs) > chat.MaxUsersPerRequest {
-		microError(r, invalid("ids", "at most %d ids", chat.MaxUsersPerRequest))
+		microError(r, invalid("ids", ruleCount, "at most %d ids", chat.MaxUsersPerRequest))
 		return
 	}
 	for _, id := range req.IDs {
 		if err := chat.ValidID(id); err != nil {
-			microError(r, invalid("ids", "%v", err))
+			microError(r, invalid("ids", ruleFormat, "%v", err))
 			return
 		}
 	}
