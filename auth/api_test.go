@@ -304,8 +304,12 @@ func TestSessionEndpoints(t *testing.T) {
 		})
 	}
 	r := e.req(t, "GET", "/api/users?ids="+dave+",unknown,"+daveID, "", "Authorization", "Bearer "+tok)
-	if want := fmt.Sprintf(`{"users":[{"id":%q,"name":"Erin"},{"id":%q,"name":"Dave"}]}`, dave, daveID); r.raw != want {
-		t.Fatalf("users = %s, want %s (ids and names only, in order)", r.raw, want)
+	if want := fmt.Sprintf(`{"users":[{"id":%q,"name":"Erin","account":"erin"},{"id":%q,"name":"Dave","account":"dave"}]}`, dave, daveID); r.raw != want {
+		t.Fatalf("users = %s, want %s (ids, names and accounts only, in order)", r.raw, want)
+	}
+	// Asked again, from the cache: the same.
+	if again := e.req(t, "GET", "/api/users?ids="+dave+",unknown,"+daveID, "", "Authorization", "Bearer "+tok); again.raw != r.raw {
+		t.Fatalf("users from the cache = %s, first %s", again.raw, r.raw)
 	}
 	if r := e.req(t, "DELETE", "/api/me", ""); r.status != http.StatusMethodNotAllowed || r.errCode() != "method_not_allowed" {
 		t.Fatalf("DELETE /api/me = %d %s", r.status, r.raw)
@@ -587,7 +591,7 @@ func TestMongoDown(t *testing.T) {
 
 func TestMicroEndpoints(t *testing.T) {
 	e := startAuth(t)
-	e.register(t, "peggy", goodPW, "佩吉")
+	e.register(t, "Peggy", goodPW, "佩吉")
 	tok := e.mustLogin(t, "peggy", goodPW)
 	nc := natstest.Connect(t, e.ns.URL())
 
@@ -616,8 +620,13 @@ func TestMicroEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"users":[{"id":"` + claims.Subject + `","name":"佩吉"}]}`; string(m.Data) != want {
+	want := `{"users":[{"id":"` + claims.Subject + `","name":"佩吉","account":"peggy"}]}`
+	if string(m.Data) != want {
 		t.Fatalf("auth.users.get = %s, want %s", m.Data, want)
+	}
+	// Asked again, from the cache: the same.
+	if m, err := nc.Request(chat.AuthUsersGetSubject, []byte(`{"ids":["`+claims.Subject+`"]}`), 5*time.Second); err != nil || string(m.Data) != want {
+		t.Fatalf("auth.users.get again = %v %v, want %s", m, err, want)
 	}
 	for _, bad := range []string{`{"ids":["a.b"]}`, `{"ids":"x"}`, `not json`, `{"ids":[],"x":1}`} {
 		m, err := nc.Request(chat.AuthUsersGetSubject, []byte(bad), 5*time.Second)

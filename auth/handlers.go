@@ -46,7 +46,7 @@ type api struct {
 	secure   bool // Secure cookies (behind TLS)
 	common   map[string]bool
 
-	names sync.Map // user id -> name, for users found (names never change)
+	public sync.Map // user id -> chat.User, for users found (names and accounts never change)
 
 	// Set by setup before ready opens; handlers read them only after.
 	ready    *ops.Gate
@@ -359,13 +359,14 @@ func parseIDs(s string) ([]string, error) {
 	return ids, nil
 }
 
-// publicUsers looks ids up and returns what anyone may see: id and name.
-// Names never change (no endpoint renames a user), so found ones are kept
-// in memory: gateways and presence ask about the same users all the time.
+// publicUsers looks ids up and returns what anyone may see: id, name and
+// account handle. Neither changes (no endpoint renames a user or an
+// account), so found ones are kept in memory: gateways and presence ask
+// about the same users all the time.
 func (a *api) publicUsers(ctx context.Context, ids []string) ([]chat.User, error) {
 	var missing []string
 	for _, id := range ids {
-		if _, ok := a.names.Load(id); !ok {
+		if _, ok := a.public.Load(id); !ok {
 			missing = append(missing, id)
 		}
 	}
@@ -375,15 +376,15 @@ func (a *api) publicUsers(ctx context.Context, ids []string) ([]chat.User, error
 			return nil, unavailable(err)
 		}
 		for _, u := range found {
-			a.names.Store(u.ID, u.Name)
+			a.public.Store(u.ID, chat.User{ID: u.ID, Name: u.Name, Account: u.Account})
 		}
 	}
 	out := make([]chat.User, 0, len(ids))
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if name, ok := a.names.Load(id); ok && !seen[id] {
+		if u, ok := a.public.Load(id); ok && !seen[id] {
 			seen[id] = true
-			out = append(out, chat.User{ID: id, Name: name.(string)})
+			out = append(out, u.(chat.User))
 		}
 	}
 	return out, nil

@@ -105,7 +105,7 @@ func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
 			micro.WithEndpointMetadata(map[string]string{"description": "JWKS of the token signing keys", "response": "token.JWKS"})),
 		svc.AddEndpoint("users_get", concurrent(nc, microWorkers, a.microUsersGet),
 			micro.WithEndpointSubject(chat.AuthUsersGetSubject),
-			micro.WithEndpointMetadata(map[string]string{"description": "names of user ids", "request": `{"ids":["..."]}`, "response": `{"users":[{"id","name"}]}`})),
+			micro.WithEndpointMetadata(map[string]string{"description": "names and account handles of user ids", "request": `{"ids":["..."]}`, "response": `{"users":[{"id","name","account"}]}`})),
 	)
 	if err != nil {
 		_ = svc.Stop()

@@ -6,6 +6,11 @@ import "time"
 type User struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
+	// Account is the user's account handle (unique, lowercase), shown
+	// beside the name since display names are not unique. Auth fills it in
+	// its user lookups (auth.users.get, GET /api/users); where a user is
+	// built from a token (message senders, hello) it is empty and left out.
+	Account string `json:"account,omitempty"`
 }
 
 // To is where a message goes: exactly one of Room or User is set.
