@@ -5,6 +5,8 @@ BIN     := $(CURDIR)/bin
 MODULES := services auth presence gateway deploy
 # Every package of every module of the workspace (go.work).
 PKGS     = $(addsuffix /...,$(addprefix ./,$(MODULES)))
+# axe-core, injected into the page by the browser tests
+AXE     := services/e2e/node_modules/axe-core/axe.min.js
 
 .PHONY: all build dev test check-prereqs lint bench clean
 
@@ -22,8 +24,14 @@ dev: build
 	exec $(BIN)/devrun
 
 ## test: every test of every module, with the race detector
-test: check-prereqs build
+test: check-prereqs build $(AXE)
 	NATTER_BIN=$(BIN) $(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+## axe-core for the browser tests' accessibility checks, at the version
+## pinned in services/e2e/package-lock.json (fetched from the npm registry)
+$(AXE): services/e2e/package.json services/e2e/package-lock.json
+	npm ci --prefix services/e2e --no-audit --no-fund
+	@touch $@
 
 ## check-prereqs: what make test needs besides Go (chromium or CHROMIUM,
 ## docker-compose, node, npm); for each one missing, print the Debian

@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/natter/natter/services/mongotest"
@@ -83,12 +86,14 @@ type browserStack struct {
 	gw       [2]*service
 }
 
-func startBrowserStack(t *testing.T) *browserStack {
+// startBrowserStack starts the stack; gatewayEnv is added to both
+// gateways' environment.
+func startBrowserStack(t *testing.T, gatewayEnv ...string) *browserStack {
 	t.Helper()
 	ns := natstest.Start(t)
 	db := mongotest.Start(t)
 	addrs := freeAddrs(t, 4)
-	s := &browserStack{env: []string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}}
+	s := &browserStack{env: append([]string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}, gatewayEnv...)}
 	startService(t, "auth", "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
 		"AUTH_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",
 		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1")
@@ -118,6 +123,7 @@ type browser struct {
 	mu       sync.Mutex
 	dialogs  []string
 	requests []string
+	errors   []string // console errors, uncaught exceptions, failed loads the console reports
 }
 
 // chromium finds Debian's chromium (.ci/run installs it).
@@ -159,6 +165,12 @@ func newBrowser(t *testing.T, name, origin string) *browser {
 	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, runtime.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
 	// Subscribed before the first navigation, so nothing is missed.
 	record(chromedp.Events(ctx, page.JavascriptDialogOpening), &b.mu, &b.dialogs,
 		func(ev page.EventJavascriptDialogOpening) string { return ev.Message })
@@ -166,6 +178,15 @@ func newBrowser(t *testing.T, name, origin string) *browser {
 		func(ev network.EventRequestWillBeSent) string { return ev.Request.URL })
 	record(chromedp.Events(ctx, network.WebSocketCreated), &b.mu, &b.requests,
 		func(ev network.EventWebSocketCreated) string { return ev.URL })
+	// Everything a person with the console open would see in red.
+	record(filter(chromedp.Events(ctx, cdplog.EntryAdded), func(ev cdplog.EventEntryAdded) bool {
+		return ev.Entry.Level == cdplog.EntryLevelError
+	}), &b.mu, &b.errors, func(ev cdplog.EventEntryAdded) string { return ev.Entry.URL + ": " + ev.Entry.Text })
+	record(filter(chromedp.Events(ctx, runtime.ConsoleAPICalled), func(ev runtime.EventConsoleAPICalled) bool {
+		return ev.Type == runtime.ConsoleAPICalledTypeError
+	}), &b.mu, &b.errors, func(ev runtime.EventConsoleAPICalled) string { return "console.error" })
+	record(chromedp.Events(ctx, runtime.ExceptionThrown), &b.mu, &b.errors,
+		func(ev runtime.EventExceptionThrown) string { return "uncaught: " + ev.ExceptionDetails.Text })
 	return b
 }
 
@@ -182,6 +203,26 @@ func record[E any](events iter.Seq2[E, error], mu *sync.Mutex, into *[]string, w
 			mu.Unlock()
 		}
 	}()
+}
+
+// filter passes on the events keep accepts.
+func filter[E any](events iter.Seq2[E, error], keep func(E) bool) iter.Seq2[E, error] {
+	return func(yield func(E, error) bool) {
+		for ev, err := range events {
+			if (err != nil || keep(ev)) && !yield(ev, err) {
+				return
+			}
+		}
+	}
+}
+
+// takeErrors returns the console errors recorded so far and forgets them.
+func (b *browser) takeErrors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.errors
+	b.errors = nil
+	return e
 }
 
 func (b *browser) do(t *testing.T, steps ...chromedp.Action[chromedp.Void]) {
@@ -293,8 +334,8 @@ func TestBrowserChat(t *testing.T) {
 
 	// Everyone sees everyone online; the name with markup is text.
 	for _, b := range []*browser{alice, bob, carol} {
-		b.waitJS(t, "three online", `document.querySelectorAll('#online-list button').length === 3`)
-		b.waitJS(t, "alice's name as text", `[...document.querySelectorAll('#online-list button')].some(e => e.textContent.startsWith('A'+`+js(xssName)+`))`)
+		b.waitJS(t, "three online", `document.querySelectorAll('#online-list li').length === 3`)
+		b.waitJS(t, "alice's name as text", `[...document.querySelectorAll('#online-list .name')].some(e => e.textContent === 'A'+`+js(xssName)+`)`)
 	}
 
 	// The lobby, with markup and a link in the text.
@@ -314,11 +355,11 @@ func TestBrowserChat(t *testing.T) {
 	shot(t, bob, "2-lobby")
 
 	// A direct message from alice to bob.
-	eval[bool](t, alice, `(() => { const b = [...document.querySelectorAll('#online-list button')].find(e => e.textContent === 'Bob'); b.click(); return true })()`)
+	alice.openDM(t, "Bob")
 	alice.waitJS(t, "dm open", `document.querySelector('#conv-title').textContent === 'Bob'`)
 	alice.say(t, "just between us")
 	bob.waitJS(t, "unread dm", `[...document.querySelectorAll('#conv-list .unread')].some(e => e.textContent === '1')`)
-	eval[bool](t, bob, `(() => { [...document.querySelectorAll('#conv-list button')].find(e => e.textContent.startsWith('A<img')).click(); return true })()`)
+	eval[bool](t, bob, `(() => { [...document.querySelectorAll('#conv-list button')].find(e => e.querySelector('.title').textContent.startsWith('A<img')).click(); return true })()`)
 	bob.waitJS(t, "dm open at bob", `document.querySelector('#conv-title').textContent.startsWith('A<img')`)
 	bob.waitJS(t, "dm received", messagesContain("just between us"))
 	shot(t, bob, "3-dm")
