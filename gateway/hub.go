@@ -18,20 +18,26 @@ import (
 // A gateway subscribes once per room and once per locally connected user
 // (two subjects: the user is either side of a sorted dm pair), decodes and
 // encodes each message once, and fans the same bytes out to every local
-// socket concerned. The users' subscriptions all deliver to one channel
-// (dms), emptied by one goroutine into an unbounded queue that another
-// dispatches: a subscription with a callback would hold a goroutine per
-// subscription, two per connected user.
+// socket concerned. The room's and the users' subscriptions all deliver to
+// one channel (dms), emptied by one goroutine into an unbounded queue that
+// another dispatches: a subscription with a callback would hold a
+// goroutine per subscription, two per connected user, and one channel
+// keeps the order the server sent them in, which is the stream's. A
+// socket's live messages then come in seq order across conversations, as
+// resume needs (a client resumes after the highest seq it saw: a room
+// message delivered after a later dm would be lost by a reconnect between
+// the two).
 type hub struct {
 	log *slog.Logger
 	nc  *nats.Conn
 	m   *metrics
 
-	mu     sync.RWMutex
-	room   map[*client]struct{}            // the lobby: every local client
-	users  map[string]*localUser           // user id -> their sockets here
-	tokens map[string]map[*client]struct{} // token id -> sockets opened with it
-	subs   []*nats.Subscription            // hub-wide: rooms, revocations, presence
+	mu      sync.RWMutex
+	room    map[*client]struct{}            // the lobby: every local client
+	users   map[string]*localUser           // user id -> their sockets here
+	tokens  map[string]map[*client]struct{} // token id -> sockets opened with it
+	subs    []*nats.Subscription            // hub-wide: rooms, revocations, presence
+	roomSub *nats.Subscription              // the lobby's live messages, into dms
 
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
@@ -45,11 +51,11 @@ type hub struct {
 	batch    uint64
 	flushing bool
 
-	dms       chan *nats.Msg // every user subscription's messages, in arrival order
+	dms       chan *nats.Msg // the room's and every user subscription's messages, in arrival order
 	dmMu      sync.Mutex     // guards dmPending
 	dmPending []*nats.Msg    // taken from dms, not yet dispatched
 	dmReady   chan struct{}  // (cap 1) dmPending has messages
-	roomSched []*client      // onRoom's sockets to line up, reused (onRoom runs on one goroutine)
+	roomSched []*client      // onRoom's sockets to line up, reused (onRoom runs on dispatchDMs' goroutine)
 	stop      chan struct{}  // ends takeDMs and dispatchDMs
 }
 
@@ -77,7 +83,6 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 		return nil, err
 	}
 	for subj, cb := range map[string]nats.MsgHandler{
-		chat.LivePrefix + room:       h.onRoom,
 		chat.AuthRevokedSubject:      h.onRevoked,
 		chat.PresenceChangedSubjects: h.onPresence,
 	} {
@@ -90,6 +95,14 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 		_ = sub.SetPendingLimits(-1, -1)
 		h.subs = append(h.subs, sub)
 	}
+	// The room's messages share the users' channel: see hub.
+	sub, err := nc.ChanSubscribe(chat.LivePrefix+room, h.dms)
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	h.roomSub = sub
+	h.subs = append(h.subs, sub)
 	go h.takeDMs()
 	go h.dispatchDMs()
 	return h, nil
@@ -120,7 +133,8 @@ func (h *hub) takeDMs() {
 	}
 }
 
-// dispatchDMs delivers the pending direct messages, in arrival order.
+// dispatchDMs delivers the pending room and direct messages, in arrival
+// order.
 func (h *hub) dispatchDMs() {
 	var batch []*nats.Msg
 	// A dm between two users of this gateway arrives once per user's
@@ -138,6 +152,10 @@ func (h *hub) dispatchDMs() {
 		h.dmMu.Unlock()
 		for i, m := range batch {
 			batch[i] = nil
+			if m.Sub != nil && m.Sub == h.roomSub {
+				h.onRoom(m)
+				continue
+			}
 			user, ok := dmRecipient(m)
 			if !ok {
 				continue
@@ -185,15 +203,26 @@ func subscriptionUser(subject string) (string, bool) {
 	return strings.TrimPrefix(pattern, "*."), false
 }
 
-// onSlowConsumer handles direct messages dropped for a user (dms was
-// full: see dmQueueLen). Their sockets stop getting live messages and are
-// closed for resume, which replays the dropped ones unless a live message
-// stored after them reached the socket before this report (the library
-// reports a drop a moment later, on its own goroutine). The user's
-// subscriptions end, so their next socket here subscribes afresh: the
-// library reports only the first drop until a subscription delivers
-// again.
+// onSlowConsumer handles live messages dropped (dms was full: see
+// dmQueueLen): room messages dropped concern every socket here, direct
+// messages dropped for a user that user's sockets. Those sockets stop
+// getting live messages and are closed for resume, which replays the
+// dropped ones unless a live message stored after them reached the socket
+// before this report (the library reports a drop a moment later, on its
+// own goroutine). A user's subscriptions end, so their next socket here
+// subscribes afresh: the library reports only the first drop until a
+// subscription delivers again.
 func (h *hub) onSlowConsumer(sub *nats.Subscription) {
+	if sub != nil && sub == h.roomSub {
+		h.log.Error("room messages dropped under load; closing every socket for resume")
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		for c := range h.room {
+			c.frozen.Store(true)
+			c.closeWith(chat.CloseResume, "messages dropped under load: resume")
+		}
+		return
+	}
 	if sub == nil || !strings.HasPrefix(sub.Subject, dmPrefix) {
 		return
 	}

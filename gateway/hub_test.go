@@ -39,7 +39,8 @@ func TestDMRecipient(t *testing.T) {
 }
 
 // Direct messages dropped because the queue was full close their user's
-// sockets for resume, and only theirs.
+// sockets for resume, and only theirs; room messages dropped close every
+// socket.
 func TestSlowConsumerClosesForResume(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
 	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}, room: map[*client]struct{}{}}
@@ -77,9 +78,19 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	if isClosed(ann.closing) {
 		t.Fatal("another user's socket was closed")
 	}
-	h.onSlowConsumer(&nats.Subscription{Subject: chat.LivePrefix + "chat.room.lobby"})
+	// Another subscription of the same subject is not the room's.
+	h.roomSub = &nats.Subscription{Subject: chat.LivePrefix + "chat.room.lobby"}
+	h.onSlowConsumer(&nats.Subscription{Subject: h.roomSub.Subject})
 	if isClosed(ann.closing) {
-		t.Fatal("a slow room subscription closed a user's sockets")
+		t.Fatal("a slow subscription that is not the room's closed a user's sockets")
+	}
+	// Room messages dropped (the room shares the dms channel, see hub)
+	// concern every socket here: all are closed for resume.
+	h.onSlowConsumer(h.roomSub)
+	for name, c := range map[string]*client{"ann": ann, "bob3": bob3} {
+		if !isClosed(c.closing) || c.closeCode != chat.CloseResume || !c.frozen.Load() {
+			t.Fatalf("%s's socket after room messages were dropped: closed %v with %d, frozen %v; want closed %d and frozen", name, isClosed(c.closing), c.closeCode, c.frozen.Load(), chat.CloseResume)
+		}
 	}
 }
 

@@ -843,3 +843,39 @@ func readUntilEnd(c *websocket.Conn) <-chan error {
 	}()
 	return ended
 }
+
+// A socket's live messages come in stream order whatever their
+// conversation: a client resumes after the highest seq it saw, so a room
+// message delivered after a later direct message would be lost by a
+// reconnect between the two.
+func TestLiveDeliveryInStreamOrder(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	carol, _ := e.dial(t, e.gws[0], "carol")
+	const n = 200 // per sender
+	var wg sync.WaitGroup
+	for _, s := range []struct {
+		c  *wsClient
+		to string
+	}{{bob, `{"user":"alice"}`}, {carol, `{"room":"lobby"}`}} {
+		wg.Go(func() {
+			for i := range n {
+				if err := s.c.conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"send","id":"o%d","to":%s,"text":"x"}`, i, s.to)); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+			}
+		})
+	}
+	var last uint64
+	for i := range 2 * n {
+		m := alice.nextOf(t, "message")
+		if s := seq(m); s <= last {
+			t.Fatalf("message %d: seq %d (%v) after seq %d", i, s, m["to"], last)
+		} else {
+			last = s
+		}
+	}
+	wg.Wait()
+}
