@@ -28,9 +28,18 @@ export function restoreAnchor(box, anchor) {
 }
 
 // stickToBottom keeps a box that was at the bottom there when it changes
-// size (a phone's keyboard opening, the composer growing).
+// size (a phone's keyboard opening, a rotation, the composer growing).
+// A resize fires its scroll events before the ResizeObserver runs, with
+// the content already reflowed: those must not count as the reader
+// leaving the bottom, so a scroll seen at a new size is ignored.
 export function stickToBottom(box) {
   let atBottom = true;
-  box.addEventListener('scroll', () => { atBottom = isAtBottom(box); });
-  new ResizeObserver(() => { if (atBottom) box.scrollTop = box.scrollHeight; }).observe(box);
+  let w = box.clientWidth, h = box.clientHeight;
+  box.addEventListener('scroll', () => {
+    if (box.clientWidth === w && box.clientHeight === h) atBottom = isAtBottom(box);
+  });
+  new ResizeObserver(() => {
+    w = box.clientWidth; h = box.clientHeight;
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  }).observe(box);
 }
