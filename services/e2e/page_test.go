@@ -210,6 +210,14 @@ func TestBrowserLongConversations(t *testing.T) {
 	if e := alice.takeErrors(); len(e) > 0 {
 		t.Errorf("logged-out page load: console errors %v", e)
 	}
+	// A weak password is refused naming the rule it broke.
+	alice.do(t,
+		chromedp.SendKeys(chromedp.ID("register-account"), "carol"),
+		chromedp.SendKeys(chromedp.ID("register-name"), "Carol"),
+		chromedp.SendKeys(chromedp.ID("register-password"), "password123"),
+		chromedp.Click(chromedp.ID("register-submit")),
+	)
+	alice.waitJS(t, "password rule named", `document.querySelector('#register-form .field-error[data-for="password"]').textContent === 'This password is too common. Choose another.'`)
 	alice.do(t,
 		chromedp.SendKeys(chromedp.ID("login-account"), "alice"),
 		chromedp.SendKeys(chromedp.ID("login-password"), "long-talk-2026"),
@@ -316,6 +324,15 @@ func TestBrowserLongConversations(t *testing.T) {
 		shot(t, alice, "long-7-phone-drawer")
 		alice.do(t, chromedp.KeyEvent("\x1b"))
 		alice.waitJS(t, "drawer closed", `getComputedStyle(document.querySelector('#side')).display === 'none' && document.activeElement.id === 'toggle-side'`)
+
+		// The smallest phone still has one header line and the composer.
+		alice.do(t, chromedp.EmulateViewport(320, 568, chromedp.EmulateMobile))
+		alice.checkOpenAtNewest(t, "320x568", "to the phone")
+		if l := alice.layout(t); l.Width > 320 || l.HeaderHeight > 60 {
+			t.Errorf("320x568: page %d px wide, header %.0f px high", l.Width, l.HeaderHeight)
+		}
+		shot(t, alice, "long-7b-phone-320")
+		alice.do(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
 	})
 
 	t.Run("language", func(t *testing.T) {
