@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -24,6 +25,7 @@ import (
 	"github.com/natter/natter/services/poll"
 	"github.com/natter/natter/services/servicetest"
 	"github.com/natter/natter/services/token"
+	"github.com/natter/natter/services/version"
 )
 
 // authEnv is auth running on real NATS and FerretDB.
@@ -627,6 +629,17 @@ func TestMicroEndpoints(t *testing.T) {
 	// Asked again, from the cache: the same.
 	if m, err := nc.Request(chat.AuthUsersGetSubject, []byte(`{"ids":["`+claims.Subject+`"]}`), 5*time.Second); err != nil || string(m.Data) != want {
 		t.Fatalf("auth.users.get again = %v %v, want %s", m, err, want)
+	}
+	// nats micro info auth: the version it was built from (a test binary
+	// is built inside the repository, so the development one).
+	subject, _ := micro.ControlSubject(micro.InfoVerb, chat.AuthService, "")
+	m, err = nc.Request(subject, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info micro.Info
+	if err := json.Unmarshal(m.Data, &info); err != nil || info.Version != version.Devel {
+		t.Fatalf("%s = %s (%v), want version %q", subject, m.Data, err, version.Devel)
 	}
 	for _, bad := range []string{`{"ids":["a.b"]}`, `{"ids":"x"}`, `not json`, `{"ids":[],"x":1}`} {
 		m, err := nc.Request(chat.AuthUsersGetSubject, []byte(bad), 5*time.Second)

@@ -29,6 +29,7 @@ import (
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/token"
+	"github.com/natter/natter/services/version"
 )
 
 func main() {
@@ -138,7 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.KeyPEM == "" {
 		keySource = cfg.KeyFile
 	}
-	log.Info("starting auth", append(cfg.LogAttrs(),
+	log.Info("starting auth", append(cfg.LogAttrs(), "version", version.Current(),
 		"mongo_uri", config.RedactURL(cfg.MongoURI), "mongo_db", cfg.MongoDB,
 		"signing_key", keySource, "token_lifetime", cfg.TokenLifetime.String(),
 		"argon2", fmt.Sprintf("m=%d,t=%d,p=%d", cfg.Argon2.MemoryKiB, cfg.Argon2.Iterations, cfg.Argon2.Parallelism),

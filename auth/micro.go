@@ -12,6 +12,7 @@ import (
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/token"
+	"github.com/natter/natter/services/version"
 )
 
 // microTimeout bounds the database work of one NATS request.
@@ -80,16 +81,13 @@ func (d detached) send(m *nats.Msg) error {
 	return d.nc.PublishMsg(m)
 }
 
-// version is reported by `nats micro info auth`.
-const version = "0.1.0"
-
 // addMicro registers the auth micro service: its public keys and user
 // lookups, on the subjects of the contract. Replicas share the load
 // through micro's queue group.
 func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        chat.AuthService,
-		Version:     version,
+		Version:     version.Current(),
 		Description: "natter accounts and tokens: public keys, user lookups",
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/natter/natter/services/logging"
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/version"
 )
 
 func main() {
@@ -62,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	ver := version()
+	ver := version.Current()
 	log.Info("starting presence", append(cfg.LogAttrs(), "version", ver,
 		"presence_ttl", cfg.Presence.TTL.String(), "js_replicas", cfg.Presence.Replicas)...)
 

@@ -11,35 +11,8 @@ import (
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
 	"github.com/natter/natter/services/servicetest"
+	"github.com/natter/natter/services/version"
 )
-
-func TestModuleVersion(t *testing.T) {
-	nc := natstest.Connect(t, natstest.Start(t).URL())
-	for _, tc := range []struct{ module, want string }{
-		{"(devel)", develVersion}, // built inside the repository
-		{"", develVersion},
-		{"v1.2.0", "1.2.0"},
-		{"v1.3.0-rc.1", "1.3.0-rc.1"},
-		{"v0.0.0-20261203033455-abcdef123456", "0.0.0-20261203033455-abcdef123456"},
-		{"v0.0.0-20261203033455-abcdef123456+dirty", "0.0.0-20261203033455-abcdef123456+dirty"},
-		{"v1.2.1-0.20261203033455-abcdef123456", "1.2.1-0.20261203033455-abcdef123456"},
-		{"v0.0.0-20261203033455-012345678901", "0.0.0-20261203033455-012345678901"},
-		{"v2.0.0+incompatible", "2.0.0+incompatible"},
-	} {
-		t.Run(tc.module, func(t *testing.T) {
-			got := moduleVersion(tc.module)
-			if got != tc.want {
-				t.Fatalf("moduleVersion(%q) = %q, want %q", tc.module, got, tc.want)
-			}
-			// micro refuses a service whose version is not semver.
-			svc, err := micro.AddService(nc, micro.Config{Name: "versioncheck", Version: got})
-			if err != nil {
-				t.Fatalf("micro refuses version %q: %v", got, err)
-			}
-			_ = svc.Stop()
-		})
-	}
-}
 
 func TestReportsItsVersion(t *testing.T) {
 	ns := natstest.Start(t)
@@ -59,8 +32,8 @@ func TestReportsItsVersion(t *testing.T) {
 		t.Fatalf("%s: %v in %s", subject, err, msg.Data)
 	}
 	// A test binary is built inside the repository: no module version.
-	if info.Version != develVersion {
-		t.Errorf("presence reports version %q, want %q", info.Version, develVersion)
+	if info.Version != version.Devel {
+		t.Errorf("presence reports version %q, want %q", info.Version, version.Devel)
 	}
 	if code, _ := p.Get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz = %d after the info request", code)
