@@ -35,7 +35,7 @@ func BenchmarkRoomFanOut(b *testing.B) {
 		b.Run(fmt.Sprintf("sockets=%d", n), func(b *testing.B) {
 			m := newMetrics(prometheus.NewRegistry())
 			h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}}
-			gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 1 << 20}}
+			gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 1 << 20, QueueBytes: 1 << 40}}
 			clients := make([]*client, n)
 			for i := range clients {
 				// writing: no writer starts; the drain below stands in.
@@ -51,7 +51,7 @@ func BenchmarkRoomFanOut(b *testing.B) {
 					for _, c := range clients {
 						c.qmu.Lock()
 						clear(c.queue)
-						c.queue = c.queue[:0]
+						c.queue, c.qbytes = c.queue[:0], 0
 						c.qmu.Unlock()
 					}
 				}

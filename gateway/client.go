@@ -42,13 +42,14 @@ type client struct {
 	gw     *gateway
 
 	// queue holds encoded frame objects (shared, never modified) for the
-	// flusher, at most gw.limits.QueueLen; a full queue means the client
-	// is too slow. A slice grown on demand rather than a channel of
-	// QueueLen slots: an idle socket holds no queue memory, and a write
-	// takes everything queued at once. qmu guards queue, spare, writing,
-	// pingDue and pong.
+	// flusher, at most gw.limits.QueueLen of them and QueueBytes in all
+	// (qbytes); a full queue means the client is too slow. A slice grown
+	// on demand rather than a channel of QueueLen slots: an idle socket
+	// holds no queue memory, and a write takes everything queued at once.
+	// qmu guards queue, qbytes, spare, writing, pingDue and pong.
 	qmu     sync.Mutex
 	queue   [][]byte
+	qbytes  int
 	spare   [][]byte // the last written slice, reused when small
 	writing bool     // a write is under way or in line; stays set once the socket's writes end
 	pingDue bool
@@ -73,9 +74,10 @@ type client struct {
 	// Live delivery starts held: a reconnecting client's first frame is
 	// resume, whose replay must come before anything live. mu guards state
 	// and held.
-	mu    sync.Mutex
-	state int
-	held  []heldMsg
+	mu        sync.Mutex
+	state     int
+	held      []heldMsg
+	heldBytes int
 	// floor is the last seq a replay sent: a stored message reaches the
 	// replay's consumer and the live subscription independently, so its
 	// live copy may come after the replay, and is dropped.
@@ -182,7 +184,7 @@ func (c *client) deliver(b []byte, seq uint64, sched *[]*client) {
 		return // it resumes from before the gap instead
 	}
 	c.mu.Lock()
-	if c.state == stateHolding && len(c.held) >= c.gw.limits.QueueLen {
+	if c.state == stateHolding && c.heldFull(b) {
 		c.mu.Unlock()
 		c.goLive(0, stateHolding)
 		c.mu.Lock()
@@ -192,17 +194,24 @@ func (c *client) deliver(b []byte, seq uint64, sched *[]*client) {
 		return
 	}
 	if c.state != stateLive {
-		if len(c.held) >= c.gw.limits.QueueLen {
+		if c.heldFull(b) {
 			c.mu.Unlock()
 			c.tooSlow()
 			return
 		}
 		c.held = append(c.held, heldMsg{b: b, seq: seq})
+		c.heldBytes += len(b)
 		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
 	c.enqueue(b, sched)
+}
+
+// heldFull says whether holding b too would pass the queue's limits, in
+// objects or in bytes (c.mu held).
+func (c *client) heldFull(b []byte) bool {
+	return len(c.held) >= c.gw.limits.QueueLen || c.heldBytes+len(b) > c.gw.limits.QueueBytes
 }
 
 // goLive releases the held messages with a seq above after and delivers
@@ -218,7 +227,7 @@ func (c *client) goLive(after uint64, from int) bool {
 			c.enqueue(h.b, nil)
 		}
 	}
-	c.held, c.state, c.floor = nil, stateLive, after
+	c.held, c.heldBytes, c.state, c.floor = nil, 0, stateLive, after
 	return true
 }
 
@@ -258,6 +267,9 @@ func (c *client) readPump() {
 			return
 		}
 		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+		if isClosed(c.closing) {
+			continue // its answers would go nowhere: no work for it
+		}
 		if !c.admit() {
 			continue // refused; a flooding client's socket is closing
 		}

@@ -213,16 +213,18 @@ func (f *flusher) work() {
 	}
 }
 
-// push queues b unless the queue holds limit objects. A socket that now
-// needs a write is put in the flusher's line, or appended to sched when
-// the caller gathers a room's sockets to line them up at once.
-func (c *client) push(b []byte, limit int, sched *[]*client) bool {
+// push queues b unless the queue holds limit objects or b would take it
+// past maxBytes. A socket that now needs a write is put in the flusher's
+// line, or appended to sched when the caller gathers a room's sockets to
+// line them up at once.
+func (c *client) push(b []byte, limit, maxBytes int, sched *[]*client) bool {
 	c.qmu.Lock()
-	if len(c.queue) >= limit {
+	if len(c.queue) >= limit || c.qbytes+len(b) > maxBytes {
 		c.qmu.Unlock()
 		return false
 	}
 	c.queue = append(c.queue, b)
+	c.qbytes += len(b)
 	start := c.schedule()
 	c.qmu.Unlock()
 	switch {
@@ -310,7 +312,7 @@ func (c *client) enqueueWait(b []byte) bool {
 	// A replay fills at most half the queue: live messages, presence
 	// changes and acks queued meanwhile (without waiting) keep room, so a
 	// long replay does not get a healthy client closed as too slow.
-	for !c.push(b, max(1, c.gw.limits.QueueLen/2), nil) {
+	for !c.push(b, max(1, c.gw.limits.QueueLen/2), c.gw.limits.QueueBytes/2, nil) {
 		select {
 		case <-c.room:
 		case <-c.closing:
@@ -327,7 +329,7 @@ func (c *client) enqueueWait(b []byte) bool {
 // is full is closed as too slow, so it never holds anyone else up. sched:
 // see push.
 func (c *client) enqueue(b []byte, sched *[]*client) {
-	if c.push(b, c.gw.limits.QueueLen, sched) {
+	if c.push(b, c.gw.limits.QueueLen, c.gw.limits.QueueBytes, sched) {
 		return
 	}
 	select {
@@ -379,7 +381,7 @@ func (c *client) flush() {
 		return
 	}
 	q, ping, pong := c.queue, c.pingDue && !closing, c.pong
-	c.queue, c.spare, c.pingDue, c.pong = c.spare, nil, false, nil
+	c.queue, c.qbytes, c.spare, c.pingDue, c.pong = c.spare, 0, nil, false, nil
 	c.qmu.Unlock()
 	select {
 	case c.room <- struct{}{}:

@@ -20,9 +20,16 @@ const (
 	readTimeout = 10 * time.Second
 	// replayBatch is how many messages one replay fetch asks for.
 	replayBatch = 256
+	// frameOverhead is what a delivery frame adds to the stored message
+	// ("type", "seq"), counted generously, in bytes.
+	frameOverhead = 64
 )
 
-// handleHistory answers one page of a conversation, oldest first.
+// handleHistory answers one page of a conversation, oldest first: at
+// most the limit asked for, and at most HistoryBytes of messages (a
+// longer page is cut, with more). A request costs HistoryCost of the
+// send rate (one was taken when the frame was read): each makes the
+// gateway read the stream and build an answer of up to HistoryBytes.
 func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 	if e := checkTo(f.ID, f.To); e != nil {
 		c.reply(*e)
@@ -37,6 +44,11 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 		c.reply(errorFrame(f.ID, chat.CodeBadLimit, fmt.Sprintf("limit must be 1 to %d", chat.MaxHistory)))
 		return
 	}
+	// At most the burst, or no request could ever pass.
+	if extra := min(g.limits.HistoryCost, g.limits.SendBurst) - 1; extra > 0 && !c.limiter.AllowN(time.Now(), extra) {
+		c.reply(errorFrame(f.ID, chat.CodeRateLimited, "history requests cost more of the send rate; slow down"))
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	// Walk back from "before": one direct get per message, each the last
@@ -44,6 +56,7 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 	// more than the limit means there is more.
 	msgs := []chat.MessageFrame{}
 	more := false
+	size := 0 // of the messages' frames: stored bytes plus type and seq
 	for upTo := f.Before; upTo != 1; {
 		data, seq, err := g.lastBefore(ctx, subject, upTo)
 		if errors.Is(err, errNoMessage) {
@@ -54,10 +67,11 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 			c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not read the history; retry"))
 			return
 		}
-		if len(msgs) == limit {
+		if len(msgs) == limit || (len(msgs) > 0 && size+len(data)+frameOverhead > g.limits.HistoryBytes) {
 			more = true
 			break
 		}
+		size += len(data) + frameOverhead
 		if mf, err := messageFrame(data, seq); err != nil {
 			g.log.Error("undecodable stored message", "seq", seq, "err", err)
 		} else {
@@ -69,7 +83,7 @@ func (g *gateway) handleHistory(c *client, f chat.ClientFrame) {
 	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
 		msgs[i], msgs[j] = msgs[j], msgs[i]
 	}
-	c.reply(chat.HistoryFrame{Type: chat.FrameHistory, To: *f.To, Messages: msgs, More: more})
+	c.reply(chat.HistoryFrame{Type: chat.FrameHistory, ID: f.ID, To: *f.To, Messages: msgs, More: more})
 }
 
 var errNoMessage = errors.New("no message")

@@ -75,6 +75,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.WS.SendBurst, "send-burst", "SEND_BURST", 30, "client frames per socket allowed at once above the rate")
 	fs.Int(&c.WS.FloodStrikes, "flood-strikes", "FLOOD_STRIKES", 20, "rate-limited frames in a row before the socket is closed (4008)")
 	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
+	fs.Int(&c.WS.QueueBytes, "send-queue-bytes", "SEND_QUEUE_BYTES", 4<<20, "server bytes queued per socket before it is closed as too slow (4009)")
+	fs.Int(&c.WS.HistoryBytes, "history-max-bytes", "HISTORY_MAX_BYTES", 256<<10, "largest history answer, in bytes of messages; a longer page is cut and says more")
+	fs.Int(&c.WS.HistoryCost, "history-cost", "HISTORY_COST", 5, "send-rate tokens one history request takes (a send takes one; at most SEND_BURST)")
 	fs.Int(&c.WS.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most; beyond, resumed says complete=false")
 	fs.Duration(&c.WS.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; a socket silent for two periods is dropped")
 	fs.Duration(&c.WS.WriteDelay, "write-delay", "WRITE_DELAY", 20*time.Millisecond, "a busy socket (written to more often than every delay, on average) written to less than this ago waits out the rest before its next write, so messages arriving meanwhile share one write: most writes of a socket in a busy room at least a delay apart, none delayed on other sockets (0: off; at most 100ms; the default suits rooms of hundreds)")
@@ -93,6 +96,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if c.Stream.Retention > 0 && c.Stream.DedupeWindow > c.Stream.Retention {
 		return c, fmt.Errorf("chat dedupe window %s is longer than the retention %s", c.Stream.DedupeWindow, c.Stream.Retention)
+	}
+	// A history answer, or one message at its longest, must fit in a
+	// queue with room to spare, or a reader keeping up would be closed.
+	if c.WS.QueueBytes < 2*max(c.WS.HistoryBytes, maxMessageFrame(c.WS.MaxTextChars)) {
+		return c, fmt.Errorf("send queue bytes %d: want at least twice the history answer (%d) and the longest message frame (%d)",
+			c.WS.QueueBytes, c.WS.HistoryBytes, maxMessageFrame(c.WS.MaxTextChars))
+	}
+	if c.WS.HistoryBytes < 1 || c.WS.HistoryCost < 1 {
+		return c, fmt.Errorf("history bytes %d, cost %d: want both positive", c.WS.HistoryBytes, c.WS.HistoryCost)
 	}
 	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second || c.WS.MaxReplay < 1 || c.WS.WriteDelay < 0 || c.WS.WriteDelay > maxWriteDelay {
 		return c, fmt.Errorf("websocket limits out of range: %+v", c.WS)
@@ -266,6 +278,11 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// maxMessageFrame bounds the encoded delivery frame of a message of
+// chars characters: each may take 6 bytes once escaped (\u003c), plus
+// the frame's other fields (ids, names, time) with room to spare.
+func maxMessageFrame(chars int) int { return 6*chars + 1024 }
 
 // resumeCloseDelay is how long after a NATS reconnect the gateway closes
 // the sockets opened before it, for resume.

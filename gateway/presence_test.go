@@ -64,7 +64,7 @@ func TestPresenceChangesReachSockets(t *testing.T) {
 func TestPresenceBatchesConverge(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
 	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}, online: map[string]chat.User{}}
-	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64}}
+	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64, QueueBytes: 1 << 20}}
 	join := func() *client {
 		// writing: no writer starts; the queue is read below.
 		c := &client{gw: gw, writing: true, room: make(chan struct{}, 1), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}

@@ -51,6 +51,9 @@ type WSLimits struct {
 	SendBurst     int           // client frames allowed at once above the rate
 	FloodStrikes  int           // rate-limited frames in a row before close 4008
 	QueueLen      int           // queued server objects before close 4009
+	QueueBytes    int           // queued server bytes before close 4009
+	HistoryBytes  int           // largest history answer's messages, in bytes; a page is cut there (more: true)
+	HistoryCost   int           // rate-limit tokens one history request takes (a send takes one)
 	PingInterval  time.Duration // ping period; a socket silent for two is dropped
 	MaxReplay     int           // messages one resume replays at most
 	WriteDelay    time.Duration // a busy socket waits out this long since its last write (0: no delay; see flush)

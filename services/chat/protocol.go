@@ -17,7 +17,7 @@ import (
 //
 //	{"type":"send","id":"m1","to":{"room":"lobby"},"text":"hello"}
 //	{"type":"send","id":"m2","to":{"user":"u7"},"text":"psst"}
-//	{"type":"history","to":{"user":"u7"},"before":0,"limit":50}
+//	{"type":"history","id":"h1","to":{"user":"u7"},"before":0,"limit":50}
 //	{"type":"resume","after":41}
 //
 // Server frames:
@@ -26,7 +26,7 @@ import (
 //	{"type":"ack","id":"m1","seq":43}
 //	{"type":"message","seq":43,"id":"m1","from":{"id":"u1","name":"Alice"},"to":{"room":"lobby"},"text":"hello","ts":"2026-11-25T22:00:00Z"}
 //	{"type":"error","id":"m1","code":"text_too_long","message":"..."}
-//	{"type":"history","to":{"user":"u7"},"messages":[{"type":"message",...}],"more":true}
+//	{"type":"history","id":"h1","to":{"user":"u7"},"messages":[{"type":"message",...}],"more":true}
 //	{"type":"resumed","seq":57,"complete":true}
 //	{"type":"presence","users":[{"id":"u1","name":"Alice"}]}
 //	{"type":"presence","user":{"id":"u2","name":"Bob"},"online":true}
@@ -37,7 +37,12 @@ import (
 // History: the messages of one conversation the user is part of (a room
 // they are in, or their direct conversation with one user) with seq below
 // "before" (0: the latest), at most "limit" (1-100, default 50), oldest
-// first; "more" says older ones exist.
+// first; "more" says older ones exist. A page also stops before its
+// messages pass the gateway's HISTORY_MAX_BYTES (256 KiB by default; at
+// least one message is always sent), so a page may hold fewer than the
+// limit with more true. The answer echoes the request's optional id. A
+// history request costs HISTORY_COST (5) tokens of the send rate; past
+// it, an error rate_limited with the request's id.
 //
 // Resume: a reconnecting client sends resume, with the last seq it saw, as
 // its first frame (within HoldTimeout of hello). The gateway replays, in
@@ -88,7 +93,7 @@ const (
 	CloseTokenRevoked = 4001 // the token was revoked (logout)
 	CloseTokenExpired = 4002 // the token expired; log in again
 	CloseFlooding     = 4008 // kept sending over the rate limit
-	CloseTooSlow      = 4009 // did not read fast enough; its queue filled
+	CloseTooSlow      = 4009 // did not read fast enough; its queue filled (objects or bytes)
 	ClosePresenceLost = 4010 // its gateway lost contact longer than the presence TTL; reconnect
 	CloseResume       = 4011 // its gateway's NATS connection was interrupted: live messages may be missing; reconnect and resume
 )
@@ -176,6 +181,7 @@ type PresenceFrame struct {
 // HistoryFrame answers a history request.
 type HistoryFrame struct {
 	Type     string         `json:"type"`
+	ID       string         `json:"id,omitempty"` // the request's, echoed
 	To       To             `json:"to"`
 	Messages []MessageFrame `json:"messages"`
 	More     bool           `json:"more"`

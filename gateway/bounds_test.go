@@ -1,0 +1,164 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/poll"
+	"github.com/natter/natter/services/servicetest"
+)
+
+// seedBig stores n messages of 4,000 '<' from alice in the lobby: stored
+// escaped, each is about 24 KB, the most one message can cost.
+func seedBig(t *testing.T, alice *wsClient, n int) {
+	t.Helper()
+	for i := range n {
+		sendOK(t, alice, fmt.Sprintf("big%d", i), `{"room":"lobby"}`, strings.Repeat("<", 4000))
+	}
+}
+
+// A history page stops at HISTORY_MAX_BYTES (more: true), and walking the
+// pages back still gives every message once, in order.
+func TestHistoryPageCutAtItsByteLimit(t *testing.T) {
+	const maxBytes = 60 << 10
+	e := startChat(t, 1, map[string]string{"HISTORY_MAX_BYTES": fmt.Sprint(maxBytes), "SEND_RATE": "1000", "SEND_BURST": "1000"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	seedBig(t, alice, 12)
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	var seen []float64
+	before := 0.0
+	for page := 0; ; page++ {
+		bob.send(t, fmt.Sprintf(`{"type":"history","id":"h%d","to":{"room":"lobby"},"before":%d,"limit":50}`, page, int(before)))
+		h := bob.nextOf(t, "history")
+		msgs := h["messages"].([]any)
+		size := 0
+		for _, m := range msgs {
+			b, _ := json.Marshal(m)
+			size += len(b)
+		}
+		if len(msgs) == 0 || (len(msgs) > 1 && size > maxBytes) {
+			t.Fatalf("page %d: %d messages, %d bytes (limit %d)", page, len(msgs), size, maxBytes)
+		}
+		if more := h["more"] == true; more != (len(seen)+len(msgs) < 12) {
+			t.Fatalf("page %d: more = %v with %d of 12 seen", page, more, len(seen)+len(msgs))
+		}
+		var seqs []float64
+		for _, m := range msgs {
+			seqs = append(seqs, m.(map[string]any)["seq"].(float64))
+		}
+		seen = append(seqs, seen...)
+		if h["more"] != true {
+			break
+		}
+		before = seqs[0]
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("pages gave seqs %v: not each once, in order", seen)
+		}
+	}
+	if len(seen) != 12 {
+		t.Fatalf("pages gave %d of 12 messages", len(seen))
+	}
+}
+
+// A history request costs HISTORY_COST of the send rate: past it, it is
+// refused with rate_limited and its id.
+func TestHistoryCostsMoreOfTheRate(t *testing.T) {
+	// A token every 10 s: none comes back during the test.
+	e := startChat(t, 1, map[string]string{"SEND_RATE": "0.1", "SEND_BURST": "12", "HISTORY_COST": "5"})
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	// Each request takes one token when read and four more: 12, 7, 2;
+	// the third finds one after its read, short of four.
+	bob.send(t, `{"type":"history","id":"h1","to":{"room":"lobby"}}`)
+	bob.nextOf(t, "history")
+	bob.send(t, `{"type":"history","id":"h2","to":{"room":"lobby"}}`)
+	bob.nextOf(t, "history")
+	bob.send(t, `{"type":"history","id":"h3","to":{"room":"lobby"}}`)
+	if f := bob.nextOf(t, "error"); f["code"] != chat.CodeRateLimited || f["id"] != "h3" {
+		t.Fatalf("third history request: %v, want rate_limited for h3", f)
+	}
+}
+
+// The abuse of finding 1: one account asks, on three sockets, for 40
+// pages of 24 KB messages each and reads nothing. Each socket is closed
+// as too slow once its queued bytes pass SEND_QUEUE_BYTES, instead of the
+// gateway holding 40 answers per socket; another user's chat goes on.
+func TestUnreadHistoryClosedAtItsByteBudget(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "HISTORY_COST": "1", "SEND_QUEUE_BYTES": "1048576"})
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	seedBig(t, alice, 60)
+	bob, _ := e.dial(t, e.gws[0], "bob")
+
+	var attackers []*websocket.Conn
+	for range 3 {
+		h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, "carol", time.Hour)}}
+		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		attackers = append(attackers, c)
+		for i := range 200 {
+			// Writes may fail once the gateway has closed the socket.
+			if c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"history","id":"a%d","to":{"room":"lobby"},"limit":50}`, i)) != nil {
+				break
+			}
+		}
+	}
+	// Meanwhile bob and alice talk as usual.
+	sendOK(t, alice, "during", `{"room":"lobby"}`, "still here")
+	if m := bob.nextOf(t, "message"); m["text"] != "still here" {
+		t.Fatalf("bob got %v", m)
+	}
+	// Each attacking socket is closed as too slow: the gateway counts it,
+	// and the socket ends after whatever the kernel's buffers held (its
+	// close frame waits behind them, so the connection may be cut first).
+	poll.Until(t, 30*time.Second, func() error {
+		if n := metric(t, e.gws[0], "gateway_slow_closes_total"); n < 3 {
+			return fmt.Errorf("%v sockets closed as too slow, want 3", n)
+		}
+		return nil
+	})
+	for i, c := range attackers {
+		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		for {
+			_, _, err := c.ReadMessage()
+			if err == nil {
+				continue
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("attacking socket %d still open after 60 s", i)
+			}
+			break
+		}
+	}
+}
+
+// metric reads one counter or gauge from gw's /metrics.
+func metric(t *testing.T, gw *servicetest.Service, name string) float64 {
+	t.Helper()
+	_, body := gw.Get(t, "/metrics")
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
+}
