@@ -11,6 +11,8 @@ const lobbyKey = 'room:lobby';
 const historyPage = 50;
 // loadOlderPx: within this distance of the top, older messages load.
 const loadOlderPx = 300;
+// historyRetryMs: a refused history request is asked again after this.
+const historyRetryMs = 2000;
 
 const state = {
   me: null,                 // {id, account, name}
@@ -22,6 +24,8 @@ const state = {
   maxText: 4000,
   conn: null,
   connState: null,
+  historySeq: 0,
+  historyReqs: new Map(),   // request id -> {key, before}, until answered
 };
 
 // ---- conversations --------------------------------------------------------
@@ -291,7 +295,21 @@ function openConv(key) {
 function loadHistory(c, before = 0) {
   if (c.loading || !state.conn?.live) return;
   c.loading = true;
-  state.conn.request({ type: 'history', to: c.to, before, limit: historyPage });
+  const id = `h${++state.historySeq}`;
+  state.historyReqs.set(id, { key: c.key, before });
+  state.conn.request({ type: 'history', id, to: c.to, before, limit: historyPage });
+}
+
+// onHistoryError: a refused page (rate_limited, unavailable) is asked for
+// again a little later, so the list never stays "loading" for good.
+function onHistoryError(f) {
+  const req = state.historyReqs.get(f.id);
+  state.historyReqs.delete(f.id);
+  const c = conv(req.key);
+  c.loading = false;
+  if (f.code === 'rate_limited' || f.code === 'unavailable') {
+    setTimeout(() => loadHistory(c, req.before), historyRetryMs);
+  }
 }
 
 // loadOlderIfNeeded asks for the page before the oldest message shown
@@ -339,7 +357,8 @@ function onFrame(f) {
       renderSide();
       break;
     case 'error':
-      console.warn('natter:', f.code, f.message);
+      if (f.id && state.historyReqs.has(f.id)) onHistoryError(f);
+      else console.warn('natter:', f.code, f.message);
       break;
   }
 }
@@ -369,6 +388,7 @@ function onMessage(f) {
 }
 
 function onHistory(f) {
+  if (f.id) state.historyReqs.delete(f.id);
   const c = conv(keyOf(f.to, null));
   const first = !c.loaded;
   for (const m of f.messages) addMessage(m);
@@ -498,7 +518,7 @@ function startChat(user) {
   state.conn = new Connection({
     onFrame,
     onState: setConnState,
-    onLive: () => { const c = conv(state.current); if (!c.loaded) { c.loading = false; loadHistory(c); } },
+    onLive,
     onAck: () => {},
     onSendError: (id, code) => {
       for (const c of state.convs.values()) {
@@ -513,6 +533,17 @@ function startChat(user) {
   renderSide();
   renderMessages('bottom');
   $('msg').focus();
+}
+
+// onLive: the socket is (again) ready. History requests of a socket that
+// dropped will never be answered: they are forgotten, and the open
+// conversation loads what it lacks.
+function onLive() {
+  for (const req of state.historyReqs.values()) conv(req.key).loading = false;
+  state.historyReqs.clear();
+  const c = conv(state.current);
+  if (!c.loaded) loadHistory(c);
+  else loadOlderIfNeeded();
 }
 
 function endSession(message) {
