@@ -162,3 +162,29 @@ func metric(t *testing.T, gw *servicetest.Service, name string) float64 {
 	t.Fatalf("no %s in /metrics", name)
 	return 0
 }
+
+// A user's sockets past SOCKETS_PER_USER are refused before the upgrade,
+// with 429 and a JSON body; other users are not; closing one frees a slot.
+func TestSocketsPerUserLimit(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SOCKETS_PER_USER": "2"})
+	first, _ := e.dial(t, e.gws[0], "alice")
+	e.dial(t, e.gws[0], "alice")
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, "alice", time.Hour)}}
+	_, resp, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third socket: %v (%v), want 429", err, resp)
+	}
+	var body struct{ Error struct{ Code string } }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error.Code != "too_many_sockets" {
+		t.Fatalf("third socket's refusal: %+v (%v), want code too_many_sockets", body, err)
+	}
+	e.dial(t, e.gws[0], "bob")
+	_ = first.conn.Close()
+	poll.Until(t, 10*time.Second, func() error {
+		c, resp, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
+		if err != nil {
+			return fmt.Errorf("after closing one: %v (%v)", err, resp)
+		}
+		return c.Close()
+	})
+}

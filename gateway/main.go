@@ -76,6 +76,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.WS.FloodStrikes, "flood-strikes", "FLOOD_STRIKES", 20, "rate-limited frames in a row before the socket is closed (4008)")
 	fs.Int(&c.WS.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before it is closed as too slow (4009)")
 	fs.Int(&c.WS.QueueBytes, "send-queue-bytes", "SEND_QUEUE_BYTES", 4<<20, "server bytes queued per socket before it is closed as too slow (4009)")
+	fs.Int(&c.WS.SocketsPerUser, "sockets-per-user", "SOCKETS_PER_USER", 20, "open sockets per user, counted on all gateways; more are refused with 429 before the upgrade")
 	fs.Int(&c.WS.HistoryBytes, "history-max-bytes", "HISTORY_MAX_BYTES", 256<<10, "largest history answer, in bytes of messages; a longer page is cut and says more")
 	fs.Int(&c.WS.HistoryCost, "history-cost", "HISTORY_COST", 5, "send-rate tokens one history request takes (a send takes one; at most SEND_BURST)")
 	fs.Int(&c.WS.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most; beyond, resumed says complete=false")
@@ -103,8 +104,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("send queue bytes %d: want at least twice the history answer (%d) and the longest message frame (%d)",
 			c.WS.QueueBytes, c.WS.HistoryBytes, maxMessageFrame(c.WS.MaxTextChars))
 	}
-	if c.WS.HistoryBytes < 1 || c.WS.HistoryCost < 1 {
-		return c, fmt.Errorf("history bytes %d, cost %d: want both positive", c.WS.HistoryBytes, c.WS.HistoryCost)
+	if c.WS.HistoryBytes < 1 || c.WS.HistoryCost < 1 || c.WS.SocketsPerUser < 1 {
+		return c, fmt.Errorf("history bytes %d, history cost %d, sockets per user %d: want each positive", c.WS.HistoryBytes, c.WS.HistoryCost, c.WS.SocketsPerUser)
 	}
 	if maxFrame < 1024 || c.WS.MaxTextChars < 1 || c.WS.SendRate <= 0 || c.WS.SendBurst < 1 || c.WS.FloodStrikes < 1 || c.WS.QueueLen < 1 || c.WS.PingInterval < time.Second || c.WS.MaxReplay < 1 || c.WS.WriteDelay < 0 || c.WS.WriteDelay > maxWriteDelay {
 		return c, fmt.Errorf("websocket limits out of range: %+v", c.WS)
@@ -164,6 +165,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer h.close()
 	g := &gateway{
 		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, acks: acks, limits: cfg.WS, metrics: m,
+		slots:   newSocketSlots(cfg.WS.SocketsPerUser),
 		origins: map[string]bool{}, flusher: newFlusher(runtime.GOMAXPROCS(0), cfg.WS.WriteDelay),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,

@@ -45,18 +45,19 @@ const (
 
 // WSLimits are the per-socket limits, each a flag.
 type WSLimits struct {
-	MaxFrameBytes int64         // bigger client frames close the socket with 1009
-	MaxTextChars  int           // longest message text, in characters
-	SendRate      float64       // client frames per second, sustained, per socket
-	SendBurst     int           // client frames allowed at once above the rate
-	FloodStrikes  int           // rate-limited frames in a row before close 4008
-	QueueLen      int           // queued server objects before close 4009
-	QueueBytes    int           // queued server bytes before close 4009
-	HistoryBytes  int           // largest history answer's messages, in bytes; a page is cut there (more: true)
-	HistoryCost   int           // rate-limit tokens one history request takes (a send takes one)
-	PingInterval  time.Duration // ping period; a socket silent for two is dropped
-	MaxReplay     int           // messages one resume replays at most
-	WriteDelay    time.Duration // a busy socket waits out this long since its last write (0: no delay; see flush)
+	MaxFrameBytes  int64         // bigger client frames close the socket with 1009
+	MaxTextChars   int           // longest message text, in characters
+	SendRate       float64       // client frames per second, sustained, per socket
+	SendBurst      int           // client frames allowed at once above the rate
+	FloodStrikes   int           // rate-limited frames in a row before close 4008
+	QueueLen       int           // queued server objects before close 4009
+	QueueBytes     int           // queued server bytes before close 4009
+	SocketsPerUser int           // open sockets per user, on all gateways; more are refused with 429
+	HistoryBytes   int           // largest history answer's messages, in bytes; a page is cut there (more: true)
+	HistoryCost    int           // rate-limit tokens one history request takes (a send takes one)
+	PingInterval   time.Duration // ping period; a socket silent for two is dropped
+	MaxReplay      int           // messages one resume replays at most
+	WriteDelay     time.Duration // a busy socket waits out this long since its last write (0: no delay; see flush)
 }
 
 // gateway is the websocket side: verification, the hub, the send path.
@@ -66,6 +67,7 @@ type gateway struct {
 	js       jetstream.JetStream
 	verifier *token.Verifier
 	hub      *hub
+	slots    *socketSlots // sockets per user here, open or opening
 	acks     *sendAcks
 	limits   WSLimits
 	origins  map[string]bool // allowed Origin values; empty: same host only
@@ -211,6 +213,7 @@ func (g *gateway) dropSocket(c *client) {
 	if err := g.presence.Remove(ctx, c.user.ID, c.id); err != nil {
 		g.log.Warn("presence remove failed; the entry will expire", "err", err)
 	}
+	g.slots.give(c.user.ID)
 	g.clients.Done()
 }
 
@@ -283,6 +286,20 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "token revoked; log in again")
 		return
 	}
+	if !g.roomForSocket(r.Context(), claims.Subject) {
+		g.metrics.errors.WithLabelValues("too_many_sockets").Inc()
+		writeError(w, http.StatusTooManyRequests, "too_many_sockets",
+			fmt.Sprintf("at most %d open sockets per user: close a tab or device first", g.limits.SocketsPerUser))
+		return
+	}
+	// From here the slot is given back when the socket ends (dropSocket)
+	// or when the handshake fails before it is admitted.
+	admitted := false
+	defer func() {
+		if !admitted {
+			g.slots.give(claims.Subject)
+		}
+	}()
 	lastSeq, err := g.helloSeq(r.Context())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
@@ -319,6 +336,7 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
+	admitted = true
 	// Live messages wait for a possible resume no longer than holdTimeout.
 	hold := time.AfterFunc(holdTimeout, func() { c.goLive(0, stateHolding) })
 	// The socket ends when its token does.
