@@ -18,8 +18,8 @@ import (
 	"github.com/natter/natter/services/servicetest"
 )
 
-// seedBig stores n messages of 4,000 '<' from alice in the lobby: stored
-// escaped, each is about 24 KB, the most one message can cost.
+// seedBig stores n messages of 4,000 '<' from alice in the lobby, about
+// 4 KB each.
 func seedBig(t *testing.T, alice *wsClient, n int) {
 	t.Helper()
 	for i := range n {
@@ -30,7 +30,7 @@ func seedBig(t *testing.T, alice *wsClient, n int) {
 // A history page stops at HISTORY_MAX_BYTES (more: true), and walking the
 // pages back still gives every message once, in order.
 func TestHistoryPageCutAtItsByteLimit(t *testing.T) {
-	const maxBytes = 60 << 10
+	const maxBytes = 12 << 10 // three of seedBig's messages
 	e := startChat(t, 1, map[string]string{"HISTORY_MAX_BYTES": fmt.Sprint(maxBytes), "SEND_RATE": "1000", "SEND_BURST": "1000"})
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	seedBig(t, alice, 12)
@@ -43,8 +43,7 @@ func TestHistoryPageCutAtItsByteLimit(t *testing.T) {
 		msgs := h["messages"].([]any)
 		size := 0
 		for _, m := range msgs {
-			b, _ := json.Marshal(m)
-			size += len(b)
+			size += len(chat.Encode(m))
 		}
 		if len(msgs) == 0 || (len(msgs) > 1 && size > maxBytes) {
 			t.Fatalf("page %d: %d messages, %d bytes (limit %d)", page, len(msgs), size, maxBytes)

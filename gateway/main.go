@@ -136,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("starting gateway", append(cfg.LogAttrs(),
 		"auth_url", config.RedactURL(cfg.AuthURL), "trusted_proxies", fmt.Sprint(cfg.Proxies),
-		"chat_retention", cfg.Stream.Retention.String(), "chat_dedupe_window", cfg.Stream.DedupeWindow.String(),
+		"chat_retention", cfg.Stream.Retention.String(), "chat_dedupe_window", cfg.Stream.DedupeWindow.String(), "chat_max_bytes", cfg.Stream.MaxBytes,
 		"js_replicas", cfg.Stream.Replicas, "presence_ttl", cfg.Presence.TTL.String())...)
 
 	ctx, fail := context.WithCancelCause(ctx)

@@ -67,3 +67,20 @@ func BenchmarkMessageFrame(b *testing.B) {
 		}
 	})
 }
+
+// A stored message costs about its own size: '<' and '&' are not turned
+// into six bytes each, and the object stays on one line whatever the text.
+func TestEncodeStoresTextAsItIs(t *testing.T) {
+	text := string(bytes.Repeat([]byte("<"), 4000)) + "\n&>\u2028\u2029"
+	b := Encode(Message{ID: "m1", From: User{ID: "u1", Name: "A"}, To: To{Room: "lobby"}, Text: text, TS: time.Now()})
+	if len(b) > 4200 {
+		t.Fatalf("a 4,000-character text is stored in %d bytes", len(b))
+	}
+	if bytes.ContainsAny(b, "\n\r") || bytes.Contains(b, []byte("\u2028")) || bytes.Contains(b, []byte("\u2029")) {
+		t.Fatalf("stored message spans lines: %q", b[len(b)-60:])
+	}
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil || m.Text != text {
+		t.Fatalf("round trip: %v, text equal %v", err, m.Text == text)
+	}
+}

@@ -21,6 +21,10 @@ const (
 	// DefaultDedupeWindow is how long a Nats-Msg-Id is remembered, so a
 	// client retry within it is stored once.
 	DefaultDedupeWindow = 2 * time.Minute
+	// DefaultMaxBytes bounds the CHAT stream's size on disk (per replica):
+	// past it the oldest messages go, so a full disk never stops every
+	// send. 10 GiB is some 30 million ordinary messages.
+	DefaultMaxBytes = 10 << 30
 	// DefaultMaxMessageBytes bounds one stored message (a 4,000-character
 	// text is at most 16,000 bytes of UTF-8, plus the envelope).
 	DefaultMaxMessageBytes = 64 * 1024
@@ -37,7 +41,8 @@ type StreamOptions struct {
 	Retention       time.Duration // max age of a message; 0 keeps forever
 	DedupeWindow    time.Duration
 	MaxMessageBytes int32
-	Replicas        int // 1 locally, 3 on a 3-node cluster
+	MaxBytes        int64 // the stream's size cap; the oldest messages go past it
+	Replicas        int   // 1 locally, 3 on a 3-node cluster
 }
 
 // DefaultStreamOptions are the CHAT settings of a single-node setup.
@@ -46,6 +51,7 @@ func DefaultStreamOptions() StreamOptions {
 		Retention:       DefaultRetention,
 		DedupeWindow:    DefaultDedupeWindow,
 		MaxMessageBytes: DefaultMaxMessageBytes,
+		MaxBytes:        DefaultMaxBytes,
 		Replicas:        1,
 	}
 }
@@ -62,6 +68,7 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		MaxAge:      o.Retention,
 		Duplicates:  o.DedupeWindow,
 		MaxMsgSize:  o.MaxMessageBytes,
+		MaxBytes:    o.MaxBytes,
 		Replicas:    o.Replicas,
 		// Direct gets let any replica answer history reads.
 		AllowDirect: true,
@@ -92,9 +99,22 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	}
 	have := s.CachedInfo().Config
 	diffs := diffStream(have, want)
-	if len(diffs) == 0 {
+	if len(diffs) == 0 && have.MaxBytes == want.MaxBytes {
 		// Same settings; the server differs only in fields we leave to it.
 		return s, nil
+	}
+	// A stream made before it had a size cap (-1) gets one: an upgrade,
+	// not a conflict. Two different caps are a conflict like any setting.
+	if len(diffs) == 0 && have.MaxBytes <= 0 && want.MaxBytes > 0 {
+		have.MaxBytes = want.MaxBytes
+		s, err = js.UpdateStream(ctx, have)
+		if err != nil {
+			return nil, fmt.Errorf("add a size cap to stream %s: %w", want.Name, err)
+		}
+		return s, nil
+	}
+	if have.MaxBytes != want.MaxBytes {
+		diffs = append(diffs, fmt.Sprintf("max bytes %d (want %d)", have.MaxBytes, want.MaxBytes))
 	}
 	return nil, fmt.Errorf("%w: stream %s exists with %s; start every service with the same settings, or change the stream with `nats stream edit %s`",
 		ErrConfigConflict, want.Name, strings.Join(diffs, ", "), want.Name)

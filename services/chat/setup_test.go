@@ -175,3 +175,50 @@ func TestStoredMessagesRepublishedWithSequence(t *testing.T) {
 		t.Fatalf("duplicate republished: %s", m.Data)
 	}
 }
+
+// CHAT_MAX_BYTES: past the cap the oldest messages go and sends go on;
+// a stream made before the cap existed gets it; another cap conflicts.
+func TestStreamSizeCap(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.URL())
+	ctx := context.Background()
+
+	// A stream as an earlier version made it, without a cap.
+	old := chat.StreamConfig(chat.DefaultStreamOptions())
+	old.MaxBytes = -1
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	o := chat.DefaultStreamOptions()
+	o.MaxBytes = 64 << 10
+	s, err := chat.EnsureStream(ctx, js, o)
+	if err != nil {
+		t.Fatalf("EnsureStream on a stream without a cap: %v", err)
+	}
+	if got := s.CachedInfo().Config.MaxBytes; got != o.MaxBytes {
+		t.Fatalf("max bytes = %d, want %d", got, o.MaxBytes)
+	}
+	// 200 messages of 1 KB into 64 KiB: every send stored, the stream
+	// at most its cap, the newest kept.
+	subj, _ := chat.RoomSubject(chat.Lobby)
+	var last uint64
+	for i := range 200 {
+		ack, err := js.Publish(ctx, subj, []byte(fmt.Sprintf(`{"id":"m%d","text":"%s"}`, i, strings.Repeat("x", 1000))))
+		if err != nil {
+			t.Fatalf("send %d into a full stream: %v", i, err)
+		}
+		last = ack.Sequence
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Bytes > uint64(o.MaxBytes) || info.State.LastSeq != last || info.State.FirstSeq == 1 {
+		t.Fatalf("stream state %+v: want at most %d bytes, the newest kept and the oldest gone", info.State, o.MaxBytes)
+	}
+	// Another cap is a conflict, as for any setting.
+	o.MaxBytes = 128 << 10
+	if _, err := chat.EnsureStream(ctx, js, o); !errors.Is(err, chat.ErrConfigConflict) || !strings.Contains(err.Error(), "max bytes") {
+		t.Fatalf("EnsureStream with another cap: %v, want a conflict naming max bytes", err)
+	}
+}

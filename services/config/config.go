@@ -164,6 +164,8 @@ func (s *Set) Stream(o *chat.StreamOptions) {
 	d := chat.DefaultStreamOptions()
 	s.Duration(&o.Retention, "chat-retention", "CHAT_RETENTION", d.Retention, "how long the CHAT stream keeps messages (0: forever)")
 	s.Duration(&o.DedupeWindow, "chat-dedupe-window", "CHAT_DEDUPE_WINDOW", d.DedupeWindow, "how long a retried message id is recognised")
+	s.fs.Int64Var(&o.MaxBytes, "chat-max-bytes", d.MaxBytes, s.usage("CHAT_MAX_BYTES", "size cap of the CHAT stream, in bytes per replica; past it the oldest messages go"))
+	s.env["chat-max-bytes"] = "CHAT_MAX_BYTES"
 	o.MaxMessageBytes = d.MaxMessageBytes
 }
 
