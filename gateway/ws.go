@@ -473,7 +473,9 @@ func (g *gateway) handleFrame(c *client, data []byte) {
 func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 	var f chat.ClientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
-		e := errorFrame("", chat.CodeBadFrame, "not a JSON object of the protocol: "+jsonProblem(err))
+		// A field of the wrong type leaves the others decoded: the id, when
+		// it was a string, says which frame failed.
+		e := errorFrame(f.ID, chat.CodeBadFrame, "not a JSON object of the protocol: "+jsonProblem(err))
 		return f, &e
 	}
 	switch f.Type {
@@ -503,7 +505,7 @@ func checkSend(f chat.ClientFrame, maxText int) *chat.ErrorFrame {
 	case f.ID == "":
 		return refusal("", chat.CodeMissingField, `send needs an "id"`)
 	case chat.ValidID(f.ID) != nil:
-		return refusal("", chat.CodeBadID, "message id: "+chat.ValidID(f.ID).Error())
+		return refusal(f.ID, chat.CodeBadID, "message id: "+chat.ValidID(f.ID).Error()) // echoed, so the client can tell which send
 	}
 	if e := checkTo(f.ID, f.To); e != nil {
 		return e

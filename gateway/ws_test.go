@@ -412,27 +412,32 @@ func TestHandshakeRefusals(t *testing.T) {
 func TestErrorFramesKeepSocketOpen(t *testing.T) {
 	e := startChat(t, 1, map[string]string{"MAX_TEXT_CHARS": "10"})
 	alice, _ := e.dial(t, e.gws[0], "alice")
-	tests := []struct{ frame, code string }{
-		{`not json`, chat.CodeBadFrame},
-		{`{"type":"send","id":5}`, chat.CodeBadFrame},
-		{`{"id":"x"}`, chat.CodeMissingField},
-		{`{"type":"dance"}`, chat.CodeUnknownType},
-		{`{"type":"send","to":{"room":"lobby"},"text":"x"}`, chat.CodeMissingField},
-		{`{"type":"send","id":"a.b","to":{"room":"lobby"},"text":"x"}`, chat.CodeBadID},
-		{`{"type":"send","id":"e1","text":"x"}`, chat.CodeMissingField},
-		{`{"type":"send","id":"e2","to":{},"text":"x"}`, chat.CodeBadRecipient},
-		{`{"type":"send","id":"e3","to":{"room":"lobby","user":"bob"},"text":"x"}`, chat.CodeBadRecipient},
-		{`{"type":"send","id":"e4","to":{"room":"attic"},"text":"x"}`, chat.CodeUnknownRoom},
-		{`{"type":"send","id":"e5","to":{"user":"mallory"},"text":"x"}`, chat.CodeUnknownRecipient},
-		{`{"type":"send","id":"e6","to":{"user":"a*b"},"text":"x"}`, chat.CodeBadID},
-		{`{"type":"send","id":"e7","to":{"room":"lobby"},"text":" \n\t"}`, chat.CodeEmptyText},
-		{`{"type":"send","id":"e8","to":{"room":"lobby"},"text":"elevenchars"}`, chat.CodeTextTooLong},
+	tests := []struct{ frame, code, id string }{
+		{`not json`, chat.CodeBadFrame, ""},
+		{`{"type":"send","id":5}`, chat.CodeBadFrame, ""},
+		// A field of the wrong type: the error still names the send.
+		{`{"type":"send","id":"w1","to":"lobby","text":"x"}`, chat.CodeBadFrame, "w1"},
+		{`{"id":"x"}`, chat.CodeMissingField, "x"},
+		{`{"type":"dance"}`, chat.CodeUnknownType, ""},
+		{`{"type":"send","to":{"room":"lobby"},"text":"x"}`, chat.CodeMissingField, ""},
+		{`{"type":"send","id":"a.b","to":{"room":"lobby"},"text":"x"}`, chat.CodeBadID, "a.b"},
+		{`{"type":"send","id":"e1","text":"x"}`, chat.CodeMissingField, "e1"},
+		{`{"type":"send","id":"e2","to":{},"text":"x"}`, chat.CodeBadRecipient, "e2"},
+		{`{"type":"send","id":"e3","to":{"room":"lobby","user":"bob"},"text":"x"}`, chat.CodeBadRecipient, "e3"},
+		{`{"type":"send","id":"e4","to":{"room":"attic"},"text":"x"}`, chat.CodeUnknownRoom, "e4"},
+		{`{"type":"send","id":"e5","to":{"user":"mallory"},"text":"x"}`, chat.CodeUnknownRecipient, "e5"},
+		{`{"type":"send","id":"e6","to":{"user":"a*b"},"text":"x"}`, chat.CodeBadID, "e6"},
+		{`{"type":"send","id":"e7","to":{"room":"lobby"},"text":" \n\t"}`, chat.CodeEmptyText, "e7"},
+		{`{"type":"send","id":"e8","to":{"room":"lobby"},"text":"elevenchars"}`, chat.CodeTextTooLong, "e8"},
 	}
 	for _, tt := range tests {
 		alice.send(t, tt.frame)
 		f := alice.next(t)
 		if f["type"] != "error" || f["code"] != tt.code || f["message"] == "" {
 			t.Fatalf("%s: got %v, want error %s", tt.frame, f, tt.code)
+		}
+		if id, _ := f["id"].(string); id != tt.id {
+			t.Errorf("%s: error with id %q, want %q", tt.frame, id, tt.id)
 		}
 	}
 	// Ten characters of Chinese are within a ten-character limit.
