@@ -95,9 +95,19 @@ func (r response) errRule() string {
 // req sends one request; headers are name, value pairs.
 func (e *authEnv) req(t *testing.T, method, path, body string, headers ...string) response {
 	t.Helper()
-	r, err := http.NewRequest(method, e.svc.URL+path, strings.NewReader(body))
+	r, err := e.do(method, path, body, headers...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// do is req for any goroutine: it returns its failure rather than ending
+// the test.
+func (e *authEnv) do(method, path, body string, headers ...string) (response, error) {
+	r, err := http.NewRequest(method, e.svc.URL+path, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	if body != "" {
 		r.Header.Set("Content-Type", "application/json")
@@ -107,17 +117,45 @@ func (e *authEnv) req(t *testing.T, method, path, body string, headers ...string
 	}
 	resp, err := http.DefaultClient.Do(r)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	out := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &out.body); err != nil {
-			t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
+			return out, fmt.Errorf("%s %s: body is not JSON: %q", method, path, raw)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// burst sends n requests at once, each made by req(i), and counts the
+// answers by status.
+func (e *authEnv) burst(t *testing.T, n int, req func(i int) (response, error)) map[int]int {
+	t.Helper()
+	statuses := make(chan int, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			r, err := req(i)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses <- r.status
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	return count
 }
 
 func (e *authEnv) register(t *testing.T, account, pw, name string) response {
@@ -520,6 +558,69 @@ func TestRateLimits(t *testing.T) {
 	}
 	if r := e.register(t, "judy9", goodPW, "J"); r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
 		t.Fatalf("5th registration from one address: %d %s", r.status, r.raw)
+	}
+}
+
+// TestConcurrentLoginsCannotRaceTheLimits: an attempt takes its place
+// under the limits before its password is hashed, so a burst of wrong
+// logins gets its passwords checked at most the limit's number of times,
+// however many arrive at once.
+func TestConcurrentLoginsCannotRaceTheLimits(t *testing.T) {
+	const burst, perAccount, perAddress = 150, 10, 20
+	e := startAuth(t, map[string]string{
+		"LOGIN_FAILURES_PER_ACCOUNT": fmt.Sprint(perAccount), "LOGIN_FAILURES_PER_ADDRESS": fmt.Sprint(perAddress),
+		"HASH_WORKERS": "2", "TRUSTED_PROXIES": "127.0.0.1",
+	})
+	e.register(t, "heidi", goodPW, "Heidi")
+	tests := []struct {
+		name    string
+		limit   int
+		account func(i int) string
+		addr    string
+	}{
+		// The address's own limit is not reached: the account's stops them.
+		{"one account", perAccount, func(int) string { return "heidi" }, "192.0.2.1"},
+		{"one address", perAddress, func(i int) string { return fmt.Sprintf("user%d", i) }, "192.0.2.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			count := e.burst(t, burst, func(i int) (response, error) {
+				return e.do("POST", "/api/login", fmt.Sprintf(`{"account":%q,"password":"guess-%d"}`, tt.account(i), i), "X-Forwarded-For", tt.addr)
+			})
+			t.Logf("%d wrong logins at once: %d checked (401), %d refused (429), limit %d", burst, count[401], count[429], tt.limit)
+			if count[401] > tt.limit || count[401]+count[429] != burst {
+				t.Fatalf("%d wrong logins at once: %v; want at most %d checked (401), the rest 429", burst, count, tt.limit)
+			}
+		})
+	}
+	// The attacking address is locked out of heidi, even with her password;
+	// she, from elsewhere, is not.
+	if r := e.login(t, "heidi", goodPW, "X-Forwarded-For", "192.0.2.1"); r.status != http.StatusTooManyRequests {
+		t.Fatalf("heidi from the attacking address: %d %s", r.status, r.raw)
+	}
+	if r := e.login(t, "heidi", goodPW, "X-Forwarded-For", "192.0.2.3"); r.status != http.StatusOK {
+		t.Fatalf("heidi from her own address: %d %s", r.status, r.raw)
+	}
+}
+
+// TestGoodLoginsAreNoFailures: an attempt is counted before its password
+// is checked and given back when it was right, so an address (a household
+// behind one router) can log in any number of times.
+func TestGoodLoginsAreNoFailures(t *testing.T) {
+	e := startAuth(t, map[string]string{"LOGIN_FAILURES_PER_ADDRESS": "2", "LOGIN_FAILURES_PER_ACCOUNT": "2"})
+	e.register(t, "rupert", goodPW, "Rupert")
+	for i := range 5 {
+		if r := e.login(t, "rupert", goodPW); r.status != http.StatusOK {
+			t.Fatalf("good login %d: %d %s", i+1, r.status, r.raw)
+		}
+	}
+	for i := range 2 {
+		if r := e.login(t, "rupert", "wrong-password"); r.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d after good logins: %d %s", i+1, r.status, r.raw)
+		}
+	}
+	if r := e.login(t, "rupert", goodPW); r.status != http.StatusTooManyRequests {
+		t.Fatalf("third attempt after two failures: %d %s", r.status, r.raw)
 	}
 }
 

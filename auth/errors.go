@@ -21,6 +21,7 @@ var (
 	ErrUnauthorized   = errors.New("unauthorized")
 	ErrRateLimited    = errors.New("rate limited")
 	ErrUnavailable    = errors.New("unavailable")
+	ErrBusy           = errors.New("busy") // too many attempts on one counter queued before this one
 	ErrNotFound       = errors.New("not found")
 	ErrMethod         = errors.New("method not allowed")
 	ErrPanic          = errors.New("panic")
@@ -101,7 +102,7 @@ func errorResponse(err error) (int, errorDetail, time.Duration) {
 		return http.StatusUnauthorized, errorDetail{Code: "unauthorized", Message: "log in first"}, 0
 	case errors.As(err, &rl):
 		return http.StatusTooManyRequests, errorDetail{Code: "rate_limited", Message: "too many attempts; try again later"}, rl.RetryAfter
-	case errors.Is(err, password.ErrBusy):
+	case errors.Is(err, password.ErrBusy), errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable, errorDetail{Code: "busy", Message: "the server is busy; try again shortly"}, time.Second
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, errorDetail{Code: "unavailable", Message: "a backing service is unavailable; try again shortly"}, time.Second

@@ -24,6 +24,10 @@ import (
 	"github.com/natter/natter/services/token"
 )
 
+// giveBackTimeout bounds taking back an attempt that was no failure, done
+// even when the client has gone.
+const giveBackTimeout = 5 * time.Second
+
 // Limits are the abuse limits, each a flag.
 type Limits struct {
 	Window               time.Duration // counts cover failures since the last quiet window
@@ -111,12 +115,18 @@ func (a *api) doRegister(c *gin.Context) (users.User, error) {
 		return users.User{}, err
 	}
 	ctx := c.Request.Context()
-	n, err := a.counters.Add(ctx, limits.Key("register_addr", c.ClientIP()))
+	regKey := limits.Key("register_addr", a.clientAddr(c))
+	unlock, err := a.lockCounter(ctx, regKey)
+	if err != nil {
+		return users.User{}, err
+	}
+	n, err := a.counters.Add(ctx, regKey)
+	unlock()
 	if err != nil {
 		return users.User{}, unavailable(err)
 	}
 	if n > a.limits.RegistrationsPerAddr {
-		_, wait, _ := a.counters.Count(ctx, limits.Key("register_addr", c.ClientIP()))
+		_, wait, _ := a.counters.Count(ctx, regKey)
 		return users.User{}, &rateLimitError{RetryAfter: wait}
 	}
 	hash, err := a.hash(ctx, req.Password)
@@ -156,8 +166,9 @@ func (a *api) login(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"token": tok, "expires_at": claims.ExpiresAt.UTC().Format(time.RFC3339), "user": toJSON(u)})
 }
 
-// doLogin checks the limits, then the password. Unknown account and wrong
-// password take the same path, time and answer.
+// doLogin takes the attempt's place under the limits, then checks the
+// password. Unknown account and wrong password take the same path, time
+// and answer.
 func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error) {
 	var req loginRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -173,46 +184,33 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 		return users.User{}, "", nil, err
 	}
 	ctx := c.Request.Context()
-	addr := c.ClientIP()
+	addr := a.clientAddr(c)
 	account := strings.ToLower(req.Account)
 	addrKey := limits.Key("login_addr", addr)
 	acctKey := limits.Key("login_acct", account)
 	pairKey := limits.Key("login_pair", account, addr)
 
-	if err := a.checkLoginLimits(ctx, addrKey, acctKey, pairKey); err != nil {
+	if err := a.reserveLogin(ctx, addrKey, acctKey, pairKey); err != nil {
 		return users.User{}, "", nil, err
 	}
-
-	// A malformed account cannot exist: check the dummy hash all the same.
-	var u users.User
-	var err error
-	if _, verr := normalizeAccount(req.Account); verr == nil {
-		u, err = a.users.ByAccount(ctx, account)
-		if err != nil && !errors.Is(err, users.ErrNotFound) {
-			return users.User{}, "", nil, unavailable(err)
-		}
-	}
-	ctxHash, cancel := context.WithTimeout(ctx, a.limits.HashQueueTimeout)
-	defer cancel()
-	err = a.pool.Check(ctxHash, req.Password, u.PasswordHash)
-	if errors.Is(err, password.ErrBusy) {
+	u, err := a.checkLogin(ctx, req, account)
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		// The failure was counted when the attempt was reserved.
+		return users.User{}, "", nil, err
+	case err != nil:
+		// Nothing was checked (no hashing slot, no database): the attempt
+		// is no failure.
+		a.giveBack(ctx, addrKey, acctKey, pairKey)
 		return users.User{}, "", nil, err
 	}
-	if err != nil {
-		if !errors.Is(err, password.ErrMismatch) {
-			a.log.Error("stored password hash unreadable", "user", u.ID, "err", err)
-		}
-		for _, k := range []string{addrKey, acctKey, pairKey} {
-			if _, cerr := a.counters.Add(ctx, k); cerr != nil {
-				return users.User{}, "", nil, unavailable(cerr)
-			}
-		}
-		return users.User{}, "", nil, ErrBadCredentials
-	}
-	// The right password from here clears this address's and the account's
-	// failures; the address's own count stays (it may be guessing others).
+	// The right password clears this address's and the account's failures,
+	// and is no failure of the address (whose other failures stay: it may
+	// be guessing others).
+	a.giveBack(ctx, addrKey)
+	rctx := context.WithoutCancel(ctx)
 	for _, k := range []string{acctKey, pairKey} {
-		if cerr := a.counters.Reset(ctx, k); cerr != nil {
+		if cerr := a.counters.Reset(rctx, k); cerr != nil {
 			a.log.Warn("limits reset failed", "err", cerr)
 		}
 	}
@@ -223,33 +221,123 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 	return u, tok, claims, nil
 }
 
-// checkLoginLimits refuses an address over its limit, and an account over
-// its limit, but the account lock applies only to addresses that have
-// failed on it: an attacker locking an account does not lock its owner,
-// logging in from elsewhere, out.
-func (a *api) checkLoginLimits(ctx context.Context, addrKey, acctKey, pairKey string) error {
-	n, wait, err := a.counters.Count(ctx, addrKey)
+// checkLogin checks the password: the user, ErrBadCredentials, or the
+// error that kept it from being checked.
+func (a *api) checkLogin(ctx context.Context, req loginRequest, account string) (users.User, error) {
+	// A malformed account cannot exist: check the dummy hash all the same.
+	var u users.User
+	if _, verr := normalizeAccount(req.Account); verr == nil {
+		var err error
+		u, err = a.users.ByAccount(ctx, account)
+		if err != nil && !errors.Is(err, users.ErrNotFound) {
+			return users.User{}, unavailable(err)
+		}
+	}
+	ctxHash, cancel := context.WithTimeout(ctx, a.limits.HashQueueTimeout)
+	defer cancel()
+	err := a.pool.Check(ctxHash, req.Password, u.PasswordHash)
+	if errors.Is(err, password.ErrBusy) {
+		return users.User{}, err
+	}
+	if err != nil {
+		if !errors.Is(err, password.ErrMismatch) {
+			a.log.Error("stored password hash unreadable", "user", u.ID, "err", err)
+		}
+		return users.User{}, ErrBadCredentials
+	}
+	return u, nil
+}
+
+// reserveLogin counts the attempt as a failure before its password is
+// checked (doLogin gives it back if it is not one), so concurrent attempts
+// see each other: however many arrive at once, at most the limit's number
+// have their password checked. It refuses an address over its limit, and
+// an account over its limit, but the account lock applies only to
+// addresses that have failed on it (or are trying now): an attacker
+// locking an account does not lock its owner, logging in from elsewhere,
+// out.
+func (a *api) reserveLogin(ctx context.Context, addrKey, acctKey, pairKey string) error {
+	unlock, err := a.lockCounter(ctx, addrKey)
+	if err != nil {
+		return err
+	}
+	ok, wait, err := a.counters.Take(ctx, addrKey, a.limits.LoginPerAddress)
+	unlock()
 	if err != nil {
 		return unavailable(err)
 	}
-	if n >= a.limits.LoginPerAddress {
+	if !ok {
 		return &rateLimitError{RetryAfter: wait}
 	}
-	n, wait, err = a.counters.Count(ctx, acctKey)
-	if err != nil {
-		return unavailable(err)
-	}
-	if n < a.limits.LoginPerAccount {
-		return nil
-	}
-	pn, _, err := a.counters.Count(ctx, pairKey)
-	if err != nil {
-		return unavailable(err)
-	}
-	if pn > 0 {
-		return &rateLimitError{RetryAfter: wait}
+	if err := a.reserveAccount(ctx, acctKey, pairKey); err != nil {
+		a.giveBack(ctx, addrKey)
+		return err
 	}
 	return nil
+}
+
+// reserveAccount is reserveLogin's step on the account: the account's count
+// and this address's failures on it are read and counted in one step,
+// under the account's lock (the account's count is a compare-and-set, so
+// exact across auth instances too).
+func (a *api) reserveAccount(ctx context.Context, acctKey, pairKey string) error {
+	unlock, err := a.lockCounter(ctx, acctKey)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ok, wait, err := a.counters.Take(ctx, acctKey, a.limits.LoginPerAccount)
+	if err != nil {
+		return unavailable(err)
+	}
+	if !ok {
+		pn, _, err := a.counters.Count(ctx, pairKey)
+		if err != nil {
+			return unavailable(err)
+		}
+		if pn > 0 {
+			return &rateLimitError{RetryAfter: wait}
+		}
+		// An address that has not failed on the account: counted past the
+		// limit, and checked.
+		if _, err := a.counters.Add(ctx, acctKey); err != nil {
+			return unavailable(err)
+		}
+	}
+	if _, err := a.counters.Add(ctx, pairKey); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// lockCounter holds a counter for one step, waiting at most
+// HashQueueTimeout for attempts ahead on the same key.
+func (a *api) lockCounter(ctx context.Context, key string) (func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, a.limits.HashQueueTimeout)
+	defer cancel()
+	unlock, err := a.counters.Lock(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return unlock, nil
+}
+
+// giveBack takes back attempts counted on keys, whether or not the client
+// is still there; a failure is logged (the count then stands until it
+// expires).
+func (a *api) giveBack(ctx context.Context, keys ...string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackTimeout)
+	defer cancel()
+	for _, k := range keys {
+		unlock, err := a.counters.Lock(ctx, k)
+		if err == nil {
+			err = a.counters.Give(ctx, k)
+			unlock()
+		}
+		if err != nil {
+			a.log.Warn("limits give back failed", "err", err)
+		}
+	}
 }
 
 func (a *api) setCookie(c *gin.Context, value string, maxAge int) {
@@ -429,6 +517,9 @@ func (a *api) tokenClaims(c *gin.Context) (*token.Claims, error) {
 	}
 	return claims, nil
 }
+
+// clientAddr is the client's address as the limits count it.
+func (a *api) clientAddr(c *gin.Context) string { return c.ClientIP() }
 
 func resultLabel(err error) string {
 	if err == nil {

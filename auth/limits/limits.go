@@ -3,6 +3,12 @@
 // the same counts and they survive restarts. An entry expires one window
 // after its last increment: a count covers the failures since the last
 // quiet window. Accounts and addresses are stored only as hashes.
+//
+// Every change is a compare-and-set on the entry's revision, so no count is
+// lost and Take's check and increment are one step, across instances too.
+// Within one instance, Lock makes the steps on a key one at a time, so a
+// burst on one key does not turn into a storm of retries, and a caller can
+// make a decision over several keys in one step.
 package limits
 
 import (
@@ -13,14 +19,19 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// casRetries bounds optimistic-update retries under contention (many
-// attempts from one address at once all count on one key).
+// casRetries bounds optimistic-update retries under contention (other
+// instances, or callers not holding Lock, changing the key meanwhile).
 const casRetries = 64
+
+// ErrContended is returned by Take and Give when the key kept changing
+// under them for casRetries attempts: the step was not made.
+var ErrContended = errors.New("limits: counter changed under every retry")
 
 // Counters is a set of named counters in a KV bucket whose TTL is the
 // window.
@@ -28,11 +39,56 @@ type Counters struct {
 	kv     jetstream.KeyValue
 	window time.Duration
 	now    func() time.Time
+
+	mu    sync.Mutex
+	locks map[string]*keyLock // keys locked or waited for now
+}
+
+// keyLock is one key's lock: a slot taken by the holder, and how many
+// hold or wait for it (the entry goes when none does).
+type keyLock struct {
+	slot chan struct{}
+	refs int
 }
 
 // New returns counters in kv (see chat.AuthLimitsBucketConfig) with window.
 func New(kv jetstream.KeyValue, window time.Duration) *Counters {
-	return &Counters{kv: kv, window: window, now: time.Now}
+	return &Counters{kv: kv, window: window, now: time.Now, locks: map[string]*keyLock{}}
+}
+
+// Lock waits until this instance holds key (or ctx ends), and returns the
+// function that lets it go. The other methods do not lock: a caller holds
+// the key around a step (read, decide, count) so that steps of this
+// instance on a key see each other and do not contend.
+func (c *Counters) Lock(ctx context.Context, key string) (unlock func(), err error) {
+	c.mu.Lock()
+	l := c.locks[key]
+	if l == nil {
+		l = &keyLock{slot: make(chan struct{}, 1)}
+		c.locks[key] = l
+	}
+	l.refs++
+	c.mu.Unlock()
+	done := func() {
+		c.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(c.locks, key)
+		}
+		c.mu.Unlock()
+	}
+	unlock = func() { <-l.slot; done() }
+	select {
+	case l.slot <- struct{}{}: // free: taken even if ctx has ended
+		return unlock, nil
+	default:
+	}
+	select {
+	case l.slot <- struct{}{}:
+		return unlock, nil
+	case <-ctx.Done():
+		done()
+		return nil, fmt.Errorf("limits: waiting for a counter: %w", ctx.Err())
+	}
 }
 
 type entry struct {
@@ -84,20 +140,74 @@ func (c *Counters) get(ctx context.Context, key string) (entry, uint64, error) {
 }
 
 // Add increments a counter and returns its new value. Under extreme
-// contention on one key (a burst from one address), once the retries are
-// spent the attempt is answered with the count it tried to write, not an
-// error: the limit stays enforced from the count already stored, and a
+// contention on one key from callers not holding Lock, once the retries
+// are spent the attempt is answered with the count it tried to write, not
+// an error: the limit stays enforced from the count already stored, and a
 // burst never turns into failures for everyone.
 func (c *Counters) Add(ctx context.Context, key string) (int, error) {
-	tried := 0
-	for i := range casRetries {
-		e, rev, err := c.get(ctx, key)
-		if err != nil {
-			return 0, err
+	e, _, err := c.update(ctx, key, func(e *entry) bool {
+		e.N++
+		e.Last = c.now().UTC()
+		return true
+	})
+	if errors.Is(err, ErrContended) {
+		return e.N, nil
+	}
+	return e.N, err
+}
+
+// Take counts one attempt on key unless the counter holds limit already:
+// the check and the increment are one step (a compare-and-set on what was
+// read), so however many attempts arrive at once, at most limit are
+// counted. It reports whether this one was, and when not, how long until
+// the counter expires.
+func (c *Counters) Take(ctx context.Context, key string, limit int) (bool, time.Duration, error) {
+	e, taken, err := c.update(ctx, key, func(e *entry) bool {
+		if e.N >= limit {
+			return false
 		}
 		e.N++
-		tried = e.N
 		e.Last = c.now().UTC()
+		return true
+	})
+	if err != nil {
+		return false, 0, err
+	}
+	if !taken {
+		return false, c.remaining(e), nil
+	}
+	return true, 0, nil
+}
+
+// Give takes back one attempt counted by Add or Take (one that turned out
+// not to be a failure), never below zero. It leaves the expiry as it is.
+func (c *Counters) Give(ctx context.Context, key string) error {
+	_, _, err := c.update(ctx, key, func(e *entry) bool {
+		if e.N == 0 {
+			return false
+		}
+		e.N--
+		return true
+	})
+	return err
+}
+
+// update applies change to key's entry and stores the result if change
+// says so, compare-and-set on the revision read, reading again when
+// someone else wrote meanwhile. It returns the entry as changed (or as it
+// stands, when change declined) and whether it was stored.
+func (c *Counters) update(ctx context.Context, key string, change func(*entry) bool) (entry, bool, error) {
+	var e entry
+	for i := range casRetries {
+		var rev uint64
+		var err error
+		e, rev, err = c.get(ctx, key)
+		if err != nil {
+			return e, false, err
+		}
+		if !change(&e) {
+			return e, false, nil
+		}
 		val, _ := json.Marshal(e)
 		if rev == 0 {
 			_, err = c.kv.Create(ctx, key, val)
@@ -111,11 +221,11 @@ func (c *Counters) Add(ctx context.Context, key string) (int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, fmt.Errorf("limits add: %w", err)
+			return e, false, fmt.Errorf("limits update: %w", err)
 		}
-		return e.N, nil
+		return e, true, nil
 	}
-	return tried, nil
+	return e, false, ErrContended
 }
 
 // Reset forgets a counter.
