@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -105,6 +106,18 @@ func (e *authEnv) req(t *testing.T, method, path, body string, headers ...string
 // do is req for any goroutine: it returns its failure rather than ending
 // the test.
 func (e *authEnv) do(method, path, body string, headers ...string) (response, error) {
+	return e.doWith(http.DefaultClient, method, path, body, headers...)
+}
+
+// doFrom is do from the loopback address local (127.x.y.z).
+func (e *authEnv) doFrom(local, method, path, body string, headers ...string) (response, error) {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	tr := &http.Transport{DialContext: d.DialContext}
+	defer tr.CloseIdleConnections()
+	return e.doWith(&http.Client{Transport: tr}, method, path, body, headers...)
+}
+
+func (e *authEnv) doWith(client *http.Client, method, path, body string, headers ...string) (response, error) {
 	r, err := http.NewRequest(method, e.svc.URL+path, strings.NewReader(body))
 	if err != nil {
 		return response{}, err
@@ -115,7 +128,7 @@ func (e *authEnv) do(method, path, body string, headers ...string) (response, er
 	for i := 0; i+1 < len(headers); i += 2 {
 		r.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(r)
+	resp, err := client.Do(r)
 	if err != nil {
 		return response{}, err
 	}
@@ -487,7 +500,7 @@ func TestLogoutRevokes(t *testing.T) {
 }
 
 func TestConcurrentRegisterOneWins(t *testing.T) {
-	e := startAuth(t)
+	e := startAuth(t, map[string]string{"TRUSTED_PROXIES": "127.0.0.1"})
 	variants := []string{"grace", "Grace", "GRACE", "gRaCe", "GrAcE"}
 	results := make(chan int, 50)
 	var wg sync.WaitGroup
@@ -513,6 +526,7 @@ func TestConcurrentRegisterOneWins(t *testing.T) {
 func TestRateLimits(t *testing.T) {
 	e := startAuth(t, map[string]string{
 		"LOGIN_FAILURES_PER_ACCOUNT": "3", "LOGIN_FAILURES_PER_ADDRESS": "5", "REGISTRATIONS_PER_ADDRESS": "4",
+		"TRUSTED_PROXIES": "127.0.0.1", // the test's client is its gateway
 	})
 	e.register(t, "heidi", goodPW, "Heidi")
 	e.register(t, "ivan", goodPW, "Ivan")
@@ -624,14 +638,54 @@ func TestGoodLoginsAreNoFailures(t *testing.T) {
 	}
 }
 
-func TestUntrustedForwardedForIgnored(t *testing.T) {
-	// With no trusted proxy, a client's own X-Forwarded-For is not its address.
-	e := startAuth(t, map[string]string{"TRUSTED_PROXIES": "192.0.2.1", "LOGIN_FAILURES_PER_ADDRESS": "2"})
+// TestForwardedForTrustedFromNoOneByDefault: auth trusts no proxy unless
+// told, so a client that reaches it directly, even on loopback, can neither
+// escape its address's limit by naming other addresses nor lock another
+// address out by naming it.
+func TestForwardedForTrustedFromNoOneByDefault(t *testing.T) {
+	e := startAuth(t, map[string]string{"LOGIN_FAILURES_PER_ADDRESS": "2"})
+	e.register(t, "victor", goodPW, "Victor")
 	for i := range 2 {
-		e.login(t, "nobody-"+fmt.Sprint(i), "wrong-password", "X-Forwarded-For", fmt.Sprintf("127.0.2.%d", i+1))
+		if r := e.login(t, "nobody-"+fmt.Sprint(i), "wrong-password", "X-Forwarded-For", "127.0.2.1", "X-Real-IP", "127.0.2.1"); r.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i+1, r.status, r.raw)
+		}
 	}
 	if r := e.login(t, "nobody-x", "wrong-password", "X-Forwarded-For", "127.0.2.9"); r.status != http.StatusTooManyRequests {
-		t.Fatalf("spoofed X-Forwarded-For escaped the address limit: %d %s", r.status, r.raw)
+		t.Fatalf("another X-Forwarded-For escaped the address limit: %d %s", r.status, r.raw)
+	}
+	// Both failures named 127.0.2.1: the real 127.0.2.1 is not locked out.
+	r, err := e.doFrom("127.0.2.1", "POST", "/api/login", fmt.Sprintf(`{"account":"victor","password":%q}`, goodPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != http.StatusOK {
+		t.Fatalf("login from an address others named in X-Forwarded-For: %d %s", r.status, r.raw)
+	}
+}
+
+// TestIPv6ClientsCountPerSlash64: every address of one /64 is one client
+// for the limits; the next /64 is another.
+func TestIPv6ClientsCountPerSlash64(t *testing.T) {
+	e := startAuth(t, map[string]string{"LOGIN_FAILURES_PER_ADDRESS": "3", "TRUSTED_PROXIES": "127.0.0.1"})
+	for i, addr := range []string{"2001:db8:1:2::1", "2001:db8:1:2:aaaa::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"} {
+		if r := e.login(t, "nobody-"+fmt.Sprint(i), "wrong-password", "X-Forwarded-For", addr); r.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d from %s: %d %s", i+1, addr, r.status, r.raw)
+		}
+	}
+	tests := []struct {
+		addr   string
+		status int
+	}{
+		{"2001:db8:1:2::99", http.StatusTooManyRequests},
+		{"2001:DB8:1:2:0:0:0:1", http.StatusTooManyRequests},
+		{"2001:db8:1:3::1", http.StatusUnauthorized},
+		{"2001:db8:1:1:ffff::1", http.StatusUnauthorized},
+		{"192.0.2.1", http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		if r := e.login(t, "nobody-x", "wrong-password", "X-Forwarded-For", tt.addr); r.status != tt.status {
+			t.Errorf("from %s after 3 failures in 2001:db8:1:2::/64: %d %s, want %d", tt.addr, r.status, r.raw, tt.status)
+		}
 	}
 }
 

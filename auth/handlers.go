@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -518,8 +519,26 @@ func (a *api) tokenClaims(c *gin.Context) (*token.Claims, error) {
 	return claims, nil
 }
 
-// clientAddr is the client's address as the limits count it.
-func (a *api) clientAddr(c *gin.Context) string { return c.ClientIP() }
+// ipv6ClientBits is how much of an IPv6 address names one client: a /64
+// is one network (one home, one phone), and whoever has one can use any of
+// its 2^64 addresses.
+const ipv6ClientBits = 64
+
+// clientAddr is the client's address as the limits count it: an IPv4
+// address, or the /64 an IPv6 address is in.
+func (a *api) clientAddr(c *gin.Context) string { return limitAddr(c.ClientIP()) }
+
+func limitAddr(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.WithZone("").Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	return netip.PrefixFrom(addr, ipv6ClientBits).Masked().String()
+}
 
 func resultLabel(err error) string {
 	if err == nil {

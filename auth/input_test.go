@@ -68,3 +68,45 @@ func TestInputRules(t *testing.T) {
 		})
 	}
 }
+
+func TestLimitAddr(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"::1", "::/64"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := limitAddr(tt.in); got != tt.want {
+			t.Errorf("limitAddr(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseProxies(t *testing.T) {
+	tests := []struct {
+		in, want string // want: the prefixes joined by ",", or "error"
+	}{
+		{"", ""},
+		{" , ", ""},
+		{"127.0.0.1", "127.0.0.1/32"},
+		{"127.0.0.1, ::1", "127.0.0.1/32,::1/128"},
+		{"10.1.2.3/8,fd00::/8", "10.0.0.0/8,fd00::/8"},
+		{"lb.local", "error"},
+		{"10.0.0.0/33", "error"},
+		{"fe80::1%eth0", "error"},
+	}
+	for _, tt := range tests {
+		got, err := parseProxies(tt.in)
+		s := make([]string, len(got))
+		for i, p := range got {
+			s[i] = p.String()
+		}
+		if (err != nil) != (tt.want == "error") || err == nil && strings.Join(s, ",") != tt.want {
+			t.Errorf("parseProxies(%q) = %v, %v; want %s", tt.in, s, err, tt.want)
+		}
+	}
+}

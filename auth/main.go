@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -53,7 +54,8 @@ type Config struct {
 	Argon2         password.Params
 	HashWorkers    int
 	Limits         Limits
-	TrustedProxies string
+	TrustedProxies string         // as given
+	Proxies        []netip.Prefix // TrustedProxies parsed
 	CookieSecure   bool
 	Replicas       int
 }
@@ -93,7 +95,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.Limits.LoginPerAccount, "login-failures-per-account", "LOGIN_FAILURES_PER_ACCOUNT", 10, "failed logins per account per window")
 	fs.Int(&c.Limits.LoginPerAddress, "login-failures-per-address", "LOGIN_FAILURES_PER_ADDRESS", 50, "failed logins per client address per window")
 	fs.Int(&c.Limits.RegistrationsPerAddr, "registrations-per-address", "REGISTRATIONS_PER_ADDRESS", 20, "registrations per client address per window")
-	fs.String(&c.TrustedProxies, "trusted-proxies", "TRUSTED_PROXIES", "127.0.0.1,::1", "addresses or CIDRs (the gateways) whose X-Forwarded-For is trusted")
+	fs.String(&c.TrustedProxies, "trusted-proxies", "TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs (the gateways) whose X-Forwarded-For is trusted; empty: none, the peer is the client")
 	fs.Bool(&c.CookieSecure, "cookie-secure", "COOKIE_SECURE", false, "mark the token cookie Secure (set it when browsers reach natter over HTTPS)")
 	fs.Replicas(&c.Replicas)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -109,10 +111,37 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if c.TokenLifetime < time.Minute {
 		return c, fmt.Errorf("token lifetime %s: want at least 1m", c.TokenLifetime)
 	}
+	proxies, err := parseProxies(c.TrustedProxies)
+	if err != nil {
+		return c, fmt.Errorf("trusted proxies: %w", err)
+	}
+	c.Proxies = proxies
 	if c.Limits.LoginPerAccount < 1 || c.Limits.LoginPerAddress < 1 || c.Limits.RegistrationsPerAddr < 1 || c.Limits.Window < time.Second {
 		return c, errors.New("abuse limits must be at least 1 per window of at least 1s")
 	}
 	return c, nil
+}
+
+// parseProxies reads a comma-separated list of addresses and CIDRs; an
+// address is a prefix of its full length.
+func parseProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR", f)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 func loadKey(c Config) (token.Key, bool, error) {
@@ -221,7 +250,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = svc.Stop() }()
 
-	handler, err := newServer(log, reg, a, strings.Split(cfg.TrustedProxies, ","), []ops.Check{
+	handler, err := newServer(log, reg, a, cfg.Proxies, []ops.Check{
 		{Name: "mongo", Run: func(ctx context.Context) error { return mc.Ping(ctx, nil) }},
 		{Name: "nats", Run: natsconn.Ready(nc)},
 		a.ready.Check(),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -11,11 +12,16 @@ import (
 )
 
 // newServer is every route of auth, with its middleware. trustedProxies
-// are the addresses (the gateways) whose X-Forwarded-For is believed.
-func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxies []string, ready []ops.Check) (*gin.Engine, error) {
+// are the addresses (the gateways) whose X-Forwarded-For is believed; none
+// by default (gin's own default believes everyone).
+func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxies []netip.Prefix, ready []ops.Check) (*gin.Engine, error) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	if err := r.SetTrustedProxies(trustedProxies); err != nil {
+	proxies := make([]string, len(trustedProxies))
+	for i, p := range trustedProxies {
+		proxies[i] = p.String()
+	}
+	if err := r.SetTrustedProxies(proxies); err != nil {
 		return nil, err
 	}
 	r.HandleMethodNotAllowed = true
