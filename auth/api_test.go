@@ -419,7 +419,7 @@ func TestSession(t *testing.T) {
 
 	t.Run("after logout", func(t *testing.T) {
 		tok := e.mustLogin(t, "sybil", goodPW)
-		if r := e.req(t, "POST", "/api/logout", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusNoContent {
+		if r := e.req(t, "POST", "/api/logout", "{}", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusNoContent {
 			t.Fatalf("logout: %d %s", r.status, r.raw)
 		}
 		if r := e.req(t, "GET", "/api/session", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusOK || r.raw != loggedOut {
@@ -469,7 +469,7 @@ func TestLogoutRevokes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if r := e.req(t, "POST", "/api/logout", "", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusNoContent {
+	if r := e.req(t, "POST", "/api/logout", "{}", "Cookie", chat.TokenCookie+"="+tok); r.status != http.StatusNoContent {
 		t.Fatalf("logout: %d %s", r.status, r.raw)
 	} else if c := r.header.Get("Set-Cookie"); !strings.Contains(c, chat.TokenCookie+"=;") || !strings.Contains(c, "Max-Age=0") {
 		t.Fatalf("logout Set-Cookie = %q, want the cookie cleared", c)
@@ -487,7 +487,7 @@ func TestLogoutRevokes(t *testing.T) {
 		if r := e.req(t, "GET", "/api/me", "", "Authorization", "Bearer "+tok); r.status != 401 {
 			t.Fatalf("revoked token %s: %d %s", when, r.status, r.raw)
 		}
-		if r := e.req(t, "POST", "/api/logout", "", "Authorization", "Bearer "+tok); r.status != 401 {
+		if r := e.req(t, "POST", "/api/logout", "{}", "Authorization", "Bearer "+tok); r.status != 401 {
 			t.Fatalf("second logout %s: %d", when, r.status)
 		}
 		if r := e.req(t, "GET", "/api/me", "", "Authorization", "Bearer "+other); r.status != 200 {
@@ -497,6 +497,126 @@ func TestLogoutRevokes(t *testing.T) {
 	check("after logout")
 	e.restart(t)
 	check("after auth restart")
+}
+
+// TestOtherOriginsCannotChangeState: register, login and logout refuse a
+// browser request from a page of another origin (another port of the
+// same host included: the no-cors POST that logged a user out) with 403
+// forbidden_origin, and logout takes only a JSON body.
+func TestOtherOriginsCannotChangeState(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "walter", goodPW, "Walter")
+	self := e.svc.URL // auth reached directly: its own origin
+	otherPort := "http://127.0.0.1:1"
+	login := func() string { return chat.TokenCookie + "=" + e.mustLogin(t, "walter", goodPW) }
+	cookie := login()
+
+	refused := []struct {
+		name    string
+		headers []string
+	}{
+		{"same site, other port", []string{"Sec-Fetch-Site", "same-site", "Origin", otherPort}},
+		{"cross site", []string{"Sec-Fetch-Site", "cross-site", "Origin", "http://evil.example"}},
+		{"same site, other port, old browser", []string{"Origin", otherPort}},
+		{"other host, old browser", []string{"Origin", "http://evil.example"}},
+		{"null origin", []string{"Origin", "null"}},
+		{"unparsable origin", []string{"Origin", "::"}},
+		{"host named by an untrusted peer", []string{"Origin", "http://chat.example", "X-Forwarded-Host", "chat.example"}},
+	}
+	for _, path := range []string{"/api/register", "/api/login", "/api/logout"} {
+		body := map[string]string{
+			"/api/register": `{"account":"xavier","password":"` + goodPW + `","name":"X"}`,
+			"/api/login":    `{"account":"walter","password":"` + goodPW + `"}`,
+			"/api/logout":   `{}`,
+		}[path]
+		for _, tt := range refused {
+			t.Run(path+" "+tt.name, func(t *testing.T) {
+				r := e.req(t, "POST", path, body, append([]string{"Cookie", cookie}, tt.headers...)...)
+				if r.status != http.StatusForbidden || r.errCode() != "forbidden_origin" {
+					t.Fatalf("got %d %s, want 403 forbidden_origin", r.status, r.raw)
+				}
+			})
+		}
+	}
+	// Nothing happened: still logged in, xavier not registered, no cookie set.
+	if r := e.req(t, "GET", "/api/session", "", "Cookie", cookie); r.body["user"] == nil {
+		t.Fatalf("session after refused logouts: %s", r.raw)
+	}
+	// The attack itself: a no-cors POST can only carry a "simple" content type.
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", ""} {
+		r := e.req(t, "POST", "/api/logout", "{}", "Cookie", cookie, "Sec-Fetch-Site", "same-site", "Origin", otherPort, "Content-Type", ct)
+		if r.status != http.StatusForbidden {
+			t.Fatalf("no-cors logout from another port, Content-Type %q: %d %s", ct, r.status, r.raw)
+		}
+		// Even from the page itself, logout takes JSON only.
+		r = e.req(t, "POST", "/api/logout", "{}", "Cookie", cookie, "Sec-Fetch-Site", "same-origin", "Content-Type", ct)
+		if r.status != http.StatusBadRequest || r.errRule() != "content_type" {
+			t.Fatalf("logout with Content-Type %q: %d %s, want 400 content_type", ct, r.status, r.raw)
+		}
+	}
+	for _, body := range []string{`{"all":true}`, `[]`, ``} {
+		if r := e.req(t, "POST", "/api/logout", body, "Cookie", cookie, "Content-Type", "application/json"); r.status != http.StatusBadRequest {
+			t.Fatalf("logout with body %q: %d %s, want 400", body, r.status, r.raw)
+		}
+	}
+	if r := e.req(t, "GET", "/api/session", "", "Cookie", cookie); r.body["user"] == nil {
+		t.Fatalf("session after refused logouts: %s", r.raw)
+	}
+
+	allowed := []struct {
+		name    string
+		headers []string
+	}{
+		{"same origin", []string{"Sec-Fetch-Site", "same-origin", "Origin", self}},
+		{"user's own navigation", []string{"Sec-Fetch-Site", "none"}},
+		{"own origin, old browser", []string{"Origin", self}},
+		{"own origin, other case", []string{"Origin", strings.ToUpper(self)}},
+		{"no browser", nil},
+	}
+	for i, tt := range allowed {
+		t.Run("allowed "+tt.name, func(t *testing.T) {
+			if r := e.req(t, "POST", "/api/register", fmt.Sprintf(`{"account":"yolanda%d","password":%q,"name":"Y"}`, i, goodPW), tt.headers...); r.status != http.StatusCreated {
+				t.Fatalf("register: %d %s", r.status, r.raw)
+			}
+			if r := e.req(t, "POST", "/api/login", fmt.Sprintf(`{"account":"yolanda%d","password":%q}`, i, goodPW), tt.headers...); r.status != http.StatusOK {
+				t.Fatalf("login: %d %s", r.status, r.raw)
+			}
+			c := login()
+			if r := e.req(t, "POST", "/api/logout", "{}", append([]string{"Cookie", c}, tt.headers...)...); r.status != http.StatusNoContent {
+				t.Fatalf("logout: %d %s", r.status, r.raw)
+			}
+		})
+	}
+	if r := e.register(t, "xavier", goodPW, "X"); r.status != http.StatusCreated {
+		t.Fatalf("xavier after the refused registrations: %d %s", r.status, r.raw)
+	}
+}
+
+// TestOriginBehindTheGateway: behind a trusted proxy (the gateway), the
+// origin to match is the host the browser asked the gateway for, which the
+// proxy reports in X-Forwarded-Host.
+func TestOriginBehindTheGateway(t *testing.T) {
+	e := startAuth(t, map[string]string{"TRUSTED_PROXIES": "127.0.0.1"})
+	tests := []struct {
+		origin, forwardedHost string
+		status                int
+	}{
+		{"http://chat.example:8080", "chat.example:8080", http.StatusCreated},
+		{"https://chat.example", "chat.example", http.StatusCreated},
+		{"http://chat.example:9090", "chat.example:8080", http.StatusForbidden},
+		{"http://chat.example", "chat.example:8080", http.StatusForbidden},
+		{"http://chat.example", "", http.StatusForbidden}, // no header: auth's own host
+	}
+	for i, tt := range tests {
+		h := []string{"Origin", tt.origin}
+		if tt.forwardedHost != "" {
+			h = append(h, "X-Forwarded-Host", tt.forwardedHost)
+		}
+		r := e.req(t, "POST", "/api/register", fmt.Sprintf(`{"account":"zed%d","password":%q,"name":"Z"}`, i, goodPW), h...)
+		if r.status != tt.status {
+			t.Errorf("Origin %s, X-Forwarded-Host %q: %d %s, want %d", tt.origin, tt.forwardedHost, r.status, r.raw, tt.status)
+		}
+	}
 }
 
 func TestConcurrentRegisterOneWins(t *testing.T) {

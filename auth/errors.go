@@ -16,15 +16,16 @@ import (
 
 // Errors the handlers return; errorResponse maps each to a status and code.
 var (
-	ErrInvalidInput   = errors.New("invalid input")
-	ErrBadCredentials = errors.New("bad credentials")
-	ErrUnauthorized   = errors.New("unauthorized")
-	ErrRateLimited    = errors.New("rate limited")
-	ErrUnavailable    = errors.New("unavailable")
-	ErrBusy           = errors.New("busy") // too many attempts on one counter queued before this one
-	ErrNotFound       = errors.New("not found")
-	ErrMethod         = errors.New("method not allowed")
-	ErrPanic          = errors.New("panic")
+	ErrInvalidInput    = errors.New("invalid input")
+	ErrBadCredentials  = errors.New("bad credentials")
+	ErrUnauthorized    = errors.New("unauthorized")
+	ErrForbiddenOrigin = errors.New("forbidden origin") // a state-changing request from another site's page
+	ErrRateLimited     = errors.New("rate limited")
+	ErrUnavailable     = errors.New("unavailable")
+	ErrBusy            = errors.New("busy") // too many attempts on one counter queued before this one
+	ErrNotFound        = errors.New("not found")
+	ErrMethod          = errors.New("method not allowed")
+	ErrPanic           = errors.New("panic")
 )
 
 // Rules name the check an input error failed: the "rule" of an
@@ -100,6 +101,8 @@ func errorResponse(err error) (int, errorDetail, time.Duration) {
 		return http.StatusUnauthorized, errorDetail{Code: "bad_credentials", Message: "account or password is wrong"}, 0
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized, errorDetail{Code: "unauthorized", Message: "log in first"}, 0
+	case errors.Is(err, ErrForbiddenOrigin):
+		return http.StatusForbidden, errorDetail{Code: "forbidden_origin", Message: "this request came from a page of another origin"}, 0
 	case errors.As(err, &rl):
 		return http.StatusTooManyRequests, errorDetail{Code: "rate_limited", Message: "too many attempts; try again later"}, rl.RetryAfter
 	case errors.Is(err, password.ErrBusy), errors.Is(err, ErrBusy):

@@ -48,7 +48,8 @@ type api struct {
 	nc       *nats.Conn
 	lifetime time.Duration
 	limits   Limits
-	secure   bool // Secure cookies (behind TLS)
+	secure   bool           // Secure cookies (behind TLS)
+	proxies  []netip.Prefix // TRUSTED_PROXIES: their X-Forwarded-* headers are believed
 	common   map[string]bool
 
 	public sync.Map // user id -> chat.User, for users found (names and accounts never change)
@@ -346,7 +347,13 @@ func (a *api) setCookie(c *gin.Context, value string, maxAge int) {
 	c.SetCookie(chat.TokenCookie, value, maxAge, "/", "", a.secure, true)
 }
 
+// logout takes a JSON body, "{}", for the JSON Content-Type: a page of
+// another origin cannot send that without a CORS preflight.
 func (a *api) logout(c *gin.Context) {
+	if err := decodeJSON(c, &struct{}{}); err != nil {
+		writeError(c, a.log, err)
+		return
+	}
 	claims := c.MustGet(claimsKey).(*token.Claims)
 	rev := chat.Revocation{TokenID: claims.ID, User: claims.Subject, ExpiresAt: claims.ExpiresAt.UTC()}
 	body, _ := json.Marshal(rev)

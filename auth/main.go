@@ -216,7 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg := ops.NewRegistry()
 	a := &api{
 		log: log, users: users.New(mc.Database(cfg.MongoDB)), pool: pool, key: key, verifier: verifier,
-		nc: nc, lifetime: cfg.TokenLifetime, limits: cfg.Limits, secure: cfg.CookieSecure, common: commonPasswords(),
+		nc: nc, lifetime: cfg.TokenLifetime, limits: cfg.Limits, secure: cfg.CookieSecure, proxies: cfg.Proxies, common: commonPasswords(),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auth_logins_total", Help: "Login attempts by result (ok or the error code).",
 		}, []string{"result"}),

@@ -32,11 +32,13 @@ func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxie
 	r.GET("/metrics", gin.WrapH(ops.Metrics(reg)))
 
 	api := r.Group("/api")
-	api.POST("/register", a.register)
-	api.POST("/login", a.login)
+	// Requests that change state come from the gateway's own page or from
+	// no page at all, never from another origin's.
+	api.POST("/register", a.sameOrigin, a.register)
+	api.POST("/login", a.sameOrigin, a.login)
+	api.POST("/logout", a.sameOrigin, a.requireToken, a.logout)
 	api.GET("/session", a.session) // logged in or not, never a 401
 	authed := api.Group("", a.requireToken)
-	authed.POST("/logout", a.logout)
 	authed.GET("/me", a.me)
 	authed.GET("/users", a.listUsers)
 
