@@ -619,6 +619,71 @@ func TestOriginBehindTheGateway(t *testing.T) {
 	}
 }
 
+// TestAPIAnswerHeaders: every /api answer, success or error, is marked
+// nosniff and no-store.
+func TestAPIAnswerHeaders(t *testing.T) {
+	e := startAuth(t)
+	e.register(t, "uma", goodPW, "Uma")
+	cookie := chat.TokenCookie + "=" + e.mustLogin(t, "uma", goodPW)
+	tests := []struct {
+		method, path, body string
+		headers            []string
+		status             int
+	}{
+		{"POST", "/api/register", `{"account":"ursula","password":"` + goodPW + `","name":"U"}`, nil, 201},
+		{"POST", "/api/register", `{"account":"u"}`, nil, 400},
+		{"POST", "/api/login", `{"account":"uma","password":"` + goodPW + `"}`, nil, 200},
+		{"POST", "/api/login", `{"account":"uma","password":"wrong-password"}`, nil, 401},
+		{"POST", "/api/login", `{"account":"uma","password":"wrong-password"}`, []string{"Origin", "http://evil.example"}, 403},
+		{"GET", "/api/session", "", nil, 200},
+		{"GET", "/api/me", "", []string{"Cookie", cookie}, 200},
+		{"GET", "/api/me", "", nil, 401},
+		{"GET", "/api/users?ids=a.b", "", []string{"Cookie", cookie}, 400},
+		{"GET", "/api/nope", "", nil, 404},
+		{"DELETE", "/api/me", "", nil, 405},
+		{"POST", "/api/logout", "{}", []string{"Cookie", cookie}, 204},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s %s %d", tt.method, tt.path, tt.status), func(t *testing.T) {
+			r := e.req(t, tt.method, tt.path, tt.body, tt.headers...)
+			if r.status != tt.status {
+				t.Fatalf("got %d %s, want %d", r.status, r.raw, tt.status)
+			}
+			if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options = %q, want nosniff", got)
+			}
+			if got := r.header.Get("Cache-Control"); got != "no-store" {
+				t.Errorf("Cache-Control = %q, want no-store", got)
+			}
+		})
+	}
+}
+
+// TestSlowRequestCutOff: a client that sends its headers and then trickles
+// (here: withholds) its body holds its connection for HTTP_READ_TIMEOUT at
+// most.
+func TestSlowRequestCutOff(t *testing.T) {
+	e := startAuth(t, map[string]string{"HTTP_READ_TIMEOUT": "1s"})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.svc.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /api/login HTTP/1.1\r\nHost: auth\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"acc"); err != nil {
+		t.Fatal(err)
+	}
+	// The test's own bound, far above the server's: reaching it means the
+	// server never cut the client off.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("server kept a withheld body's connection open: %v (read %q)", err, got)
+	}
+	if len(got) > 0 && !strings.HasPrefix(string(got), "HTTP/1.1 400") {
+		t.Fatalf("answer to a withheld body: %q, want a 400 or nothing", got)
+	}
+}
+
 func TestConcurrentRegisterOneWins(t *testing.T) {
 	e := startAuth(t, map[string]string{"TRUSTED_PROXIES": "127.0.0.1"})
 	variants := []string{"grace", "Grace", "GRACE", "gRaCe", "GrAcE"}

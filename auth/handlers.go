@@ -394,7 +394,6 @@ type sessionResponse struct {
 // revocation bucket or the user store unreachable) it fails like /api/me
 // rather than claim the request is logged out.
 func (a *api) session(c *gin.Context) {
-	c.Header("Cache-Control", "no-store")
 	claims, err := a.tokenClaims(c)
 	var u users.User
 	if err == nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -57,6 +58,7 @@ type Config struct {
 	TrustedProxies string         // as given
 	Proxies        []netip.Prefix // TrustedProxies parsed
 	CookieSecure   bool
+	ReadTimeout    time.Duration // a request, headers and body, is read within this
 	Replicas       int
 }
 
@@ -96,6 +98,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int(&c.Limits.LoginPerAddress, "login-failures-per-address", "LOGIN_FAILURES_PER_ADDRESS", 50, "failed logins per client address per window")
 	fs.Int(&c.Limits.RegistrationsPerAddr, "registrations-per-address", "REGISTRATIONS_PER_ADDRESS", 20, "registrations per client address per window")
 	fs.String(&c.TrustedProxies, "trusted-proxies", "TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs (the gateways) whose X-Forwarded-For is trusted; empty: none, the peer is the client")
+	fs.Duration(&c.ReadTimeout, "http-read-timeout", "HTTP_READ_TIMEOUT", 10*time.Second, "longest time to read one request, headers and body (a client trickling bytes is cut off)")
 	fs.Bool(&c.CookieSecure, "cookie-secure", "COOKIE_SECURE", false, "mark the token cookie Secure (set it when browsers reach natter over HTTPS)")
 	fs.Replicas(&c.Replicas)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -116,6 +119,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("trusted proxies: %w", err)
 	}
 	c.Proxies = proxies
+	if c.ReadTimeout < 100*time.Millisecond {
+		return c, fmt.Errorf("http read timeout %s: want at least 100ms", c.ReadTimeout)
+	}
 	if c.Limits.LoginPerAccount < 1 || c.Limits.LoginPerAddress < 1 || c.Limits.RegistrationsPerAddr < 1 || c.Limits.Window < time.Second {
 		return c, errors.New("abuse limits must be at least 1 per window of at least 1s")
 	}
@@ -175,7 +181,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"hash_workers", cfg.HashWorkers, "hash_queue_timeout", cfg.Limits.HashQueueTimeout.String(),
 		"limit_window", cfg.Limits.Window.String(), "login_failures_per_account", cfg.Limits.LoginPerAccount,
 		"login_failures_per_address", cfg.Limits.LoginPerAddress, "registrations_per_address", cfg.Limits.RegistrationsPerAddr,
-		"trusted_proxies", cfg.TrustedProxies, "cookie_secure", cfg.CookieSecure, "js_replicas", cfg.Replicas)...)
+		"trusted_proxies", cfg.TrustedProxies, "cookie_secure", cfg.CookieSecure, "http_read_timeout", cfg.ReadTimeout.String(), "js_replicas", cfg.Replicas)...)
 
 	key, created, err := loadKey(cfg)
 	if err != nil {
@@ -258,7 +264,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("trusted proxies: %w", err)
 	}
-	if err := ops.ListenAndServe(ctx, log, cfg.HTTPAddr, handler); err != nil {
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", "addr", ln.Addr().String())
+	srv := ops.NewServer(handler) // header timeout, idle timeout, header size
+	// Request bodies are small (16 KiB at most): one that takes longer than
+	// this to arrive is a client holding a connection open, not a slow
+	// network. Answers are small and need no write timeout; handlers bound
+	// their own waits (hashing queue, database, NATS).
+	srv.ReadTimeout = cfg.ReadTimeout
+	if err := ops.Serve(ctx, srv, ln); err != nil {
 		return err
 	}
 	if err := ops.Cause(ctx); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -25,7 +26,7 @@ func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxie
 		return nil, err
 	}
 	r.HandleMethodNotAllowed = true
-	r.Use(requestMetrics(ops.NewHTTPMetrics(reg)), recovery(log))
+	r.Use(requestMetrics(ops.NewHTTPMetrics(reg)), recovery(log), apiHeaders)
 
 	r.GET("/healthz", gin.WrapH(ops.Healthz()))
 	r.GET("/readyz", gin.WrapH(ops.Readyz(ready...)))
@@ -54,6 +55,17 @@ func requestMetrics(m *ops.HTTPMetrics) gin.HandlerFunc {
 		c.Next()
 		m.Observe(c.Request.Method, c.FullPath(), c.Writer.Status(), time.Since(start))
 	}
+}
+
+// apiHeaders marks every answer as what its Content-Type says, never to be
+// sniffed into something else, and every /api answer (users, tokens,
+// sessions, errors) as not to be stored by any cache.
+func apiHeaders(c *gin.Context) {
+	c.Header("X-Content-Type-Options", "nosniff")
+	if strings.HasPrefix(c.Request.URL.Path, "/api/") {
+		c.Header("Cache-Control", "no-store")
+	}
+	c.Next()
 }
 
 // recovery turns a panic into a logged 500 with natter's error body, so one
