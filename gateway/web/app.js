@@ -592,7 +592,7 @@ function wireForms() {
     } catch { form.querySelector('.form-error').textContent = t('err.network'); }
   });
   $('logout').addEventListener('click', async () => {
-    try { await api('/api/logout'); } catch { /* the cookie expires anyway */ }
+    try { await api('/api/logout', {}); } catch { /* the cookie expires anyway */ }
     endSession('');
   });
 }
