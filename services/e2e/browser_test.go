@@ -94,7 +94,7 @@ func startBrowserStack(t *testing.T, gatewayEnv ...string) *browserStack {
 	db := mongotest.Start(t)
 	addrs := freeAddrs(t, 4)
 	s := &browserStack{env: append([]string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}, gatewayEnv...)}
-	startService(t, "auth", "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
+	startService(t, "auth", "TRUSTED_PROXIES=127.0.0.1", "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
 		"AUTH_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",
 		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1")
 	startService(t, "presence", "NATS_URL="+ns.URL(), "HTTP_ADDR="+addrs[1])

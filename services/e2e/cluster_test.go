@@ -143,7 +143,7 @@ func TestClusterDeployment(t *testing.T) {
 		return append([]string{"NATS_USER=" + user, "NATS_PASSWORD=" + natsPasswords[user]}, common...)
 	}
 	procs := map[string]*service{}
-	procs["auth"] = startService(t, "auth", append(creds("auth"), "NATS_URL="+all, "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
+	procs["auth"] = startService(t, "auth", append(creds("auth"), "TRUSTED_PROXIES=127.0.0.1", "NATS_URL="+all, "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
 		"AUTH_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",
 		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1")...)
 	// Each replica and gateway starts on its own node; they learn the

@@ -120,6 +120,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	authEnv := map[string]string{"NATS_URL": s.natsURL, "HTTP_ADDR": s.authAddr, "MONGO_URI": s.mongoURI}
+	if getenv("TRUSTED_PROXIES") == "" {
+		// The gateway proxies /api/ from loopback: its X-Forwarded-For is
+		// the browser's address, for the per-address limits.
+		authEnv["TRUSTED_PROXIES"] = "127.0.0.1"
+	}
 	if getenv("AUTH_SIGNING_KEY_FILE") == "" && getenv("AUTH_SIGNING_KEY") == "" {
 		// Development: one key, generated on first start, kept with the data.
 		dataDir, err := filepath.Abs(s.dataDir)
