@@ -92,7 +92,7 @@ func startBrowserStack(t *testing.T, gatewayEnv ...string) *browserStack {
 	t.Helper()
 	ns := natstest.Start(t)
 	db := mongotest.Start(t)
-	addrs := freeAddrs(t, 4)
+	addrs := servicetest.FreeAddrs(t, 4)
 	s := &browserStack{env: append([]string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}, gatewayEnv...)}
 	startService(t, "auth", "TRUSTED_PROXIES=127.0.0.1", "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
 		"AUTH_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",

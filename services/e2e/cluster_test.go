@@ -79,7 +79,7 @@ func startCluster(t *testing.T) []*natsNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs := freeAddrs(t, 9)
+	addrs := servicetest.FreeAddrs(t, 9)
 	nodes := make([]*natsNode, 3)
 	routes := make([]string, 3)
 	for i := range nodes {
@@ -137,7 +137,7 @@ func TestClusterDeployment(t *testing.T) {
 	nodes := startCluster(t)
 	db := mongotest.Start(t)
 	all := nodes[0].url() + "," + nodes[1].url() + "," + nodes[2].url()
-	addrs := freeAddrs(t, 5)
+	addrs := servicetest.FreeAddrs(t, 5)
 	common := []string{"JS_REPLICAS=3", "LOG_FORMAT=json"}
 	creds := func(user string) []string {
 		return append([]string{"NATS_USER=" + user, "NATS_PASSWORD=" + natsPasswords[user]}, common...)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -40,7 +39,7 @@ type stack struct {
 // `make dev`, with every port free and data in a temporary directory.
 func startDevRun(t *testing.T, dataDir string, env ...string) *stack {
 	t.Helper()
-	addrs := freeAddrs(t, 6)
+	addrs := servicetest.FreeAddrs(t, 6)
 	s := &stack{
 		out:      &servicetest.Buffer{},
 		exited:   make(chan struct{}),
@@ -378,7 +377,7 @@ func TestDevRunPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	addrs := freeAddrs(t, 5)
+	addrs := servicetest.FreeAddrs(t, 5)
 	cmd := exec.Command(filepath.Join(binDir, "devrun"), "-bin", binDir, "-data", t.TempDir(),
 		"-nats-addr", busy.Addr().String(), "-gateway-addr", addrs[0], "-auth-addr", addrs[1],
 		"-presence-addr", addrs[2], "-monitor-addr", addrs[3], "-mongo-addr", addrs[4])
@@ -391,48 +390,4 @@ func TestDevRunPortTaken(t *testing.T) {
 	if !strings.Contains(string(out), "port in use") || !strings.Contains(string(out), busy.Addr().String()) {
 		t.Errorf("output does not say which port is in use:\n%s", out)
 	}
-}
-
-// freeAddrs returns n loopback addresses free now, for servers that
-// start later. Their ports lie below the kernel's ephemeral range: a port
-// the kernel handed out for ":0", once closed, can be handed to any other
-// process binding ":0" (a test package running in parallel) before the
-// server it was meant for binds it; that server then fails to start, or
-// the test talks to the other process. The kernel never hands out a port
-// below the range by itself.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	hi := ephemeralStart()
-	lo := max(1024, hi/2)
-	var addrs []string
-	var held []net.Listener
-	defer func() {
-		for _, l := range held {
-			_ = l.Close()
-		}
-	}()
-	for tries := 0; len(addrs) < n; tries++ {
-		if tries == 1000 {
-			t.Fatalf("no %d free ports in [%d, %d) after %d tries", n, lo, hi, tries)
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
-		if err != nil {
-			continue // in use
-		}
-		held = append(held, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
-// ephemeralStart is the first port of the kernel's ephemeral range
-// (32768 where it cannot be read).
-func ephemeralStart() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
-		if p, err := strconv.Atoi(f[0]); err == nil && p > 2048 {
-			return p
-		}
-	}
-	return 32768
 }

@@ -10,7 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -181,4 +186,48 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// FreeAddrs returns n loopback addresses free now, for servers that
+// start later. Their ports lie below the kernel's ephemeral range: a port
+// the kernel handed out for ":0", once closed, can be handed to any other
+// process binding ":0" (a test package running in parallel) before the
+// server it was meant for binds it; that server then fails to start, or
+// the test talks to the other process. The kernel never hands out a port
+// below the range by itself.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	hi := ephemeralStart()
+	lo := max(1024, hi/2)
+	var addrs []string
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries == 1000 {
+			t.Fatalf("no %d free ports in [%d, %d) after %d tries", n, lo, hi, tries)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
+		if err != nil {
+			continue // in use
+		}
+		held = append(held, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range
+// (32768 where it cannot be read).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
+		if p, err := strconv.Atoi(f[0]); err == nil && p > 2048 {
+			return p
+		}
+	}
+	return 32768
 }
