@@ -45,16 +45,18 @@ import (
 // it, an error rate_limited with the request's id.
 //
 // Resume: a reconnecting client sends resume, with the last seq it saw, as
-// its first frame (within HoldTimeout of hello). The gateway replays, in
-// order, every stored message the user may see with a larger seq, then
-// sends resumed with the last replayed seq, then live messages: none
-// missing, none twice. complete is false when messages after "after" have
-// already left the stream (retention) or the gap exceeds the replay limit;
-// the client then has what was replayed and can page with history.
+// its first frame, within [HoldTimeout] (1 s) of hello. The gateway
+// replays, in order, every stored message the user may see with a larger
+// seq, then sends resumed with the last replayed seq, then live messages:
+// none missing, none twice. complete is false when messages after "after"
+// have already left the stream (retention) or the gap exceeds the
+// gateway's MAX_REPLAY (5000 messages by default); the client then has
+// what was replayed and can page with history.
 //
 // A send's id (1-64 letters, digits, '-', '_') is chosen by the client; a
-// repeated id from the same user within the dedupe window is stored once
-// and acked with the first seq. "from" is always the sender's token's user.
+// repeated id from the same user within the stream's dedupe window
+// (CHAT_DEDUPE_WINDOW, 2 minutes by default) is stored once and acked
+// with the first seq. "from" is always the sender's token's user.
 // A direct message reaches every socket of both users, and no one else.
 
 // Frame types.
@@ -84,7 +86,7 @@ const (
 	CodeRateLimited      = "rate_limited"      // over the send rate; retry later
 	CodeUnavailable      = "unavailable"       // storing failed (NATS or auth unreachable); retry
 	CodeBadLimit         = "bad_limit"         // history limit outside 1-MaxHistory
-	CodeResumeLate       = "resume_late"       // resume after another frame or after HoldTimeout
+	CodeResumeLate       = "resume_late"       // resume after another frame or later than HoldTimeout after hello
 )
 
 // Close codes the gateway ends a socket with (RFC 6455 private range,
@@ -98,17 +100,27 @@ const (
 	CloseResume       = 4011 // its gateway's NATS connection was interrupted: live messages may be missing; reconnect and resume
 )
 
-// Default limits of the browser protocol; each is a gateway flag.
+// Limits of the browser protocol. MaxTextChars and MaxFrameBytes are the
+// defaults of the gateway flags MAX_TEXT_CHARS and MAX_FRAME_BYTES (hello
+// tells clients the values in force); the history bounds are fixed.
 const (
 	// MaxTextChars bounds a message's text, in characters.
 	MaxTextChars = 4000
-	// MaxFrameBytes bounds a client frame; bigger ones close with 1009.
+	// MaxFrameBytes bounds a client frame, in bytes; bigger ones close
+	// with 1009.
 	MaxFrameBytes = 64 << 10
 	// MaxHistory bounds the messages of one history answer.
 	MaxHistory = 100
 	// DefaultHistory is a history request's limit when it gives none.
 	DefaultHistory = 50
 )
+
+// HoldTimeout is how long after hello a socket's live messages wait for a
+// possible resume frame, so that a replay always comes before them; any
+// first frame ends the wait sooner. A resume sent later is refused with
+// resume_late. It is part of the contract rather than a gateway setting
+// because clients rely on it: a resume must follow hello at once.
+const HoldTimeout = time.Second
 
 // ClientFrame is any frame a client sends; fields unused by its type are
 // ignored.
