@@ -13,6 +13,17 @@ import (
 // server frame may hold several, separated by '\n' (the gateway coalesces
 // writes), so clients split server frames on '\n'.
 //
+// Handshake: GET /ws upgrades only with a valid, unrevoked token (the
+// [TokenCookie] cookie, or Authorization: Bearer) and, from a browser, an
+// allowed Origin. Otherwise it answers with a JSON error body and never
+// upgrades: 401 unauthorized (no token, or a bad, expired or revoked
+// one), 403 forbidden_origin, 429 too_many_sockets (the user has the
+// gateway's SOCKETS_PER_USER, 20 by default, open already: exactly on this
+// gateway, and across gateways as presence counts them, so handshakes
+// racing on different gateways can pass the limit by as many as are in
+// flight), 503 unavailable (the gateway is starting, or the stream is
+// unreachable).
+//
 // Client frames:
 //
 //	{"type":"send","id":"m1","to":{"room":"lobby"},"text":"hello"}
@@ -53,6 +64,12 @@ import (
 // gateway's MAX_REPLAY (5000 messages by default); the client then has
 // what was replayed and can page with history.
 //
+// Sends may be pipelined: a client need not wait for an ack before its
+// next send. A socket's sends are stored and acked in the order sent,
+// except that a send refused with unavailable (and retried by the client)
+// or republished by the gateway (no stream leader for a moment) may land
+// after the ones that followed it; seq gives the stream's order.
+//
 // A send's id (1-64 letters, digits, '-', '_') is chosen by the client; a
 // repeated id from the same user within the stream's dedupe window
 // (CHAT_DEDUPE_WINDOW, 2 minutes by default) is stored once and acked
@@ -90,14 +107,20 @@ const (
 )
 
 // Close codes the gateway ends a socket with (RFC 6455 private range,
-// besides 1001 going away on shutdown and 1009 for an oversize frame).
+// besides 1001 going away on shutdown, 1002 for a frame the websocket
+// protocol forbids and 1009 for an oversize frame).
 const (
 	CloseTokenRevoked = 4001 // the token was revoked (logout)
 	CloseTokenExpired = 4002 // the token expired; log in again
 	CloseFlooding     = 4008 // kept sending over the rate limit
 	CloseTooSlow      = 4009 // did not read fast enough; its queue filled (objects or bytes)
 	ClosePresenceLost = 4010 // its gateway lost contact longer than the presence TTL; reconnect
-	CloseResume       = 4011 // its gateway's NATS connection was interrupted: live messages may be missing; reconnect and resume
+	// CloseResume: the gateway's NATS connection was interrupted (say, its
+	// NATS node failed), so live messages of that moment may not have
+	// reached it. From the drop on its sockets get no live message; half a
+	// second after the connection is back they are closed with 4011, to
+	// reconnect and resume, which replays the gap from the stream.
+	CloseResume = 4011
 )
 
 // Limits of the browser protocol. MaxTextChars and MaxFrameBytes are the
