@@ -18,11 +18,11 @@ import (
 // allowed Origin. Otherwise it answers with a JSON error body and never
 // upgrades: 401 unauthorized (no token, or a bad, expired or revoked
 // one), 403 forbidden_origin, 429 too_many_sockets (the user has the
-// gateway's SOCKETS_PER_USER, 20 by default, open already: exactly on this
-// gateway, and across gateways as presence counts them, so handshakes
-// racing on different gateways can pass the limit by as many as are in
-// flight), 503 unavailable (the gateway is starting, or the stream is
-// unreachable).
+// gateway's SOCKETS_PER_USER (20 by default) sockets open already: exactly
+// on this gateway, and across gateways as presence counts them, so
+// handshakes racing on different gateways can pass the limit by as many
+// as are in flight), 503 unavailable (the gateway is starting, or the
+// stream is unreachable).
 //
 // Client frames:
 //
@@ -71,8 +71,8 @@ import (
 // after the ones that followed it; seq gives the stream's order.
 //
 // A send's id (1-64 letters, digits, '-', '_') is chosen by the client; a
-// repeated id from the same user within the stream's dedupe window
-// (CHAT_DEDUPE_WINDOW, 2 minutes by default) is stored once and acked
+// repeated id from the same user within the stream's dedupe window,
+// CHAT_DEDUPE_WINDOW (2 minutes by default), is stored once and acked
 // with the first seq. "from" is always the sender's token's user.
 // A direct message reaches every socket of both users, and no one else.
 
