@@ -13,12 +13,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/natter/natter/services/natsserver"
 )
 
 // Default loopback addresses of the dev stack.
@@ -27,10 +27,6 @@ const (
 	DefaultMonitorAddr = "127.0.0.1:8222"
 	DefaultMongoAddr   = "127.0.0.1:27017"
 )
-
-// readyTimeout bounds how long the NATS server may take to accept clients
-// (JetStream recovers its store first, so a big store takes a while).
-const readyTimeout = 30 * time.Second
 
 // ErrPortInUse reports an address some other process already listens on.
 var ErrPortInUse = errors.New("port in use")
@@ -73,11 +69,11 @@ func Start(cfg Config) (*Stack, error) {
 	}
 	st := &Stack{}
 	if cfg.NATSAddr != "" {
-		opts, err := NATSOptions(cfg.NATSAddr, cfg.MonitorAddr, filepath.Join(cfg.DataDir, "nats"))
+		opts, err := natsserver.Options(cfg.NATSAddr, cfg.MonitorAddr, filepath.Join(cfg.DataDir, "nats"))
 		if err != nil {
 			return nil, err
 		}
-		if st.NATS, err = StartNATS(opts, cfg.Logger.With("component", "nats")); err != nil {
+		if st.NATS, err = natsserver.Start(opts, cfg.Logger.With("component", "nats")); err != nil {
 			return nil, err
 		}
 	}
@@ -112,79 +108,6 @@ func checkFree(addr string) error {
 	}
 	return l.Close()
 }
-
-// NATSOptions are the embedded server's options: JetStream on, stored in
-// storeDir, listening on natsAddr (port -1 picks a free one) and serving
-// monitoring on monitorAddr when it is not empty.
-func NATSOptions(natsAddr, monitorAddr, storeDir string) (*server.Options, error) {
-	host, port, err := splitHostPort(natsAddr)
-	if err != nil {
-		return nil, fmt.Errorf("nats address: %w", err)
-	}
-	opts := &server.Options{
-		ServerName: "natter-dev",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		// Let `nats` CLI users see everything without accounts in dev.
-		NoSigs: true,
-	}
-	if monitorAddr != "" {
-		mh, mp, err := splitHostPort(monitorAddr)
-		if err != nil {
-			return nil, fmt.Errorf("nats monitoring address: %w", err)
-		}
-		opts.HTTPHost, opts.HTTPPort = mh, mp
-	}
-	return opts, nil
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	host, ps, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(ps)
-	if err != nil {
-		return "", 0, fmt.Errorf("port %q: %w", ps, err)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	return host, port, nil
-}
-
-// StartNATS starts an embedded server with opts and waits until it accepts
-// clients. A nil logger keeps it silent.
-func StartNATS(opts *server.Options, logger *slog.Logger) (*server.Server, error) {
-	if err := os.MkdirAll(opts.StoreDir, 0o750); err != nil {
-		return nil, fmt.Errorf("nats store: %w", err)
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("nats server: %w", err)
-	}
-	if logger != nil {
-		ns.SetLoggerV2(natsLogger{logger}, false, false, false)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(readyTimeout) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("nats server on %s:%d not ready within %s", opts.Host, opts.Port, readyTimeout)
-	}
-	return ns, nil
-}
-
-// natsLogger sends the NATS server's log lines to slog.
-type natsLogger struct{ l *slog.Logger }
-
-func (n natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
 
 // Ferret is a running embedded FerretDB.
 type Ferret struct {

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/natter/natter/services/devstack"
+	"github.com/natter/natter/services/natsserver"
 )
 
 // Server is a running test server; Shutdown and Restart simulate outages.
@@ -23,7 +23,7 @@ type Server struct {
 // Start starts a JetStream-enabled server, stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	opts, err := devstack.NATSOptions("127.0.0.1:0", "", t.TempDir())
+	opts, err := natsserver.Options("127.0.0.1:0", "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) start(t testing.TB) {
 	t.Helper()
-	ns, err := devstack.StartNATS(s.opts, nil)
+	ns, err := natsserver.Start(s.opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
