@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/natter/natter/services/authclient"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/ops"
 )
@@ -26,8 +27,8 @@ type service struct {
 	log     *slog.Logger
 	js      jetstream.JetStream
 	tracker *tracker
-	names   *names
-	loaded  *ops.Gate // the bucket's current state is loaded
+	auth    *authclient.Client // user names
+	loaded  *ops.Gate          // the bucket's current state is loaded
 
 	changes     *prometheus.CounterVec
 	expirations prometheus.Counter
@@ -35,7 +36,7 @@ type service struct {
 
 func newService(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, reg prometheus.Registerer) *service {
 	s := &service{
-		log: log, js: js, tracker: newTracker(), names: newNames(nc), loaded: ops.NewGate("state"),
+		log: log, js: js, tracker: newTracker(), auth: authclient.New(nc, authclient.Config{Timeout: namesTimeout}), loaded: ops.NewGate("state"),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presence_changes_total", Help: "Users coming online or going offline, as this replica saw them.",
 		}, []string{"online"}),
@@ -94,7 +95,7 @@ func (s *service) report(ctx context.Context, c change) {
 		s.expirations.Inc()
 	}
 	users := []chat.User{{ID: c.user}}
-	s.names.fill(users)
+	fillNames(ctx, s.auth, users)
 	ev := chat.PresenceEvent{User: users[0], Online: c.online, Rev: c.rev, TS: time.Now().UTC()}
 	subj, err := chat.PresenceEventSubject(c.user)
 	if err != nil {
@@ -173,7 +174,7 @@ func (s *service) online(r micro.Request) {
 	for i := range list {
 		users[i] = list[i].User
 	}
-	s.names.fill(users)
+	fillNames(context.Background(), s.auth, users)
 	for i := range list {
 		list[i].User = users[i]
 	}
@@ -191,7 +192,7 @@ func (s *service) user(r micro.Request) {
 	}
 	online, since, sockets := s.tracker.user(req.ID)
 	users := []chat.User{{ID: req.ID}}
-	s.names.fill(users)
+	fillNames(context.Background(), s.auth, users)
 	_ = r.RespondJSON(chat.PresenceUserResponse{User: users[0], Online: online, Since: since, Sockets: sockets})
 }
 
