@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
 )
 
@@ -153,6 +155,19 @@ func RequestJSON(ctx context.Context, nc *nats.Conn, subject string, req, resp a
 		return fmt.Errorf("%s answer: %w", subject, err)
 	}
 	return nil
+}
+
+// RespondError answers a micro request with an error: status (an HTTP
+// status code) as its Nats-Service-Error-Code, message as its
+// Nats-Service-Error, and natter's error body (chat.Error) as its data, so
+// a NATS client reads the same error as an HTTP one. RequestJSON turns it
+// into an ErrService.
+func RespondError(r micro.Request, status int, code, message string) error {
+	body, err := json.Marshal(chat.Error{Code: code, Message: message})
+	if err != nil {
+		return err
+	}
+	return r.Error(strconv.Itoa(status), message, body)
 }
 
 // DrainTimeout bounds a service's final drain, within its 10 s to stop.
