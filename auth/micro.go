@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/token"
 	"github.com/natter/natter/services/version"
 )
@@ -143,6 +143,5 @@ func (a *api) microUsersGet(r micro.Request) {
 // and natter's error body, the same mapping as the HTTP API.
 func microError(r micro.Request, err error) {
 	status, d, _ := errorResponse(err)
-	body, _ := json.Marshal(chat.Error{Code: d.Code, Message: d.Message})
-	_ = r.Error(strconv.Itoa(status), d.Message, body)
+	_ = natsconn.RespondError(r, status, d.Code, d.Message)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/natter/natter/services/authclient"
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
 )
 
@@ -159,7 +161,7 @@ func (s *service) addMicro(nc *nats.Conn, version string) (micro.Service, error)
 
 func (s *service) notLoaded(r micro.Request) bool {
 	if !s.loaded.IsOpen() {
-		respondError(r, "503", "unavailable", "presence is loading its state; retry")
+		_ = natsconn.RespondError(r, http.StatusServiceUnavailable, "unavailable", "presence is loading its state; retry")
 		return true
 	}
 	return false
@@ -187,16 +189,11 @@ func (s *service) user(r micro.Request) {
 	}
 	var req chat.PresenceUserRequest
 	if err := json.Unmarshal(r.Data(), &req); err != nil || chat.ValidID(req.ID) != nil {
-		respondError(r, "400", "invalid_input", `want {"id":"<user id>"}`)
+		_ = natsconn.RespondError(r, http.StatusBadRequest, "invalid_input", `want {"id":"<user id>"}`)
 		return
 	}
 	online, since, sockets := s.tracker.user(req.ID)
 	users := []chat.User{{ID: req.ID}}
 	fillNames(context.Background(), s.auth, users)
 	_ = r.RespondJSON(chat.PresenceUserResponse{User: users[0], Online: online, Since: since, Sockets: sockets})
-}
-
-func respondError(r micro.Request, status, code, message string) {
-	body, _ := json.Marshal(chat.Error{Code: code, Message: message})
-	_ = r.Error(status, message, body)
 }
