@@ -250,6 +250,24 @@ func (g *Gate) Check() Check {
 	}}
 }
 
+// SetupRetry is the pause between attempts of a service's start-up work
+// (Setup) while a dependency (NATS, MongoDB) is not reachable yet.
+const SetupRetry = time.Second
+
+// PermanentIs is a permanent test for Setup and Retry: an error that is
+// one of targets (errors.Is) ends the retries, any other is retried. With
+// no targets every error is retried.
+func PermanentIs(targets ...error) func(error) bool {
+	return func(err error) bool {
+		for _, t := range targets {
+			if errors.Is(err, t) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // Retry calls f every interval until it returns nil, ctx ends, or it
 // returns an error for which permanent is true; it returns that error.
 // Transient failures (a dependency still starting) are passed to onErr.
