@@ -72,9 +72,6 @@ const (
 	// mongoHeartbeat is how often the driver checks servers, so it sees a
 	// restarted MongoDB within seconds.
 	mongoHeartbeat = 2 * time.Second
-	// setupRetry is the pause between attempts to create indexes and
-	// buckets while MongoDB or NATS is not reachable yet.
-	setupRetry = time.Second
 )
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
@@ -234,7 +231,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Name: "auth_password_hashes_running", Help: "Password hashes being computed now (bounded by -hash-workers).",
 	}, func() float64 { return float64(pool.InUse()) }))
 
-	a.ready = ops.Setup(ctx, log, "storage", setupRetry, func(ctx context.Context) error {
+	a.ready = ops.Setup(ctx, log, "storage", ops.SetupRetry, func(ctx context.Context) error {
 		if err := a.users.EnsureIndexes(ctx); err != nil {
 			return err
 		}
@@ -248,7 +245,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		a.revoked, a.counters = revoked, limits.New(lkv, cfg.Limits.Window)
 		return nil
-	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
+	}, ops.PermanentIs(chat.ErrConfigConflict), fail)
 
 	svc, err := addMicro(nc, a, jwks)
 	if err != nil {

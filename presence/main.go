@@ -5,14 +5,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
@@ -36,10 +34,6 @@ type Config struct {
 	config.Base
 	Presence chat.PresenceOptions
 }
-
-// setupRetry is the pause between attempts to create the bucket while NATS
-// is not reachable yet.
-const setupRetry = time.Second
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	var c Config
@@ -77,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer natsconn.Drain(nc, natsconn.DrainTimeout)
 	reg := ops.NewRegistry()
 	svc := newService(log, nc, js, reg)
-	setup := ops.Setup(ctx, log, "bucket", setupRetry, func(ctx context.Context) error {
+	setup := ops.Setup(ctx, log, "bucket", ops.SetupRetry, func(ctx context.Context) error {
 		kv, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
 		if err != nil {
 			return err
@@ -91,7 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 		}()
 		return nil
-	}, func(err error) bool { return errors.Is(err, chat.ErrConfigConflict) }, fail)
+	}, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	ms, err := svc.addMicro(nc, ver)
 	if err != nil {
 		return fmt.Errorf("micro service: %w", err)
