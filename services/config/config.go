@@ -131,9 +131,9 @@ type Base struct {
 func (s *Set) Base(b *Base, httpAddr string) {
 	s.String(&b.HTTPAddr, "http-addr", "HTTP_ADDR", httpAddr, "HTTP listen address (health, metrics and API)")
 	s.String(&b.NATSURL, "nats-url", "NATS_URL", DefaultNATSURL, "NATS server URL(s), comma-separated")
-	s.String(&b.NATSUser, "nats-user", "NATS_USER", "", "NATS user name (deploy/nats/accounts.conf has one per service)")
-	s.String(&b.NATSPass, "nats-password", "NATS_PASSWORD", "", "NATS user's password (prefer the variable to the flag: flags show in ps)")
-	s.String(&b.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file (decentralized JWT auth), instead of user and password")
+	s.String(&b.NATSUser, "nats-user", "NATS_USER", "", "NATS user name")
+	s.String(&b.NATSPass, "nats-password", "NATS_PASSWORD", "", "NATS user's password (prefer the variable: ps shows flags)")
+	s.String(&b.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file, instead of user and password")
 	s.String(&b.LogFormat, "log-format", "LOG_FORMAT", "text", "log format: text or json")
 	s.String(&b.LogLevel, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error")
 }
@@ -156,7 +156,7 @@ func mask(secret string) string {
 // creates (the CHAT stream, the presence bucket): 1 on a single server, 3
 // on a 3-node cluster.
 func (s *Set) Replicas(p *int) {
-	s.Int(p, "js-replicas", "JS_REPLICAS", 1, "replicas of the CHAT stream and presence bucket (3 on a 3-node cluster)")
+	s.Int(p, "js-replicas", "JS_REPLICAS", 1, "replicas of each stream and bucket created (3 on a cluster)")
 }
 
 // Stream defines the settings of the CHAT stream; Replicas is set apart.
@@ -171,7 +171,7 @@ func (s *Set) Stream(o *chat.StreamOptions) {
 
 // Presence defines the settings of the presence bucket.
 func (s *Set) Presence(o *chat.PresenceOptions) {
-	s.Duration(&o.TTL, "presence-ttl", "PRESENCE_TTL", chat.DefaultPresenceTTL, "how long a socket stays online without a heartbeat (about 2.5 heartbeats)")
+	s.Duration(&o.TTL, "presence-ttl", "PRESENCE_TTL", chat.DefaultPresenceTTL, "how long a socket stays online without a heartbeat")
 }
 
 // Float defines a floating-point setting.
