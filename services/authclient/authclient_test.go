@@ -184,40 +184,20 @@ func TestRemembersFoundUsersOnly(t *testing.T) {
 	}
 }
 
-func TestRemembersForTTL(t *testing.T) {
-	const ttl = time.Minute
-	c, a := newClient(t, Config{TTL: ttl}, user("alice"))
-	now := time.Now()
-	c.now = func() time.Time { return now }
+func TestForgetsAfterTTL(t *testing.T) {
+	c, a := newClient(t, Config{TTL: time.Millisecond}, user("alice"))
 	ctx := context.Background()
 	if _, err := c.Users(ctx, []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
-	a.lookups()
 	a.set(func(a *fakeAuth) { a.users["alice"] = chat.User{ID: "alice", Name: "Alice Renamed"} })
-	tests := []struct {
-		after     time.Duration
-		wantName  string
-		wantAsked int
-	}{
-		{ttl - time.Second, "Name of alice", 0},
-		{ttl, "Alice Renamed", 1},
-		{ttl + time.Second, "Alice Renamed", 0}, // remembered anew
-	}
-	start := now
-	for _, tt := range tests {
-		now = start.Add(tt.after)
+	poll.Until(t, 5*time.Second, func() error {
 		got, err := c.Users(ctx, []string{"alice"})
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || got["alice"].Name != "Alice Renamed" {
+			return fmt.Errorf("alice = %+v, %v; want the new name", got["alice"], err)
 		}
-		if got["alice"].Name != tt.wantName {
-			t.Errorf("after %s: name %q, want %q", tt.after, got["alice"].Name, tt.wantName)
-		}
-		if asked := len(a.lookups()); asked != tt.wantAsked {
-			t.Errorf("after %s: %d lookups, want %d", tt.after, asked, tt.wantAsked)
-		}
-	}
+		return nil
+	})
 }
 
 func TestRemembersAtMostMaxUsers(t *testing.T) {
@@ -233,12 +213,6 @@ func TestRemembersAtMostMaxUsers(t *testing.T) {
 		if _, err := c.Users(ctx, []string{id}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	c.mu.Lock()
-	held, queued := len(c.found), len(c.order)
-	c.mu.Unlock()
-	if held != max || queued != max {
-		t.Errorf("cache holds %d users in a queue of %d, want %d", held, queued, max)
 	}
 	a.lookups()
 	// The oldest two left; the newest are still remembered.
