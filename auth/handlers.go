@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -23,6 +22,7 @@ import (
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/token"
+	"github.com/natter/natter/services/usercache"
 )
 
 // giveBackTimeout bounds taking back an attempt that was no failure, done
@@ -52,7 +52,7 @@ type api struct {
 	proxies  []netip.Prefix // TRUSTED_PROXIES: their X-Forwarded-* headers are believed
 	common   map[string]bool
 
-	public sync.Map // user id -> chat.User, for users found (names and accounts never change)
+	public *usercache.Cache // users found, as lookups show them
 
 	// Set by setup before ready opens; handlers read them only after.
 	ready    *ops.Gate
@@ -456,30 +456,26 @@ func parseIDs(s string) ([]string, error) {
 
 // publicUsers looks ids up and returns what anyone may see: id, name and
 // account handle. Neither changes (no endpoint renames a user or an
-// account), so found ones are kept in memory: gateways and presence ask
-// about the same users all the time.
+// account), so found ones are kept in memory, within usercache's bounds:
+// gateways and presence ask about the same users all the time.
 func (a *api) publicUsers(ctx context.Context, ids []string) ([]chat.User, error) {
-	var missing []string
-	for _, id := range ids {
-		if _, ok := a.public.Load(id); !ok {
-			missing = append(missing, id)
-		}
-	}
+	known, missing := a.public.Split(ids)
 	if len(missing) > 0 {
 		found, err := a.users.ByIDs(ctx, missing)
 		if err != nil {
 			return nil, unavailable(err)
 		}
 		for _, u := range found {
-			a.public.Store(u.ID, chat.User{ID: u.ID, Name: u.Name, Account: u.Account})
+			pu := chat.User{ID: u.ID, Name: u.Name, Account: u.Account}
+			a.public.Add(pu)
+			known[u.ID] = pu
 		}
 	}
-	out := make([]chat.User, 0, len(ids))
-	seen := make(map[string]bool, len(ids))
+	out := make([]chat.User, 0, len(known))
 	for _, id := range ids {
-		if u, ok := a.public.Load(id); ok && !seen[id] {
-			seen[id] = true
-			out = append(out, u.(chat.User))
+		if u, ok := known[id]; ok {
+			out = append(out, u)
+			delete(known, id) // each user once
 		}
 	}
 	return out, nil

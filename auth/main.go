@@ -31,6 +31,7 @@ import (
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/token"
+	"github.com/natter/natter/services/usercache"
 	"github.com/natter/natter/services/version"
 )
 
@@ -220,6 +221,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	a := &api{
 		log: log, users: users.New(mc.Database(cfg.MongoDB)), pool: pool, key: key, verifier: verifier,
 		nc: nc, lifetime: cfg.TokenLifetime, limits: cfg.Limits, secure: cfg.CookieSecure, proxies: cfg.Proxies, common: commonPasswords(),
+		public: usercache.New(usercache.Config{}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auth_logins_total", Help: "Login attempts by result (ok or the error code).",
 		}, []string{"result"}),
