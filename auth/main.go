@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -148,14 +151,9 @@ func parseProxies(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-func loadKey(c Config) (token.Key, bool, error) {
-	if c.KeyPEM != "" {
-		k, err := token.ParseKeyPEM([]byte(c.KeyPEM))
-		return k, false, err
-	}
-	return token.LoadOrCreateKeyFile(c.KeyFile, c.GenerateKey)
-}
-
+// run starts auth and serves until ctx ends: configuration, signing key,
+// MongoDB and NATS clients, the API, its background setup and micro
+// service, then HTTP.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == ops.HealthcheckCommand {
 		return ops.Healthcheck(ctx, args[1:], stdout)
@@ -168,6 +166,52 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	logConfig(log, cfg)
+	key, err := signingKey(log, cfg)
+	if err != nil {
+		return err
+	}
+
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	mc, err := connectMongo(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mc.Disconnect(context.Background()) }()
+	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "auth", log)
+	if err != nil {
+		return err
+	}
+	defer natsconn.Drain(nc, natsconn.DrainTimeout)
+
+	reg := ops.NewRegistry()
+	a, err := newAPI(log, cfg, reg, mc.Database(cfg.MongoDB), nc, key)
+	if err != nil {
+		return err
+	}
+	a.ready = ops.Setup(ctx, log, "storage", ops.SetupRetry, func(ctx context.Context) error {
+		return a.setup(ctx, js, cfg)
+	}, ops.PermanentIs(chat.ErrConfigConflict), fail)
+	svc, err := addMicro(nc, a)
+	if err != nil {
+		return fmt.Errorf("micro service: %w", err)
+	}
+	defer func() { _ = svc.Stop() }()
+
+	if err := serve(ctx, log, cfg, reg, a, mc); err != nil {
+		return err
+	}
+	if err := ops.Cause(ctx); err != nil {
+		return err
+	}
+	log.Info("auth stopped")
+	return nil
+}
+
+// logConfig logs the configuration at start, the signing key by where it
+// comes from, never its value.
+func logConfig(log *slog.Logger, cfg Config) {
 	keySource := "AUTH_SIGNING_KEY (value hidden)"
 	if cfg.KeyPEM == "" {
 		keySource = cfg.KeyFile
@@ -180,46 +224,48 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"limit_window", cfg.Limits.Window.String(), "login_failures_per_account", cfg.Limits.LoginPerAccount,
 		"login_failures_per_address", cfg.Limits.LoginPerAddress, "registrations_per_address", cfg.Limits.RegistrationsPerAddr,
 		"trusted_proxies", cfg.TrustedProxies, "cookie_secure", cfg.CookieSecure, "http_read_timeout", cfg.ReadTimeout.String(), "js_replicas", cfg.Replicas)...)
+}
 
-	key, created, err := loadKey(cfg)
-	if err != nil {
-		return err
+// signingKey reads the key from the configured PEM or file, creating the
+// file if asked to.
+func signingKey(log *slog.Logger, c Config) (token.Key, error) {
+	if c.KeyPEM != "" {
+		return token.ParseKeyPEM([]byte(c.KeyPEM))
 	}
-	if created {
-		log.Info("generated a new signing key", "file", cfg.KeyFile, "kid", key.ID)
+	key, created, err := token.LoadOrCreateKeyFile(c.KeyFile, c.GenerateKey)
+	if err == nil && created {
+		log.Info("generated a new signing key", "file", c.KeyFile, "kid", key.ID)
 	}
-	jwks := token.JWKS{Keys: []token.JWK{key.PublicJWK()}}
-	verifier := token.NewVerifier()
-	if err := verifier.SetKeys(jwks); err != nil {
-		return err
-	}
-	pool, err := password.NewPool(cfg.HashWorkers, cfg.Argon2)
-	if err != nil {
-		return err
-	}
+	return key, err
+}
 
-	ctx, fail := context.WithCancelCause(ctx)
-	defer fail(nil)
-
+// connectMongo makes the MongoDB client; it connects lazily, so auth starts
+// (alive, not ready) while MongoDB is down.
+func connectMongo(cfg Config) (*mongo.Client, error) {
 	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
 		SetAppName("natter-auth").
 		SetTimeout(mongoTimeout).
 		SetServerSelectionTimeout(mongoSelectTimeout).
 		SetHeartbeatInterval(mongoHeartbeat))
 	if err != nil {
-		return fmt.Errorf("mongo %s: %w", config.RedactURL(cfg.MongoURI), err)
+		return nil, fmt.Errorf("mongo %s: %w", config.RedactURL(cfg.MongoURI), err)
 	}
-	defer func() { _ = mc.Disconnect(context.Background()) }()
+	return mc, nil
+}
 
-	nc, js, err := natsconn.ConnectJetStream(cfg.Base, "auth", log)
+// newAPI wires the handlers' dependencies and registers their metrics on
+// reg. What needs NATS JetStream or MongoDB indexes comes later, in setup.
+func newAPI(log *slog.Logger, cfg Config, reg prometheus.Registerer, db *mongo.Database, nc *nats.Conn, key token.Key) (*api, error) {
+	verifier := token.NewVerifier()
+	if err := verifier.SetKeys(token.JWKS{Keys: []token.JWK{key.PublicJWK()}}); err != nil {
+		return nil, err
+	}
+	pool, err := password.NewPool(cfg.HashWorkers, cfg.Argon2)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer natsconn.Drain(nc, natsconn.DrainTimeout)
-
-	reg := ops.NewRegistry()
 	a := &api{
-		log: log, users: users.New(mc.Database(cfg.MongoDB)), pool: pool, key: key, verifier: verifier,
+		log: log, users: users.New(db), pool: pool, key: key, verifier: verifier,
 		nc: nc, lifetime: cfg.TokenLifetime, limits: cfg.Limits, secure: cfg.CookieSecure, proxies: cfg.Proxies, common: commonPasswords(),
 		public: usercache.New(usercache.Config{}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -232,32 +278,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(a.logins, a.registrations, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "auth_password_hashes_running", Help: "Password hashes being computed now (bounded by -hash-workers).",
 	}, func() float64 { return float64(pool.InUse()) }))
+	return a, nil
+}
 
-	a.ready = ops.Setup(ctx, log, "storage", ops.SetupRetry, func(ctx context.Context) error {
-		if err := a.users.EnsureIndexes(ctx); err != nil {
-			return err
-		}
-		revoked, err := chat.EnsureRevokedBucket(ctx, js, cfg.Replicas)
-		if err != nil {
-			return err
-		}
-		lkv, err := chat.EnsureAuthLimitsBucket(ctx, js, cfg.Limits.Window, cfg.Replicas)
-		if err != nil {
-			return err
-		}
-		a.revoked, a.counters = revoked, limits.New(lkv, cfg.Limits.Window)
-		return nil
-	}, ops.PermanentIs(chat.ErrConfigConflict), fail)
-
-	svc, err := addMicro(nc, a, jwks)
-	if err != nil {
-		return fmt.Errorf("micro service: %w", err)
+// setup creates the users' indexes and auth's buckets; it is retried
+// until MongoDB and NATS are reachable.
+func (a *api) setup(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if err := a.users.EnsureIndexes(ctx); err != nil {
+		return err
 	}
-	defer func() { _ = svc.Stop() }()
+	revoked, err := chat.EnsureRevokedBucket(ctx, js, cfg.Replicas)
+	if err != nil {
+		return err
+	}
+	lkv, err := chat.EnsureAuthLimitsBucket(ctx, js, cfg.Limits.Window, cfg.Replicas)
+	if err != nil {
+		return err
+	}
+	a.revoked, a.counters = revoked, limits.New(lkv, cfg.Limits.Window)
+	return nil
+}
 
+// serve answers HTTP on cfg.HTTPAddr until ctx ends, ready once MongoDB
+// and NATS answer and setup is done.
+func serve(ctx context.Context, log *slog.Logger, cfg Config, reg *prometheus.Registry, a *api, mc *mongo.Client) error {
 	handler, err := newServer(log, reg, a, cfg.Proxies, []ops.Check{
 		{Name: "mongo", Run: func(ctx context.Context) error { return mc.Ping(ctx, nil) }},
-		{Name: "nats", Run: natsconn.Ready(nc)},
+		{Name: "nats", Run: natsconn.Ready(a.nc)},
 		a.ready.Check(),
 	})
 	if err != nil {
@@ -274,12 +321,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// network. Answers are small and need no write timeout; handlers bound
 	// their own waits (hashing queue, database, NATS).
 	srv.ReadTimeout = cfg.ReadTimeout
-	if err := ops.Serve(ctx, srv, ln); err != nil {
-		return err
-	}
-	if err := ops.Cause(ctx); err != nil {
-		return err
-	}
-	log.Info("auth stopped")
-	return nil
+	return ops.Serve(ctx, srv, ln)
 }

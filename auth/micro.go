@@ -84,7 +84,7 @@ func (d detached) send(m *nats.Msg) error {
 // addMicro registers the auth micro service: its public keys and user
 // lookups, on the subjects of the contract. Replicas share the load
 // through micro's queue group.
-func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
+func addMicro(nc *nats.Conn, a *api) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        chat.AuthService,
 		Version:     version.Current(),
@@ -93,7 +93,7 @@ func addMicro(nc *nats.Conn, a *api, jwks token.JWKS) (micro.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := json.Marshal(jwks)
+	keys, err := json.Marshal(token.JWKS{Keys: []token.JWK{a.key.PublicJWK()}})
 	if err != nil {
 		return nil, err
 	}
