@@ -28,35 +28,20 @@ func liveMsg(b *testing.B) *nats.Msg {
 
 // BenchmarkRoomFanOut measures the hub's per-message work for one room of
 // N local sockets: decode once, encode once, enqueue the same bytes N
-// times. One goroutine empties the sockets' queues, as their writers
-// would; socket writes themselves are not included.
+// times, to sockets that only count (queueing and writing are wsconn's,
+// benchmarked there).
 func BenchmarkRoomFanOut(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("sockets=%d", n), func(b *testing.B) {
 			m := newMetrics(prometheus.NewRegistry())
 			h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}}
 			gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 1 << 20, QueueBytes: 1 << 40}}
-			clients := make([]*client, n)
-			for i := range clients {
-				// writing: no writer starts; the drain below stands in.
-				c := &client{gw: gw, writing: true, room: make(chan struct{}, 1), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
+			for range n {
+				// A socket that counts what it is sent: the fan-out alone,
+				// without queues or writes (see wsconn for those).
+				c := &client{gw: gw, conn: &recorder{count: true, closing: make(chan struct{})}, claims: &token.Claims{}, state: stateLive}
 				h.room[c] = struct{}{}
-				clients[i] = c
 			}
-			stop := make(chan struct{})
-			drained := make(chan struct{})
-			go func() {
-				defer close(drained)
-				for !isClosed(stop) {
-					for _, c := range clients {
-						c.qmu.Lock()
-						clear(c.queue)
-						c.queue, c.qbytes = c.queue[:0], 0
-						c.qmu.Unlock()
-					}
-				}
-			}()
-			defer func() { close(stop); <-drained }()
 			msg := liveMsg(b)
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"errors"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -14,54 +10,34 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/token"
 )
 
-// Per-socket timing and batching.
-const (
-	// writeWait bounds one write to a socket.
-	writeWait = 10 * time.Second
-	// maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
-	maxWriteDelay = 100 * time.Millisecond
-	// maxBatch bounds the objects coalesced into one server frame.
-	maxBatch = 128
-)
+// socket is what a client needs of its websocket (wsconn.Conn): the
+// hub's and presence's tests queue frames on a recording socket.
+type socket interface {
+	Read() ([]byte, bool, error)
+	Send(b []byte) bool
+	SendIn(b []byte, l *wsconn.Lineup) bool
+	SendWait(b []byte) bool
+	Close(code int, reason string)
+	CloseTooSlow()
+	CloseCode() int
+	Closing() <-chan struct{}
+	Done() <-chan struct{}
+}
 
-// client is one websocket connection: one goroutine reads (readPump);
-// what the server sends goes through a bounded queue, written by the
-// gateway's flusher (see flush.go): an idle socket costs one goroutine,
-// a busy one no more.
+// client is one websocket connection as the chat sees it: a user, their
+// token, what they may be sent and when. One goroutine reads (readPump);
+// the socket writes what is sent to it.
 type client struct {
 	id     string
 	user   chat.User
 	claims *token.Claims
-	conn   *websocket.Conn // reads; its writes are dropped (hijackGuard)
-	tcp    net.Conn        // the connection under conn: the flusher writes here
-	raw    syscall.RawConn // tcp's socket, for the flusher's non-blocking writes
+	conn   socket
 	gw     *gateway
-
-	// queue holds encoded frame objects (shared, never modified) for the
-	// flusher, at most gw.limits.QueueLen of them and QueueBytes in all
-	// (qbytes); a full queue means the client is too slow. A slice grown
-	// on demand rather than a channel of QueueLen slots: an idle socket
-	// holds no queue memory, and a write takes everything queued at once.
-	// qmu guards queue, qbytes, spare, writing, pingDue and pong.
-	qmu     sync.Mutex
-	queue   [][]byte
-	qbytes  int
-	spare   [][]byte // the last written slice, reused when small
-	writing bool     // a write is under way or in line; stays set once the socket's writes end
-	pingDue bool
-	pong    []byte        // a pong to send (its payload), when not nil
-	room    chan struct{} // (cap 1) a write took the queue
-	pinger  *time.Timer   // sets pingDue every PingInterval
-
-	closing    chan struct{} // closed by closeWith
-	writerDone chan struct{} // closed when the socket's writes have ended
-	closeOnce  sync.Once
-	closeCode  int // set once, before closing closes
-	closeText  string
 
 	// sendSlots (cap maxSendsInFlight) holds one token per send waiting
 	// for the stream (see handleSend).
@@ -87,16 +63,14 @@ type client struct {
 	// live messages and is closed for resume (4011).
 	frozen atomic.Bool
 
-	// When the socket was last written to, and the running average of
-	// the time between its writes (kept with WRITE_DELAY only).
-	lastWrite time.Time
-	writeGap  time.Duration
-
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.
 	presBatch uint64
 	presSeen  int
 }
+
+// maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
+const maxWriteDelay = 100 * time.Millisecond
 
 // Sends waiting for the stream at once: per socket, and per gateway (past
 // that, a send waits briefly, then is refused with unavailable).
@@ -179,7 +153,7 @@ const holdTimeout = time.Second
 // Holding is bounded by the queue length: a holding client (not yet sent
 // its first frame) that would exceed it goes live instead; a replaying one
 // is too slow.
-func (c *client) deliver(b []byte, seq uint64, sched *[]*client) {
+func (c *client) deliver(b []byte, seq uint64, l *wsconn.Lineup) {
 	if c.frozen.Load() {
 		return // it resumes from before the gap instead
 	}
@@ -196,7 +170,7 @@ func (c *client) deliver(b []byte, seq uint64, sched *[]*client) {
 	if c.state != stateLive {
 		if c.heldFull(b) {
 			c.mu.Unlock()
-			c.tooSlow()
+			c.conn.CloseTooSlow()
 			return
 		}
 		c.held = append(c.held, heldMsg{b: b, seq: seq})
@@ -205,7 +179,7 @@ func (c *client) deliver(b []byte, seq uint64, sched *[]*client) {
 		return
 	}
 	c.mu.Unlock()
-	c.enqueue(b, sched)
+	c.send(b, l)
 }
 
 // heldFull says whether holding b too would pass the queue's limits, in
@@ -224,7 +198,7 @@ func (c *client) goLive(after uint64, from int) bool {
 	}
 	for _, h := range c.held {
 		if h.seq > after {
-			c.enqueue(h.b, nil)
+			c.send(h.b, nil)
 		}
 	}
 	c.held, c.heldBytes, c.state, c.floor = nil, 0, stateLive, after
@@ -243,53 +217,31 @@ func (c *client) beginResume() bool {
 }
 
 // readPump reads client frames until the socket fails or closes; it is
-// the only reader. Frames over the read limit make gorilla answer 1009.
+// the only reader.
 func (c *client) readPump() {
-	c.conn.SetReadLimit(c.gw.limits.MaxFrameBytes)
-	pongWait := c.gw.limits.PingInterval * 2
-	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	})
 	for {
-		typ, data, err := c.conn.ReadMessage()
+		data, text, err := c.conn.Read()
 		if err != nil {
-			switch {
-			case errors.Is(err, websocket.ErrReadLimit):
+			switch c.conn.CloseCode() {
+			case websocket.CloseMessageTooBig:
 				c.gw.metrics.errors.WithLabelValues("frame_too_big").Inc()
-				c.closeWith(websocket.CloseMessageTooBig, "frame too big")
-			case isProtocolError(err):
+			case websocket.CloseProtocolError:
 				c.gw.metrics.errors.WithLabelValues("protocol_error").Inc()
-				c.closeWith(websocket.CloseProtocolError, "protocol error")
-			default: // the client closed (its code is echoed) or went away
-				c.closeWith(websocket.CloseNormalClosure, "")
 			}
 			return
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-		if isClosed(c.closing) {
+		if isClosed(c.conn.Closing()) {
 			continue // its answers would go nowhere: no work for it
 		}
 		if !c.admit() {
 			continue // refused; a flooding client's socket is closing
 		}
-		if typ != websocket.TextMessage {
+		if !text {
 			c.reply(errorFrame("", chat.CodeBadFrame, "frames are JSON text"))
 			continue
 		}
 		c.gw.handleFrame(c, data)
 	}
-}
-
-// isProtocolError tells gorilla's protocol errors (a frame the protocol
-// forbids: bad opcode or bits, unmasked, a bad close) from the
-// connection's own: gorilla makes them as plain errors saying
-// "websocket: ...", where a close from the client is a *CloseError and a
-// network failure a net error.
-func isProtocolError(err error) bool {
-	var ce *websocket.CloseError
-	var ne net.Error
-	return !errors.As(err, &ce) && !errors.As(err, &ne) && strings.HasPrefix(err.Error(), "websocket: ")
 }
 
 // admit charges one frame to the rate limit. Over it, the frame is refused
@@ -303,7 +255,7 @@ func (c *client) admit() bool {
 	c.strikes++
 	if c.strikes >= c.gw.limits.FloodStrikes {
 		c.gw.metrics.errors.WithLabelValues("flooding").Inc()
-		c.closeWith(chat.CloseFlooding, "flooding: kept sending over the rate limit")
+		c.conn.Close(chat.CloseFlooding, "flooding: kept sending over the rate limit")
 		return false
 	}
 	c.reply(errorFrame("", chat.CodeRateLimited, "over the send rate; slow down"))
@@ -315,7 +267,26 @@ func (c *client) reply(frame any) {
 	if e, ok := frame.(chat.ErrorFrame); ok {
 		c.gw.metrics.errors.WithLabelValues(e.Code).Inc()
 	}
-	c.enqueue(chat.Encode(frame), nil)
+	c.send(chat.Encode(frame), nil)
+}
+
+// send queues an encoded object, or closes a client too slow to take it
+// (see wsconn.Conn.Send); l gathers a fan-out's sockets.
+func (c *client) send(b []byte, l *wsconn.Lineup) {
+	if l != nil {
+		c.conn.SendIn(b, l)
+	} else {
+		c.conn.Send(b)
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func errorFrame(id, code, message string) chat.ErrorFrame {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -130,10 +131,10 @@ func (g *gateway) handleResume(c *client, f chat.ClientFrame) {
 	if err != nil {
 		g.log.Warn("replay failed", "user", c.user.ID, "err", err)
 		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not replay; reconnect and resume again"))
-		c.closeWith(1011, "replay failed")
+		c.conn.Close(websocket.CloseInternalServerErr, "replay failed")
 		return
 	}
-	c.enqueueWait(chat.Encode(chat.ResumedFrame{Type: chat.FrameResumed, Seq: last, Complete: complete}))
+	c.conn.SendWait(chat.Encode(chat.ResumedFrame{Type: chat.FrameResumed, Seq: last, Complete: complete}))
 	c.goLive(last, stateReplaying)
 }
 
@@ -204,7 +205,7 @@ func (g *gateway) replay(c *client, after uint64) (uint64, bool, error) {
 			b, err := chat.MessageFrameBytes(m.Data(), meta.Sequence.Stream)
 			if err != nil {
 				g.log.Error("undecodable stored message", "seq", meta.Sequence.Stream, "err", err)
-			} else if !c.enqueueWait(b) {
+			} else if !c.conn.SendWait(b) {
 				return last, false, errors.New("client gone during replay")
 			}
 			last = meta.Sequence.Stream

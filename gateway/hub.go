@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
 )
 
@@ -51,12 +52,12 @@ type hub struct {
 	batch    uint64
 	flushing bool
 
-	dms       chan *nats.Msg // the room's and every user subscription's messages, in arrival order
-	dmMu      sync.Mutex     // guards dmPending
-	dmPending []*nats.Msg    // taken from dms, not yet dispatched
-	dmReady   chan struct{}  // (cap 1) dmPending has messages
-	roomSched []*client      // onRoom's sockets to line up, reused (onRoom runs on dispatchDMs' goroutine)
-	stop      chan struct{}  // ends takeDMs and dispatchDMs
+	dms        chan *nats.Msg // the room's and every user subscription's messages, in arrival order
+	dmMu       sync.Mutex     // guards dmPending
+	dmPending  []*nats.Msg    // taken from dms, not yet dispatched
+	dmReady    chan struct{}  // (cap 1) dmPending has messages
+	roomLineup wsconn.Lineup  // onRoom's sockets to write, reused (onRoom runs on dispatchDMs' goroutine)
+	stop       chan struct{}  // ends takeDMs and dispatchDMs
 }
 
 // dmQueueLen is the capacity of dms. takeDMs empties it as fast as NATS
@@ -219,7 +220,7 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 		defer h.mu.RUnlock()
 		for c := range h.room {
 			c.frozen.Store(true)
-			c.closeWith(chat.CloseResume, "messages dropped under load: resume")
+			c.conn.Close(chat.CloseResume, "messages dropped under load: resume")
 		}
 		return
 	}
@@ -236,7 +237,7 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 	}
 	for c := range u.clients {
 		c.frozen.Store(true)
-		c.closeWith(chat.CloseResume, "messages dropped under load: resume")
+		c.conn.Close(chat.CloseResume, "messages dropped under load: resume")
 	}
 	unsubscribe(u.subs)
 	delete(h.users, user)
@@ -266,7 +267,7 @@ func (h *hub) join(c *client, hello []byte) error {
 	}
 	h.users[id].clients[c] = struct{}{}
 	h.room[c] = struct{}{}
-	c.enqueue(hello, nil)
+	c.send(hello, nil)
 	h.presenceOnJoin(c)
 	if h.tokens[c.claims.ID] == nil {
 		h.tokens[c.claims.ID] = map[*client]struct{}{}
@@ -375,22 +376,11 @@ func (h *hub) onRoom(m *nats.Msg) {
 		return
 	}
 	h.mu.RLock()
-	sched := h.roomSched[:0]
 	for c := range h.room {
-		c.deliver(b, seq, &sched)
+		c.deliver(b, seq, &h.roomLineup)
 	}
 	h.mu.RUnlock()
-	lineUp(sched)
-	clear(sched)
-	h.roomSched = sched
-}
-
-// lineUp puts the sockets a fan-out gathered (see client.push) in the
-// flusher's line, with one lock for all.
-func lineUp(sched []*client) {
-	if len(sched) > 0 {
-		sched[0].gw.flusher.add(sched...)
-	}
+	h.roomLineup.Flush()
 }
 
 // deliverDM queues a dm's frame to user's sockets here.
@@ -419,7 +409,7 @@ func (h *hub) closeToken(id string) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for c := range h.tokens[id] {
-		c.closeWith(chat.CloseTokenRevoked, "token revoked")
+		c.conn.Close(chat.CloseTokenRevoked, "token revoked")
 	}
 }
 
@@ -440,7 +430,7 @@ func (h *hub) closeAll(code int, text string) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for c := range h.room {
-		c.closeWith(code, text)
+		c.conn.Close(code, text)
 	}
 	return len(h.room)
 }

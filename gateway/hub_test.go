@@ -46,7 +46,7 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}, room: map[*client]struct{}{}}
 	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64, QueueBytes: 1 << 20}}
 	socket := func(user string) *client {
-		c := &client{gw: gw, writing: true, closing: make(chan struct{}), claims: &token.Claims{}}
+		c := &client{gw: gw, conn: newRecorder(), claims: &token.Claims{}}
 		if h.users[user] == nil {
 			h.users[user] = &localUser{clients: map[*client]struct{}{}}
 		}
@@ -57,8 +57,8 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	bob1, bob2, ann := socket("bob"), socket("bob"), socket("ann")
 	h.onSlowConsumer(&nats.Subscription{Subject: dmPrefix + "*.bob"})
 	for _, c := range []*client{bob1, bob2} {
-		if !isClosed(c.closing) || c.closeCode != chat.CloseResume || !c.frozen.Load() {
-			t.Fatalf("bob's socket: closed %v with %d, frozen %v; want closed %d and frozen", isClosed(c.closing), c.closeCode, c.frozen.Load(), chat.CloseResume)
+		if !isClosed(c.conn.Closing()) || c.conn.CloseCode() != chat.CloseResume || !c.frozen.Load() {
+			t.Fatalf("bob's socket: closed %v, frozen %v; want closed %d and frozen", isClosed(c.conn.Closing()), c.frozen.Load(), chat.CloseResume)
 		}
 	}
 	if h.users["bob"] != nil {
@@ -75,21 +75,21 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	if _, ok := u.clients[bob3]; !ok || len(u.clients) != 1 {
 		t.Fatalf("bob's entry holds %d sockets, want only the new one", len(u.clients))
 	}
-	if isClosed(ann.closing) {
+	if isClosed(ann.conn.Closing()) {
 		t.Fatal("another user's socket was closed")
 	}
 	// Another subscription of the same subject is not the room's.
 	h.roomSub = &nats.Subscription{Subject: chat.LivePrefix + "chat.room.lobby"}
 	h.onSlowConsumer(&nats.Subscription{Subject: h.roomSub.Subject})
-	if isClosed(ann.closing) {
+	if isClosed(ann.conn.Closing()) {
 		t.Fatal("a slow subscription that is not the room's closed a user's sockets")
 	}
 	// Room messages dropped (the room shares the dms channel, see hub)
 	// concern every socket here: all are closed for resume.
 	h.onSlowConsumer(h.roomSub)
 	for name, c := range map[string]*client{"ann": ann, "bob3": bob3} {
-		if !isClosed(c.closing) || c.closeCode != chat.CloseResume || !c.frozen.Load() {
-			t.Fatalf("%s's socket after room messages were dropped: closed %v with %d, frozen %v; want closed %d and frozen", name, isClosed(c.closing), c.closeCode, c.frozen.Load(), chat.CloseResume)
+		if !isClosed(c.conn.Closing()) || c.conn.CloseCode() != chat.CloseResume || !c.frozen.Load() {
+			t.Fatalf("%s's socket after room messages were dropped: closed %v, frozen %v; want closed %d and frozen", name, isClosed(c.conn.Closing()), c.frozen.Load(), chat.CloseResume)
 		}
 	}
 }

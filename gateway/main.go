@@ -10,21 +10,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
 	"github.com/natter/natter/services/logging"
@@ -166,22 +164,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g := &gateway{
 		log: log, nc: nc, js: js, verifier: token.NewVerifier(), hub: h, acks: acks, limits: cfg.WS, metrics: m,
 		slots:   newSocketSlots(cfg.WS.SocketsPerUser),
-		origins: map[string]bool{}, flusher: newFlusher(runtime.GOMAXPROCS(0), cfg.WS.WriteDelay),
-		upgrader: websocket.Upgrader{
-			HandshakeTimeout: 10 * time.Second,
-			// Client frames are small (a typical send is a few hundred
-			// bytes; bigger ones take a few reads): a 512-byte read buffer
-			// of its own rather than net/http's 4 KiB one, held by every
-			// idle socket.
-			ReadBufferSize:  512,
-			WriteBufferSize: 4096,
-			// Idle sockets hold no write buffer: it returns to the pool.
-			WriteBufferPool: &sync.Pool{},
-			// serveWS checked the origin before upgrading.
-			CheckOrigin: func(*http.Request) bool { return true },
-		},
+		origins: map[string]bool{},
+		sockets: wsconn.NewServer(wsconn.Options{
+			ReadLimit: cfg.WS.MaxFrameBytes, QueueLen: cfg.WS.QueueLen, QueueBytes: cfg.WS.QueueBytes,
+			PingInterval: cfg.WS.PingInterval, WriteDelay: cfg.WS.WriteDelay, Workers: runtime.GOMAXPROCS(0),
+			TooSlowCode: chat.CloseTooSlow, TooSlowReason: "too slow: send queue full",
+			OnWrite:   func(n int) { m.objectsOut.Add(float64(n)) },
+			OnTooSlow: m.slowCloses.Inc,
+		}),
 	}
-	defer g.flusher.close() // after stopSockets: the closes are writes
+	defer g.sockets.Close() // after stopSockets: the closes are writes
 	// Core NATS does not redeliver what was published while the connection
 	// was down (a NATS node failed): the sockets open then resume from the
 	// stream instead, so they miss nothing.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natsconn"
 )
@@ -90,9 +91,9 @@ func (h *hub) setOnline(u chat.User, online bool) {
 // of the last batch, then the changes since; from the next batch it gets
 // only what follows them. h.mu is held.
 func (h *hub) presenceOnJoin(c *client) {
-	c.enqueue(h.presenceListFrame(), nil)
+	c.send(h.presenceListFrame(), nil)
 	if len(h.pending) > 0 {
-		c.enqueue(h.pending, nil)
+		c.send(h.pending, nil)
 	}
 	c.presBatch, c.presSeen = h.batch, len(h.pending)
 }
@@ -108,14 +109,14 @@ func (h *hub) flushPresence() {
 	if len(batch) == 0 {
 		return
 	}
-	var sched []*client
-	defer func() { lineUp(sched) }()
+	var l wsconn.Lineup
+	defer l.Flush()
 	for c := range h.room {
 		switch {
 		case c.presBatch != h.batch || c.presSeen == 0:
-			c.enqueue(batch, &sched)
+			c.send(batch, &l)
 		case c.presSeen < len(batch):
-			c.enqueue(batch[c.presSeen+1:], &sched) // after the '\n' that ended what it got
+			c.send(batch[c.presSeen+1:], &l) // after the '\n' that ended what it got
 		}
 	}
 	h.pending = nil

@@ -66,8 +66,7 @@ func TestPresenceBatchesConverge(t *testing.T) {
 	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}, online: map[string]chat.User{}}
 	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64, QueueBytes: 1 << 20}}
 	join := func() *client {
-		// writing: no writer starts; the queue is read below.
-		c := &client{gw: gw, writing: true, room: make(chan struct{}, 1), closing: make(chan struct{}), claims: &token.Claims{}, state: stateLive}
+		c := &client{gw: gw, conn: newRecorder(), claims: &token.Claims{}, state: stateLive}
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.room[c] = struct{}{}
@@ -93,7 +92,7 @@ func TestPresenceBatchesConverge(t *testing.T) {
 	for name, c := range map[string]*client{"c1": c1, "c2": c2, "c3": c3, "c4": c4} {
 		state := map[string]bool{}
 		seen := map[string]int{}
-		for _, queued := range c.queue {
+		for _, queued := range c.conn.(*recorder).sentFrames() {
 			for line := range strings.SplitSeq(string(queued), "\n") {
 				var f struct {
 					Users  []chat.User `json:"users"`

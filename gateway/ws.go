@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -9,13 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -26,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/ops"
@@ -79,12 +77,8 @@ type gateway struct {
 	revoked  *revocations
 	presence *presencekv.Registry
 
-	known    sync.Map // user id -> time found at auth
-	upgrader websocket.Upgrader
-	// flusher writes the sockets' queues; batches holds its write
-	// buffers (*[]byte).
-	flusher *flusher
-	batches sync.Pool
+	known   sync.Map // user id -> time found at auth
+	sockets *wsconn.Server
 
 	seqMu      sync.Mutex // guards seqNext, seqRunning
 	seqNext    *seqFetch  // the next stream info request and its waiters
@@ -175,7 +169,7 @@ func (g *gateway) admitSocket(c *client, hello []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	if err := g.presence.Add(ctx, c.user.ID, c.id, func() {
-		c.closeWith(chat.ClosePresenceLost, "presence lost: reconnect")
+		c.conn.Close(chat.ClosePresenceLost, "presence lost: reconnect")
 	}); err != nil {
 		g.clients.Done()
 		return err
@@ -191,16 +185,16 @@ func (g *gateway) admitSocket(c *client, hello []byte) error {
 	stopping := g.stopping
 	g.mu.Unlock()
 	if stopping {
-		c.closeWith(websocket.CloseGoingAway, "gateway shutting down")
+		c.conn.Close(websocket.CloseGoingAway, "gateway shutting down")
 	}
 	// Revoked while this socket was joining (see revocations).
 	if g.revoked.has(c.claims.ID) {
-		c.closeWith(chat.CloseTokenRevoked, "token revoked")
+		c.conn.Close(chat.CloseTokenRevoked, "token revoked")
 	}
 	// NATS reconnected while this socket was joining: the close for
 	// resume may have missed it.
 	if g.reconnects.Load() != reconnects {
-		c.closeWith(chat.CloseResume, "nats connection interrupted: resume")
+		c.conn.Close(chat.CloseResume, "nats connection interrupted: resume")
 	}
 	return nil
 }
@@ -305,26 +299,14 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
 		return
 	}
-	guard := &hijackGuard{ResponseWriter: w}
-	conn, err := g.upgrader.Upgrade(guard, r, nil)
+	conn, err := g.sockets.Upgrade(w, r)
 	if err != nil {
-		return // the upgrader answered the client
-	}
-	sock, err := rawConn(guard.conn.Conn)
-	if err != nil {
-		g.log.Error("socket without a file descriptor", "err", err)
-		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(writeWait))
-		_ = conn.Close()
-		return
+		return // the client had its answer
 	}
 	c := &client{
-		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, tcp: guard.conn.Conn, raw: sock, gw: g,
-		room:       make(chan struct{}, 1),
-		writerDone: make(chan struct{}),
-		closing:    make(chan struct{}),
-		writing:    true, // no writes until startWrites
-		sendSlots:  make(chan struct{}, maxSendsInFlight),
-		limiter:    rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
+		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name}, claims: claims, conn: conn, gw: g,
+		sendSlots: make(chan struct{}, maxSendsInFlight),
+		limiter:   rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
 	hello := chat.Encode(chat.HelloFrame{
 		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: lastSeq,
@@ -332,90 +314,24 @@ func (g *gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	})
 	if err := g.admitSocket(c, hello); err != nil {
 		g.log.Warn("socket refused after upgrade", "err", err)
-		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "try again"), time.Now().Add(writeWait))
-		_ = conn.Close()
+		conn.Close(websocket.CloseTryAgainLater, "try again")
 		return
 	}
 	admitted = true
 	// Live messages wait for a possible resume no longer than holdTimeout.
 	hold := time.AfterFunc(holdTimeout, func() { c.goLive(0, stateHolding) })
 	// The socket ends when its token does.
-	expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { c.closeWith(chat.CloseTokenExpired, "token expired; log in again") })
+	expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { c.conn.Close(chat.CloseTokenExpired, "token expired; log in again") })
 	// The socket lives on goroutines of its own: the HTTP handler's, deep
 	// in net/http with a stack grown by the handshake, ends here, which
 	// keeps an idle socket's memory small.
-	// From here the flusher writes this socket, alone (see hijackGuard).
-	guard.conn.silent.Store(true)
-	c.startWrites()
 	go func() {
 		defer g.dropSocket(c)
 		defer hold.Stop()
 		defer expiry.Stop()
 		c.readPump()
-		<-c.writerDone
+		<-conn.Done()
 	}()
-}
-
-// rawConn is the socket under a websocket, for the flusher's
-// non-blocking writes.
-func rawConn(conn net.Conn) (syscall.RawConn, error) {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a socket", conn)
-	}
-	return sc.SyscallConn()
-}
-
-// hijackGuard hands gorilla a connection it can no longer write to once
-// the gateway's flusher writes the socket. gorilla writes on its own
-// when a read fails (a close 1009 for a frame over the limit, 1002 for a
-// protocol error), with a blocking write that would hold the socket's
-// write lock against the flusher, or land in the middle of its frames;
-// the reader closes the socket with the same code instead (readPump).
-type hijackGuard struct {
-	http.ResponseWriter
-	conn *silenceable
-}
-
-func (h *hijackGuard) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := h.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("the connection cannot be taken over")
-	}
-	conn, rw, err := hj.Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	h.conn = &silenceable{Conn: conn}
-	return h.conn, rw, nil
-}
-
-// silenceable drops writes and write deadlines once silent: the flusher
-// writes to the connection underneath.
-type silenceable struct {
-	net.Conn
-	silent atomic.Bool
-}
-
-func (s *silenceable) Write(b []byte) (int, error) {
-	if s.silent.Load() {
-		return len(b), nil
-	}
-	return s.Conn.Write(b)
-}
-
-func (s *silenceable) SetWriteDeadline(t time.Time) error {
-	if s.silent.Load() {
-		return nil
-	}
-	return s.Conn.SetWriteDeadline(t)
-}
-
-func (s *silenceable) SetDeadline(t time.Time) error {
-	if s.silent.Load() {
-		return s.Conn.SetReadDeadline(t)
-	}
-	return s.Conn.SetDeadline(t)
 }
 
 // originAllowed accepts requests without Origin (not a browser), and
@@ -577,7 +493,7 @@ func (g *gateway) handleSend(c *client, f chat.ClientFrame) {
 	m := chat.Message{ID: f.ID, From: c.user, To: *f.To, Text: f.Text, TS: time.Now().UTC()}
 	select {
 	case c.sendSlots <- struct{}{}:
-	case <-c.closing:
+	case <-c.conn.Closing():
 		return // nobody to ack; the client retries with the same id
 	}
 	msg := &nats.Msg{Subject: subject, Data: chat.Encode(m)}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"sync"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/natter/natter/gateway/wsconn"
+)
+
+// recorder is a socket without a connection: it keeps what it is sent
+// (or only counts it), for tests and benchmarks of the hub's fan-out.
+// The websocket side has tests of its own (wsconn).
+type recorder struct {
+	mu      sync.Mutex
+	count   bool // count only: keep no frames
+	frames  [][]byte
+	sent    int
+	closing chan struct{}
+	once    sync.Once
+	code    int
+}
+
+func newRecorder() *recorder { return &recorder{closing: make(chan struct{})} }
+
+func (r *recorder) Read() ([]byte, bool, error) {
+	<-r.closing
+	return nil, false, websocket.ErrCloseSent
+}
+
+func (r *recorder) Send(b []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent++
+	if !r.count {
+		r.frames = append(r.frames, b)
+	}
+	return true
+}
+
+func (r *recorder) SendIn(b []byte, _ *wsconn.Lineup) bool { return r.Send(b) }
+func (r *recorder) SendWait(b []byte) bool                 { return r.Send(b) }
+func (r *recorder) CloseTooSlow()                          { r.Close(4009, "too slow") }
+func (r *recorder) Closing() <-chan struct{}               { return r.closing }
+func (r *recorder) Done() <-chan struct{}                  { return r.closing }
+
+func (r *recorder) Close(code int, _ string) {
+	r.once.Do(func() {
+		r.code = code
+		close(r.closing)
+	})
+}
+
+func (r *recorder) CloseCode() int {
+	<-r.closing
+	return r.code
+}
+
+// sentFrames is what r was sent so far.
+func (r *recorder) sentFrames() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte{}, r.frames...)
+}

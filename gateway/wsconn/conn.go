@@ -1,0 +1,264 @@
+// Package wsconn runs server websockets for many mostly idle clients:
+// upgrade, reads with a size limit and a liveness deadline, a bounded
+// outgoing queue per socket, and writes done by a few shared workers with
+// non-blocking system calls (see Server). It knows nothing of what the
+// frames mean.
+//
+// After the upgrade this package alone writes to the connection. gorilla
+// still reads, and while reading it writes control frames of its own: a
+// pong for a ping, the echo of a close, a close 1009 for a frame over the
+// read limit, a close 1002 for a protocol error. The connection gorilla
+// holds is a wrapper (owned) that turns each of those writes into a
+// request to the socket's writer instead: a pong is queued, a close
+// closes the socket with gorilla's code. So a socket has one writer, and
+// why a socket closed is known from the close it sent, not from the text
+// of an error.
+package wsconn
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Options are the limits and timings of a Server's sockets.
+type Options struct {
+	ReadLimit    int64         // largest client frame; bigger ones close the socket with 1009
+	QueueLen     int           // objects queued per socket before it is too slow
+	QueueBytes   int           // bytes queued per socket before it is too slow
+	PingInterval time.Duration // ping period; a socket that sends nothing for two is dropped
+	WriteDelay   time.Duration // see Server; 0: every write at once
+	Workers      int           // flusher workers (one per CPU suits)
+
+	TooSlowCode   int    // close code for a socket whose queue overflowed
+	TooSlowReason string // its reason
+
+	// Hooks for metrics; may be nil.
+	OnWrite   func(objects int) // objects written in one write
+	OnTooSlow func()            // a socket is closed as too slow
+}
+
+// writeWait bounds one blocking write to a socket, and the close.
+const writeWait = 10 * time.Second
+
+// MaxObjectsPerFrame bounds the objects coalesced into one text frame.
+const MaxObjectsPerFrame = 128
+
+// Server upgrades HTTP requests to sockets and writes them. A few workers
+// take the sockets with something to write in the order they got it, and
+// write each one's whole queue, framed, in one non-blocking system call;
+// a socket whose kernel buffer is full gets a goroutine of its own until
+// that write is done. One message to thousands of sockets is thus
+// thousands of writes from a couple of goroutines, not thousands of
+// goroutines woken; and every socket with something queued is written
+// once per round, in turn.
+//
+// With WriteDelay, a busy socket (written to more often than every delay,
+// on average) written to less than the delay ago waits out the rest, so
+// what arrives meanwhile shares its next write.
+type Server struct {
+	opts     Options
+	upgrader websocket.Upgrader
+	flusher  *flusher
+	buffers  sync.Pool // write buffers (*[]byte), shared by all sockets
+}
+
+// NewServer starts the writers; Close stops them.
+func NewServer(opts Options) *Server {
+	s := &Server{opts: opts}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: writeWait,
+		// Client frames are small: a 512-byte read buffer of the socket's
+		// own rather than net/http's 4 KiB one, held by every idle socket.
+		ReadBufferSize:  512,
+		WriteBufferSize: 256, // gorilla's own writes: the handshake only
+		WriteBufferPool: &sync.Pool{},
+		// The caller checks the origin before upgrading.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	s.flusher = newFlusher(max(1, opts.Workers), opts.WriteDelay)
+	return s
+}
+
+// Close stops the writers, after the sockets have been asked to close: a
+// socket still waiting for a write then has its connection closed
+// without more.
+func (s *Server) Close() { s.flusher.close() }
+
+// Conn is one server websocket. One goroutine reads (Read); anyone may
+// Send or Close.
+type Conn struct {
+	srv *Server
+	ws  *websocket.Conn // reads; its writes come to this Conn (owned)
+	tcp interface {     // the connection under ws: written here
+		Write([]byte) (int, error)
+		SetWriteDeadline(time.Time) error
+	}
+	raw syscall.RawConn // tcp's socket, for non-blocking writes
+
+	// queue holds encoded objects (shared, never modified), at most
+	// QueueLen of them and QueueBytes in all (qbytes). A slice grown on
+	// demand rather than a channel: an idle socket holds no queue memory,
+	// and a write takes everything queued at once. qmu guards queue,
+	// qbytes, spare, writing, pingDue and pong.
+	qmu     sync.Mutex
+	queue   [][]byte
+	qbytes  int
+	spare   [][]byte // the last written slice, reused when small
+	writing bool     // a write is in line or under way; stays set once writes end
+	pingDue bool
+	pong    []byte        // a pong to send (its payload), when not nil
+	drained chan struct{} // (cap 1) a write took the queue
+	pinger  *time.Timer   // sets pingDue every PingInterval
+
+	closing   chan struct{} // closed by Close
+	done      chan struct{} // closed when the writes have ended and the connection is closed
+	closeOnce sync.Once
+	closeCode int // set once, before closing closes
+	closeText string
+
+	// Kept with WriteDelay only, by the writer in turn: when the socket
+	// was last written to, and the running average of the time between
+	// its writes.
+	lastWrite time.Time
+	writeGap  time.Duration
+}
+
+// Upgrade answers the handshake and starts the socket's pings and
+// writes. On failure the client has had its answer.
+func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
+	h := &hijacker{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(h, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{srv: s, ws: ws, drained: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+	sc, ok := h.conn.Conn.(syscall.Conn)
+	if ok {
+		c.raw, err = sc.SyscallConn()
+	}
+	if !ok || err != nil {
+		_ = ws.Close()
+		return nil, errors.New("websocket: the connection is not a socket")
+	}
+	c.tcp = h.conn.Conn
+	h.conn.own(c)
+	ws.SetReadLimit(s.opts.ReadLimit)
+	wait := 2 * s.opts.PingInterval
+	_ = ws.SetReadDeadline(time.Now().Add(wait))
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(wait)) })
+	c.qmu.Lock() // the writers read pinger after taking qmu
+	c.pinger = time.AfterFunc(s.opts.PingInterval, c.ping)
+	c.qmu.Unlock()
+	return c, nil
+}
+
+// Read returns the next client message and whether it is text. An error
+// means the socket is closing: gorilla's close (1009, 1002), the
+// client's own (echoed), or 1000 for a connection that failed or went
+// silent; CloseCode says which.
+func (c *Conn) Read() ([]byte, bool, error) {
+	typ, data, err := c.ws.ReadMessage()
+	if err != nil {
+		c.Close(websocket.CloseNormalClosure, "") // unless a close came first
+		return nil, false, err
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.srv.opts.PingInterval))
+	return data, typ == websocket.TextMessage, nil
+}
+
+// Send queues b (one JSON object, say) without waiting. A socket whose
+// queue is full is closed as too slow, so it never holds anyone up; false
+// if b was not queued.
+func (c *Conn) Send(b []byte) bool { return c.send(b, nil) }
+
+// SendIn is Send for a fan-out: a socket that needs a write joins l,
+// whose Flush lines them all up at once.
+func (c *Conn) SendIn(b []byte, l *Lineup) bool { return c.send(b, l) }
+
+func (c *Conn) send(b []byte, l *Lineup) bool {
+	if c.push(b, c.srv.opts.QueueLen, c.srv.opts.QueueBytes, l) {
+		return true
+	}
+	if !isClosed(c.closing) {
+		c.CloseTooSlow()
+	}
+	return false
+}
+
+// SendWait queues b, waiting up to writeWait for room in the first half
+// of the queue: a long answer (a replay) may outrun the writes for a
+// moment without the client being slow, and what is sent meanwhile
+// without waiting keeps room. false if the socket closed or stayed full.
+func (c *Conn) SendWait(b []byte) bool {
+	t := time.NewTimer(writeWait)
+	defer t.Stop()
+	for !c.push(b, max(1, c.srv.opts.QueueLen/2), c.srv.opts.QueueBytes/2, nil) {
+		select {
+		case <-c.drained:
+		case <-c.closing:
+			return false
+		case <-t.C:
+			c.CloseTooSlow()
+			return false
+		}
+	}
+	return true
+}
+
+// CloseTooSlow closes a socket that does not read what it is sent.
+func (c *Conn) CloseTooSlow() {
+	if h := c.srv.opts.OnTooSlow; h != nil {
+		h()
+	}
+	c.Close(c.srv.opts.TooSlowCode, c.srv.opts.TooSlowReason)
+}
+
+// Close closes the socket with code, after what is queued; the first call
+// wins. CloseAbnormalClosure closes without a close frame.
+func (c *Conn) Close(code int, reason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, reason
+		close(c.closing)
+	})
+	c.kick()
+}
+
+// Closing is closed once Close was called.
+func (c *Conn) Closing() <-chan struct{} { return c.closing }
+
+// Done is closed once the socket's writes have ended and its connection
+// is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// CloseCode is the code the socket closes with, once Closing is closed.
+func (c *Conn) CloseCode() int {
+	<-c.closing
+	return c.closeCode
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Lineup gathers the sockets a fan-out made ready to write, to put them
+// in the writers' line under one lock. Not safe for concurrent use.
+type Lineup struct{ conns []*Conn }
+
+// Flush lines up the sockets gathered and empties l for reuse.
+func (l *Lineup) Flush() {
+	if len(l.conns) > 0 {
+		l.conns[0].srv.flusher.add(l.conns...)
+	}
+	clear(l.conns)
+	l.conns = l.conns[:0]
+}
