@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natter/natter/gateway/bridge"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
 	"github.com/natter/natter/services/poll"
@@ -302,7 +303,7 @@ func TestPipelinedSendsKeepOrder(t *testing.T) {
 			e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "WRITE_DELAY": delay})
 			alice, _ := e.dial(t, e.gws[0], "alice")
 			bob, _ := e.dial(t, e.gws[0], "bob")
-			const n = 3 * maxSendsInFlight
+			const n = 3 * bridge.MaxSendsInFlight
 			for i := range n {
 				alice.send(t, fmt.Sprintf(`{"type":"send","id":"p%d","to":{"room":"lobby"},"text":"n%d"}`, i, i))
 			}

@@ -88,8 +88,15 @@ func Readyz(checks ...Check) http.Handler {
 	})
 }
 
+// WriteError writes natter's HTTP error body, {"error":{"code","message"}}
+// (see chat.Error), not to be sniffed or cached.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)

@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/ops"
 )
 
 // revocations is the set of revoked token ids, kept from a watch of the
@@ -56,7 +57,7 @@ func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyVal
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(setupRetry):
+				case <-time.After(ops.SetupRetry):
 				}
 				if w, err = r.load(ctx, kv, revoked); err != nil {
 					log.Warn("revocation watch failed", "err", err)

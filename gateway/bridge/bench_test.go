@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"fmt"
@@ -35,7 +35,7 @@ func BenchmarkRoomFanOut(b *testing.B) {
 		b.Run(fmt.Sprintf("sockets=%d", n), func(b *testing.B) {
 			m := newMetrics(prometheus.NewRegistry())
 			h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}}
-			gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 1 << 20, QueueBytes: 1 << 40}}
+			gw := &Gateway{metrics: m, limits: Limits{QueueLen: 1 << 20, QueueBytes: 1 << 40}}
 			for range n {
 				// A socket that counts what it is sent: the fan-out alone,
 				// without queues or writes (see wsconn for those).

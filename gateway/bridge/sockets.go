@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"context"
@@ -54,7 +54,7 @@ func (s *socketSlots) give(user string) {
 // Handshakes racing on different gateways can pass the limit by as many
 // as are in flight at once. The caller gives the slot back when the
 // socket ends or its handshake fails.
-func (g *gateway) roomForSocket(ctx context.Context, user string) bool {
+func (g *Gateway) roomForSocket(ctx context.Context, user string) bool {
 	if !g.slots.take(user) {
 		return false
 	}

@@ -1,13 +1,10 @@
-package main
+package bridge
 
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"github.com/natter/natter/gateway/wsconn"
@@ -37,9 +34,9 @@ type client struct {
 	user   chat.User
 	claims *token.Claims
 	conn   socket
-	gw     *gateway
+	gw     *Gateway
 
-	// sendSlots (cap maxSendsInFlight) holds one token per send waiting
+	// sendSlots (cap MaxSendsInFlight) holds one token per send waiting
 	// for the stream (see handleSend).
 	sendSlots chan struct{}
 
@@ -69,73 +66,9 @@ type client struct {
 	presSeen  int
 }
 
-// maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
-const maxWriteDelay = 100 * time.Millisecond
-
-// Sends waiting for the stream at once: per socket, and per gateway (past
-// that, a send waits briefly, then is refused with unavailable).
-const (
-	maxSendsInFlight  = 32
-	maxStoresInFlight = 16384
-)
-
-// pendingSend is a send published to the stream, waiting for its ack.
-type pendingSend struct {
-	c     *client
-	id    string
-	start time.Time
-}
-
-// sendAcks answers the sends waiting for the stream. The JetStream context
-// calls stored or failed for each (from its reply handler, or its timeout
-// after publishTimeout), so no goroutine waits per send; the stream acks
-// one socket's sends in the order they were stored.
-type sendAcks struct {
-	mu      sync.Mutex
-	pending map[*nats.Msg]pendingSend
-}
-
-func newSendAcks() *sendAcks { return &sendAcks{pending: map[*nats.Msg]pendingSend{}} }
-
-// add registers p for m before m is published: its ack may come first.
-func (a *sendAcks) add(m *nats.Msg, p pendingSend) {
-	a.mu.Lock()
-	a.pending[m] = p
-	a.mu.Unlock()
-}
-
-// take removes m's send and frees its slot.
-func (a *sendAcks) take(m *nats.Msg) (pendingSend, bool) {
-	a.mu.Lock()
-	p, ok := a.pending[m]
-	delete(a.pending, m)
-	a.mu.Unlock()
-	if ok {
-		<-p.c.sendSlots
-	}
-	return p, ok
-}
-
-// stored acks a send with its stream sequence.
-func (a *sendAcks) stored(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
-	if p, ok := a.take(m); ok {
-		p.c.gw.metrics.publishWait.Observe(time.Since(p.start).Seconds())
-		p.c.reply(chat.AckFrame{Type: chat.FrameAck, ID: p.id, Seq: ack.Sequence})
-	}
-}
-
-// failed refuses a send the stream did not store; the client retries
-// with the same id, stored at most once.
-func (a *sendAcks) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
-	if p, ok := a.take(m); ok {
-		p.c.gw.log.Warn("publish failed", "subject", m.Subject, "err", err)
-		p.c.reply(errorFrame(p.id, chat.CodeUnavailable, "could not store the message; retry with the same id"))
-	}
-}
-
 // Delivery states of a client.
 const (
-	stateHolding   = iota // live messages held until the first frame or holdTimeout
+	stateHolding   = iota // live messages held until the first frame or chat.HoldTimeout
 	stateReplaying        // resume replay running; live messages still held
 	stateLive             // live messages go straight to the queue
 )
@@ -144,10 +77,6 @@ type heldMsg struct {
 	b   []byte
 	seq uint64
 }
-
-// holdTimeout is how long after hello live messages wait for a possible
-// resume; any first frame ends the wait sooner.
-const holdTimeout = time.Second
 
 // deliver queues a live message, or holds it while a replay may precede it.
 // Holding is bounded by the queue length: a holding client (not yet sent

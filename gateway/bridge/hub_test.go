@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"io"
@@ -44,7 +44,7 @@ func TestDMRecipient(t *testing.T) {
 func TestSlowConsumerClosesForResume(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
 	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}, room: map[*client]struct{}{}}
-	gw := &gateway{metrics: m, limits: WSLimits{QueueLen: 64, QueueBytes: 1 << 20}}
+	gw := &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
 	socket := func(user string) *client {
 		c := &client{gw: gw, conn: newRecorder(), claims: &token.Claims{}}
 		if h.users[user] == nil {

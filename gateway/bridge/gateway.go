@@ -1,0 +1,251 @@
+// Package bridge is the chat side of the gateway: it admits websockets
+// (token, origin, per-user limits), reads the clients' frames (send,
+// history, resume), stores sends in the CHAT stream, and delivers what
+// the stream stores to every local socket that may see it, with presence
+// and revocations. Sockets themselves are wsconn's.
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natter/natter/gateway/wsconn"
+	"github.com/natter/natter/services/authclient"
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
+	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/presencekv"
+	"github.com/natter/natter/services/token"
+)
+
+// publishTimeout bounds the wait for the stream to store a message.
+const publishTimeout = 5 * time.Second
+
+// resumeCloseDelay is how long after a NATS reconnect the gateway closes
+// the sockets opened before it, for resume.
+const resumeCloseDelay = 500 * time.Millisecond
+
+// Config is what a Gateway serves with.
+type Config struct {
+	Limits    Limits
+	Origins   []string // Origin values allowed to open a socket; empty: same host only
+	Stream    chat.StreamOptions
+	Presence  chat.PresenceOptions
+	Heartbeat time.Duration // presence refresh period
+}
+
+// Gateway serves the chat websocket (/ws): New, then Start on a NATS
+// connection made with JetStreamOptions, then ServeHTTP until Shutdown.
+type Gateway struct {
+	id       string // this gateway's presence id
+	log      *slog.Logger
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	verifier *token.Verifier
+	auth     *authclient.Client
+	hub      *hub
+	slots    *socketSlots // sockets per user here, open or opening
+	acks     *sendAcks
+	limits   Limits
+	origins  map[string]bool // allowed Origin values; empty: same host only
+	metrics  *metrics
+	sockets  *wsconn.Server
+
+	// Set by Start; ready opens when setup is done, keys when auth's keys
+	// are loaded.
+	ready, keys *ops.Gate
+	stream      jetstream.Stream
+	revoked     *revocations
+	presence    *presencekv.Registry
+
+	seqMu      sync.Mutex // guards seqNext, seqRunning
+	seqNext    *seqFetch  // the next stream info request and its waiters
+	seqRunning bool       // fetchSeqs is running
+
+	// reconnects counts NATS reconnects: a socket admitted across one
+	// may have missed what its 4011 close was for.
+	reconnects atomic.Uint64
+
+	// Sockets are hijacked: the HTTP server's shutdown does not wait for
+	// them. stopping (under mu) refuses new ones, so clients.Add never
+	// races the final Wait.
+	mu       sync.Mutex
+	stopping bool
+	clients  sync.WaitGroup
+}
+
+// New makes a gateway that registers its metrics with reg.
+func New(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Gateway {
+	m := newMetrics(reg)
+	id := newConnID()
+	g := &Gateway{
+		id: id, log: log.With("gateway", id), cfg: cfg, verifier: token.NewVerifier(), acks: newSendAcks(),
+		slots: newSocketSlots(cfg.Limits.SocketsPerUser), limits: cfg.Limits, origins: map[string]bool{}, metrics: m,
+		sockets: wsconn.NewServer(wsconn.Options{
+			ReadLimit: int64(cfg.Limits.MaxFrameBytes), QueueLen: cfg.Limits.QueueLen, QueueBytes: cfg.Limits.QueueBytes,
+			PingInterval: cfg.Limits.PingInterval, WriteDelay: cfg.Limits.WriteDelay, Workers: runtime.GOMAXPROCS(0),
+			TooSlowCode: chat.CloseTooSlow, TooSlowReason: "too slow: send queue full",
+			OnWrite:   func(n int) { m.objectsOut.Add(float64(n)) },
+			OnTooSlow: m.slowCloses.Inc,
+		}),
+	}
+	for _, o := range cfg.Origins {
+		g.origins[o] = true
+	}
+	return g
+}
+
+// JetStreamOptions are the options the gateway's JetStream context needs:
+// sends are stored asynchronously (see handleSend), answered by acks; one
+// that gets no answer fails after publishTimeout.
+func (g *Gateway) JetStreamOptions() []jetstream.JetStreamOpt {
+	return []jetstream.JetStreamOpt{
+		jetstream.WithPublishAsyncAckHandler(g.acks.stored),
+		jetstream.WithPublishAsyncErrHandler(g.acks.failed),
+		jetstream.WithPublishAsyncTimeout(publishTimeout),
+		jetstream.WithPublishAsyncMaxPending(maxStoresInFlight),
+	}
+}
+
+// Start subscribes the hub and starts, in the background, the setup of
+// the stream and buckets and the loading of auth's keys (see Checks); a
+// setup that cannot succeed ends the service through fail.
+func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, fail context.CancelCauseFunc) error {
+	h, err := newHub(g.log, nc, g.metrics)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	g.nc, g.js, g.hub, g.auth = nc, js, h, authclient.New(nc, authclient.Config{})
+	g.watchConnection()
+	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
+	// A gateway without auth's keys can open no socket (503), so it is
+	// not ready until it has them. Once loaded they are kept, so auth
+	// going down later leaves the gateway ready and its sockets open.
+	g.keys = ops.Setup(ctx, g.log, "auth keys", ops.SetupRetry, func(ctx context.Context) error {
+		return g.auth.FetchKeys(ctx, g.verifier)
+	}, ops.PermanentIs(), fail)
+	go g.auth.RefreshKeys(ctx, g.verifier, func(err error) {
+		g.log.Warn("key refresh failed; keeping the known keys", "err", err)
+	})
+	go h.syncPresence(ctx)
+	return nil
+}
+
+// watchConnection handles NATS going away. Core NATS does not redeliver
+// what was published while the connection was down: live delivery to
+// the sockets stops as soon as it drops, so none sees a message from
+// after the gap, and once reconnected the sockets are closed to resume
+// from the stream, after resumeCloseDelay, so the new subscriptions'
+// interest has reached every node of the cluster before the resumes
+// read the stream.
+func (g *Gateway) watchConnection() {
+	natsconn.OnDisconnect(g.nc, g.hub.freezeAll)
+	natsconn.OnAsyncError(g.nc, func(sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			g.hub.onSlowConsumer(sub)
+		}
+	})
+	natsconn.OnReconnect(g.nc, func() {
+		g.reconnects.Add(1)
+		time.AfterFunc(resumeCloseDelay, func() {
+			g.metrics.resumeCloses.Add(float64(g.hub.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
+		})
+	})
+}
+
+// setup creates or checks the stream and buckets, then starts the
+// presence heartbeat and the revocation watch.
+func (g *Gateway) setup(ctx context.Context) error {
+	stream, err := chat.EnsureStream(ctx, g.js, g.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	pkv, err := chat.EnsurePresenceBucket(ctx, g.js, g.cfg.Presence)
+	if err != nil {
+		return err
+	}
+	revokedKV, err := chat.EnsureRevokedBucket(ctx, g.js, g.cfg.Stream.Replicas)
+	if err != nil {
+		return err
+	}
+	reg, err := presencekv.New(pkv, g.id)
+	if err != nil {
+		return err
+	}
+	// Last: a setup that fails after it would leave a watch running.
+	revoked, err := watchRevocations(ctx, g.log, revokedKV, g.hub.closeToken)
+	if err != nil {
+		return err
+	}
+	g.stream, g.revoked, g.presence = stream, revoked, reg
+	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)
+	return nil
+}
+
+// Checks are the gateway's readiness checks: setup done, auth's keys
+// loaded (call after Start).
+func (g *Gateway) Checks() []ops.Check { return []ops.Check{g.ready.Check(), g.keys.Check()} }
+
+// ServeHTTP serves /ws.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.serveWS(w, r) }
+
+// Shutdown closes every socket with 1001, waits for them at most d, then
+// stops the writers and the hub's subscriptions.
+func (g *Gateway) Shutdown(d time.Duration) {
+	g.stopSockets(d)
+	g.sockets.Close()
+	if g.hub != nil {
+		g.hub.close()
+	}
+}
+
+// heartbeat refreshes the gateway's presence entries every period.
+func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, period time.Duration) {
+	ops.Every(ctx, period, func(ctx context.Context) {
+		lost, err := reg.Heartbeat(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("presence heartbeat failed", "err", err)
+		}
+		if lost > 0 {
+			log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
+		}
+	})
+}
+
+func newConnID() string {
+	b := make([]byte, 9)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// stopSockets closes every socket with 1001 and waits for them, at most d.
+func (g *Gateway) stopSockets(d time.Duration) {
+	g.mu.Lock()
+	g.stopping = true
+	g.mu.Unlock()
+	g.hub.closeAll(websocket.CloseGoingAway, "gateway shutting down")
+	done := make(chan struct{})
+	go func() {
+		g.clients.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}

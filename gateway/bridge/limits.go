@@ -1,0 +1,80 @@
+package bridge
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/config"
+)
+
+// Limits are the per-socket limits, each a flag.
+type Limits struct {
+	MaxFrameBytes  int           // bigger client frames close the socket with 1009
+	MaxTextChars   int           // longest message text, in characters
+	SendRate       float64       // client frames per second, sustained, per socket
+	SendBurst      int           // client frames allowed at once above the rate
+	FloodStrikes   int           // rate-limited frames in a row before close 4008
+	QueueLen       int           // queued server objects before close 4009
+	QueueBytes     int           // queued server bytes before close 4009
+	SocketsPerUser int           // open sockets per user, on all gateways; more are refused with 429
+	HistoryBytes   int           // largest history answer's messages, in bytes; a page is cut there (more: true)
+	HistoryCost    int           // rate-limit tokens one history request takes (a send takes one)
+	PingInterval   time.Duration // ping period; a socket silent for two is dropped
+	MaxReplay      int           // messages one resume replays at most
+	WriteDelay     time.Duration // a busy socket waits out this long since its last write (0: no delay; see wsconn.Server)
+}
+
+// maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
+const maxWriteDelay = 100 * time.Millisecond
+
+// Flags defines the limits' settings, each a flag with its variable.
+func (l *Limits) Flags(fs *config.Set) {
+	fs.Int(&l.MaxFrameBytes, "max-frame-bytes", "MAX_FRAME_BYTES", chat.MaxFrameBytes, "largest client frame; bigger ones close the socket with 1009")
+	fs.Int(&l.MaxTextChars, "max-text-chars", "MAX_TEXT_CHARS", chat.MaxTextChars, "longest message text, in characters")
+	fs.Float(&l.SendRate, "send-rate", "SEND_RATE", 10, "client frames per second per socket, sustained")
+	fs.Int(&l.SendBurst, "send-burst", "SEND_BURST", 30, "client frames per socket allowed at once above the rate")
+	fs.Int(&l.FloodStrikes, "flood-strikes", "FLOOD_STRIKES", 20, "rate-limited frames in a row before close 4008")
+	fs.Int(&l.QueueLen, "send-queue", "SEND_QUEUE", 1024, "server objects queued per socket before close 4009")
+	fs.Int(&l.QueueBytes, "send-queue-bytes", "SEND_QUEUE_BYTES", 4<<20, "server bytes queued per socket before close 4009")
+	fs.Int(&l.SocketsPerUser, "sockets-per-user", "SOCKETS_PER_USER", 20, "open sockets per user on all gateways; more get 429")
+	fs.Int(&l.HistoryBytes, "history-max-bytes", "HISTORY_MAX_BYTES", 256<<10, "largest history answer in bytes; a longer page is cut (more)")
+	fs.Int(&l.HistoryCost, "history-cost", "HISTORY_COST", 5, "send-rate tokens one history request takes (at most SEND_BURST)")
+	fs.Int(&l.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most (then complete=false)")
+	fs.Duration(&l.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; silent for two, a socket is dropped")
+	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 20*time.Millisecond, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
+}
+
+// Validate checks the limits are usable together.
+func (l Limits) Validate() error {
+	// A history answer, or one message at its longest, must fit in a
+	// queue with room to spare, or a reader keeping up would be closed.
+	if l.QueueBytes < 2*max(l.HistoryBytes, maxMessageFrame(l.MaxTextChars)) {
+		return fmt.Errorf("send queue bytes %d: want at least twice the history answer (%d) and the longest message frame (%d)",
+			l.QueueBytes, l.HistoryBytes, maxMessageFrame(l.MaxTextChars))
+	}
+	if l.HistoryBytes < 1 || l.HistoryCost < 1 || l.SocketsPerUser < 1 {
+		return fmt.Errorf("history bytes %d, history cost %d, sockets per user %d: want each positive", l.HistoryBytes, l.HistoryCost, l.SocketsPerUser)
+	}
+	if l.MaxFrameBytes < 1024 || l.MaxTextChars < 1 || l.SendRate <= 0 || l.SendBurst < 1 || l.FloodStrikes < 1 || l.QueueLen < 1 ||
+		l.PingInterval < time.Second || l.MaxReplay < 1 || l.WriteDelay < 0 || l.WriteDelay > maxWriteDelay {
+		return fmt.Errorf("websocket limits out of range: %+v", l)
+	}
+	return nil
+}
+
+// maxMessageFrame bounds the encoded delivery frame of a message of
+// chars characters: each may take 6 bytes in JSON (a control character
+// as \u0001), plus the frame's other fields (ids, names, time).
+func maxMessageFrame(chars int) int { return 6*chars + 1024 }
+
+// Validate checks the configuration is usable together.
+func (c Config) Validate() error {
+	if c.Heartbeat <= 0 || c.Heartbeat >= c.Presence.TTL {
+		return fmt.Errorf("presence heartbeat %s must be shorter than the presence TTL %s", c.Heartbeat, c.Presence.TTL)
+	}
+	if c.Stream.Retention > 0 && c.Stream.DedupeWindow > c.Stream.Retention {
+		return fmt.Errorf("chat dedupe window %s is longer than the retention %s", c.Stream.DedupeWindow, c.Stream.Retention)
+	}
+	return c.Limits.Validate()
+}

@@ -1,0 +1,32 @@
+package bridge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	sockets      prometheus.Gauge
+	framesIn     *prometheus.CounterVec
+	objectsOut   prometheus.Counter
+	errors       *prometheus.CounterVec
+	slowCloses   prometheus.Counter
+	resumeCloses prometheus.Counter
+	publishWait  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		sockets:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "gateway_sockets_open", Help: "Websockets open on this gateway."}),
+		framesIn:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_frames_in_total", Help: "Client frames by type."}, []string{"type"}),
+		objectsOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_objects_out_total", Help: "Server frame objects written to sockets (several may share one frame)."}),
+		errors:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_errors_total", Help: "Error frames and forced closes by code."}, []string{"code"}),
+		slowCloses:   prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_slow_closes_total", Help: "Sockets closed because their send queue filled (4009)."}),
+		resumeCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_resume_closes_total", Help: "Sockets closed to resume after a NATS reconnect (4011)."}),
+		publishWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "gateway_publish_ack_seconds", Help: "From publishing a message to the stream's ack.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.sockets, m.framesIn, m.objectsOut, m.errors, m.slowCloses, m.resumeCloses, m.publishWait)
+	return m
+}
