@@ -54,100 +54,151 @@ func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 	if after >= info.State.LastSeq {
 		return after, complete, nil
 	}
-	last := after
-	sent := 0
-	var cons jetstream.Consumer
-	var delivered uint64  // the consumer's own sequence of the last message it gave
-	var pending uint64    // messages the consumer still has for us
-	known := false        // pending has been learned
-	var stalled time.Time // since when the consumer has held them back
-	defer func() {
-		if cons != nil {
-			g.dropConsumer(cons.CachedInfo().Name)
-		}
-	}()
+	r := &replayRun{g: g, c: c, ctx: ctx, last: after}
+	defer r.dropConsumer()
 	for {
-		if cons == nil {
-			if cons, err = g.replayConsumer(ctx, c.user.ID, last); err != nil {
-				return last, false, err
-			}
-			delivered, pending, known = 0, 0, false
+		state, err := r.round()
+		switch {
+		case err != nil:
+			return r.last, false, err
+		case state == replayCut:
+			return r.last, false, nil // the rest through history
+		case state == replayDone:
+			return r.last, complete, nil
 		}
-		// FetchNoWait answers at once with what the consumer has; without
-		// an answer its request ends within a second.
-		batch, err := cons.FetchNoWait(replayBatch)
+	}
+}
+
+// replayRun is one replay under way: its consumer and how far it got.
+type replayRun struct {
+	g         *Gateway
+	c         *client
+	ctx       context.Context
+	cons      jetstream.Consumer
+	last      uint64    // the last seq sent
+	sent      int       // messages sent
+	delivered uint64    // the consumer's own sequence of the last message it gave
+	pending   uint64    // messages the consumer still has for us
+	known     bool      // pending has been learned
+	stalled   time.Time // since when the consumer has held them back
+}
+
+// What a replay round leaves to do.
+type replayState int
+
+const (
+	replayMore replayState = iota // another round
+	replayCut                     // MaxReplay sent, more pending
+	replayDone                    // everything sent
+)
+
+// round sends one batch of the consumer's messages, starting a consumer
+// from the last message sent if there is none.
+func (r *replayRun) round() (replayState, error) {
+	if r.cons == nil {
+		cons, err := r.g.replayConsumer(r.ctx, r.c.user.ID, r.last)
 		if err != nil {
-			return last, false, err
+			return replayMore, err
 		}
-		n := 0
-		gap := false
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				return last, false, err
-			}
-			// Unacknowledged messages are not sent again: one lost on the
-			// way (a request that ended before its answer arrived) is a
-			// gap in the consumer's own sequence. The replay goes on from
-			// the last message sent, with a new consumer.
-			if meta.Sequence.Consumer != delivered+1 {
-				gap = true
-				break
-			}
-			n++
-			delivered = meta.Sequence.Consumer
-			pending, known = meta.NumPending, true
-			if meta.Sequence.Stream <= last {
-				continue
-			}
-			b, err := chat.MessageFrameBytes(m.Data(), meta.Sequence.Stream)
-			if err != nil {
-				g.log.Error("undecodable stored message", "seq", meta.Sequence.Stream, "err", err)
-			} else if !c.conn.SendWait(b) {
-				return last, false, errors.New("client gone during replay")
-			}
-			last = meta.Sequence.Stream
-			sent++
+		r.cons, r.delivered, r.pending, r.known = cons, 0, 0, false
+	}
+	n, gap, err := r.fetch()
+	switch {
+	case err != nil:
+		return replayMore, err
+	case gap:
+		r.dropConsumer()
+		return replayMore, nil
+	case r.sent >= r.g.limits.MaxReplay && r.pending > 0:
+		return replayCut, nil
+	}
+	if !r.known {
+		// No message yet: the consumer's own count, from its creation.
+		if info := r.cons.CachedInfo(); info != nil {
+			r.pending, r.known = info.NumPending, true
 		}
-		if gap {
-			g.dropConsumer(cons.CachedInfo().Name)
-			cons = nil
-			continue
+	}
+	if n == 0 && r.pending > 0 {
+		return replayMore, r.waitStalled()
+	}
+	r.stalled = time.Time{}
+	if n == 0 || r.pending == 0 {
+		return replayDone, nil
+	}
+	return replayMore, nil
+}
+
+// fetch takes what the consumer has at once (FetchNoWait; without an
+// answer its request ends within a second) and sends it. Unacknowledged
+// messages are not sent again: one lost on the way (a request that ended
+// before its answer arrived) is a gap in the consumer's own sequence,
+// and the replay goes on from the last message sent, with a new consumer.
+func (r *replayRun) fetch() (n int, gap bool, err error) {
+	batch, err := r.cons.FetchNoWait(replayBatch)
+	if err != nil {
+		return 0, false, err
+	}
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			return n, false, err
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return last, false, err
+		if meta.Sequence.Consumer != r.delivered+1 {
+			return n, true, nil
 		}
-		if sent >= g.limits.MaxReplay && pending > 0 {
-			return last, false, nil // the rest through history
+		n++
+		r.delivered = meta.Sequence.Consumer
+		r.pending, r.known = meta.NumPending, true
+		if err := r.send(m.Data(), meta.Sequence.Stream); err != nil {
+			return n, false, err
 		}
-		if !known {
-			// No message yet: the consumer's own count, from its creation.
-			if info := cons.CachedInfo(); info != nil {
-				pending, known = info.NumPending, true
-			}
-		}
-		if n == 0 && pending > 0 {
-			// The consumer has messages it did not hand over yet: a new
-			// consumer on a node still catching up (seen right after a
-			// NATS node failed) answers "none" for a moment. Ask again,
-			// for at most replayStall: then the socket is closed and the
-			// client resumes with a fresh consumer.
-			if stalled.IsZero() {
-				stalled = time.Now()
-			} else if time.Since(stalled) > replayStall {
-				return last, false, fmt.Errorf("replay: %d messages pending, none delivered for %s", pending, replayStall)
-			}
-			select {
-			case <-ctx.Done():
-				return last, false, fmt.Errorf("replay: %d messages pending: %w", pending, ctx.Err())
-			case <-time.After(replayRetryWait):
-			}
-			continue
-		}
-		stalled = time.Time{}
-		if n == 0 || pending == 0 {
-			return last, complete, nil
-		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return n, false, err
+	}
+	return n, false, nil
+}
+
+// send queues one stored message, unless a new consumer gave it again.
+func (r *replayRun) send(data []byte, seq uint64) error {
+	if seq <= r.last {
+		return nil
+	}
+	b, err := chat.MessageFrameBytes(data, seq)
+	if err != nil {
+		r.g.log.Error("undecodable stored message", "seq", seq, "err", err)
+	} else if !r.c.conn.SendWait(b) {
+		return errors.New("client gone during replay")
+	}
+	r.last = seq
+	r.sent++
+	return nil
+}
+
+// waitStalled paces asking again a consumer that has messages it did not
+// hand over yet: a new consumer on a node still catching up (seen right
+// after a NATS node failed) answers "none" for a moment. After
+// replayStall the replay fails: the socket is closed and the client
+// resumes with a fresh consumer.
+func (r *replayRun) waitStalled() error {
+	if r.stalled.IsZero() {
+		r.stalled = time.Now()
+	} else if time.Since(r.stalled) > replayStall {
+		return fmt.Errorf("replay: %d messages pending, none delivered for %s", r.pending, replayStall)
+	}
+	select {
+	case <-r.ctx.Done():
+		return fmt.Errorf("replay: %d messages pending: %w", r.pending, r.ctx.Err())
+	case <-time.After(replayRetryWait):
+		return nil
+	}
+}
+
+// dropConsumer deletes the run's consumer, if any.
+func (r *replayRun) dropConsumer() {
+	if r.cons != nil {
+		r.g.dropConsumer(r.cons.CachedInfo().Name)
+		r.cons = nil
 	}
 }
 
