@@ -31,7 +31,10 @@ export NATS_GATEWAY_PASSWORD=bench-gw NATS_AUTH_PASSWORD=bench-auth NATS_PRESENC
   NATS_WATCH_PASSWORD=bench-watch NATS_ADMIN_PASSWORD=bench-admin NATS_SYS_PASSWORD=bench-sys
 for i in 0 1 2; do
   mkdir -p "$dir/n$i"
-  cp deploy/nats/accounts.conf "$dir/n$i/"
+  # The stores have no users (accounts.conf): the bench gets an account
+  # of its own with JetStream, beside them.
+  sed -e 's#^  CHAT_STORE: {#  BENCH: {jetstream: enabled, users: [{user: bench, password: bench-pw}]}\n  CHAT_STORE: {#' \
+      deploy/nats/accounts.conf > "$dir/n$i/accounts.conf"
   sed -e "s#listen: 0.0.0.0:4222#listen: 127.0.0.1:2422$i#" \
       -e "s#http: 0.0.0.0:8222#http: 127.0.0.1:2822$i#" \
       -e "s#store_dir: /data/jetstream#store_dir: \"$dir/n$i/js\"#" \
@@ -49,7 +52,7 @@ for i in 0 1 2; do
   curl -fs "http://127.0.0.1:2822$i/healthz" >/dev/null || { echo "nats-$i not healthy:"; tail "$dir/n$i/log"; exit 1; }
 done
 
-nats() { (cd services && go tool nats -s nats://127.0.0.1:24220,nats://127.0.0.1:24221 --user admin --password bench-admin "$@"); }
+nats() { (cd services && go tool nats -s nats://127.0.0.1:24220,nats://127.0.0.1:24221 --user bench --password bench-pw "$@"); }
 nats stream add CHATBENCH --subjects 'bench.>' --storage file --replicas 3 --dupe-window 2m --defaults >/dev/null
 for r in $(seq "$runs"); do
   echo "== run $r: async publish, $msgs x $size, R3, sync_interval always, dedupe ids"
