@@ -187,3 +187,97 @@ func TestSocketsPerUserLimit(t *testing.T) {
 		return c.Close()
 	})
 }
+
+// sendResult sends one message and says how the gateway answered it: an
+// ack, or the error frame's code.
+func sendResult(t *testing.T, c *wsClient, id, text string) string {
+	t.Helper()
+	c.send(t, fmt.Sprintf(`{"type":"send","id":%q,"to":{"room":"lobby"},"text":%q}`, id, text))
+	for {
+		f := c.next(t)
+		switch {
+		case f["type"] == "ack" && f["id"] == id:
+			return "ack"
+		case f["type"] == "error" && f["id"] == id:
+			return f["code"].(string)
+		}
+	}
+}
+
+// withinWindow runs body until one run starts and ends in the same
+// window of length w (a quota's count starts afresh at its edge), at most
+// three times; each run gets its own attempt number for fresh users.
+func withinWindow(t *testing.T, w time.Duration, body func(try int)) {
+	t.Helper()
+	for try := range 3 {
+		start := time.Now().Truncate(w)
+		body(try)
+		if time.Now().Truncate(w).Equal(start) {
+			return
+		}
+		t.Logf("run %d crossed a %v window edge; again", try, w)
+	}
+	t.Fatal("three runs each crossed a window edge")
+}
+
+// A user's sends per minute hold across sockets and gateways: spreading
+// them buys nothing; other users send on.
+func TestUserSendQuotaAcrossGateways(t *testing.T) {
+	e := startChat(t, 2, map[string]string{"USER_SENDS_PER_MINUTE": "10", "SEND_RATE": "1000", "SEND_BURST": "1000"})
+	withinWindow(t, time.Minute, func(try int) {
+		user := fmt.Sprintf("alice%d", try)
+		a1, _ := e.dial(t, e.gws[0], user)
+		a2, _ := e.dial(t, e.gws[1], user)
+		a3, _ := e.dial(t, e.gws[1], user)
+		got := map[string]int{}
+		for i := range 15 {
+			got[sendResult(t, []*wsClient{a1, a2, a3}[i%3], fmt.Sprintf("m%d", i), "hi")]++
+		}
+		if got["ack"] != 10 || got["quota_exceeded"] != 5 {
+			t.Fatalf("15 sends over 3 sockets on 2 gateways with a quota of 10: %v", got)
+		}
+		bob, _ := e.dial(t, e.gws[1], fmt.Sprintf("bob%d", try))
+		if r := sendResult(t, bob, "b1", "still here"); r != "ack" {
+			t.Fatalf("another user's send: %s", r)
+		}
+	})
+}
+
+// A user who fills their hourly stored bytes is refused from then on, on
+// every gateway, while everyone else stores on: one account cannot fill
+// the stream.
+func TestUserByteQuotaStopsOnlyThatUser(t *testing.T) {
+	e := startChat(t, 2, map[string]string{"USER_BYTES_PER_HOUR": "20000", "MAX_TEXT_CHARS": "1000", "SEND_RATE": "1000", "SEND_BURST": "1000"})
+	withinWindow(t, time.Hour, func(try int) {
+		user := fmt.Sprintf("mallory%d", try)
+		m1, _ := e.dial(t, e.gws[0], user)
+		m2, _ := e.dial(t, e.gws[1], user)
+		text := strings.Repeat("x", 1000)
+		acked, refused := 0, 0
+		for i := range 40 {
+			switch r := sendResult(t, []*wsClient{m1, m2}[i%2], fmt.Sprintf("m%d", i), text); r {
+			case "ack":
+				acked++
+			case "quota_exceeded":
+				refused++
+			default:
+				t.Fatalf("send %d: %s", i, r)
+			}
+		}
+		// Each stored message is over 1,000 bytes: 20,000 hold at most 19.
+		// A gateway may keep part of a lease it could not use, so a few
+		// less may be stored, never more.
+		if acked < 10 || acked > 19 || refused != 40-acked {
+			t.Fatalf("%d messages of 1 KB stored, %d refused, under a quota of 20,000 bytes", acked, refused)
+		}
+		for i, c := range []*wsClient{m1, m2} {
+			if r := sendResult(t, c, fmt.Sprintf("late%d", i), text); r != "quota_exceeded" {
+				t.Fatalf("after the quota, gateway %d answered %s", i, r)
+			}
+		}
+		bob, _ := e.dial(t, e.gws[0], fmt.Sprintf("bob%d", try))
+		if r := sendResult(t, bob, "b1", text); r != "ack" {
+			t.Fatalf("another user's send: %s", r)
+		}
+	})
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/natter/natter/gateway/quota"
 	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/authclient"
 	"github.com/natter/natter/services/chat"
@@ -72,6 +73,8 @@ type Gateway struct {
 	stream      jetstream.Stream
 	revoked     *revocations
 	presence    *presencekv.Registry
+	sendQuota   *quota.Meter // sends per user per minute
+	byteQuota   *quota.Meter // stored bytes per user per hour
 
 	seqMu      sync.Mutex // guards seqNext, seqRunning
 	seqNext    *seqFetch  // the next stream info request and its waiters
@@ -183,6 +186,10 @@ func (g *Gateway) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	quotaKV, err := chat.EnsureQuotaBucket(ctx, g.js, g.cfg.Stream.Replicas)
+	if err != nil {
+		return err
+	}
 	reg, err := presencekv.New(pkv, g.id)
 	if err != nil {
 		return err
@@ -193,6 +200,8 @@ func (g *Gateway) setup(ctx context.Context) error {
 		return err
 	}
 	g.stream, g.revoked, g.presence = stream, revoked, reg
+	g.sendQuota = quota.NewMeter(quotaKV, "sends", time.Minute, int64(g.limits.UserSendsPerMinute))
+	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)
 	return nil
 }

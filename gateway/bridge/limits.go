@@ -23,6 +23,9 @@ type Limits struct {
 	PingInterval   time.Duration // ping period; a socket silent for two is dropped
 	MaxReplay      int           // messages one resume replays at most
 	WriteDelay     time.Duration // a busy socket waits out this long since its last write (0: no delay; see wsconn.Server)
+
+	UserSendsPerMinute int // sends per user per minute, on all sockets and gateways
+	UserBytesPerHour   int // stored bytes of messages per user per hour, on all sockets and gateways
 }
 
 // maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
@@ -42,6 +45,8 @@ func (l *Limits) Flags(fs *config.Set) {
 	fs.Int(&l.HistoryCost, "history-cost", "HISTORY_COST", 5, "send-rate tokens one history request takes (at most SEND_BURST)")
 	fs.Int(&l.MaxReplay, "max-replay", "MAX_REPLAY", 5000, "messages one resume replays at most (then complete=false)")
 	fs.Duration(&l.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; silent for two, a socket is dropped")
+	fs.Int(&l.UserSendsPerMinute, "user-sends-per-minute", "USER_SENDS_PER_MINUTE", 600, "sends per user per minute, all sockets and gateways")
+	fs.Int(&l.UserBytesPerHour, "user-bytes-per-hour", "USER_BYTES_PER_HOUR", 16<<20, "stored message bytes per user per hour, all sockets and gateways")
 	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 20*time.Millisecond, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
 }
 
@@ -52,6 +57,11 @@ func (l Limits) Validate() error {
 	if l.QueueBytes < 2*max(l.HistoryBytes, maxMessageFrame(l.MaxTextChars)) {
 		return fmt.Errorf("send queue bytes %d: want at least twice the history answer (%d) and the longest message frame (%d)",
 			l.QueueBytes, l.HistoryBytes, maxMessageFrame(l.MaxTextChars))
+	}
+	// One message at its longest must fit in a user's hourly bytes.
+	if l.UserSendsPerMinute < 1 || l.UserBytesPerHour < maxMessageFrame(l.MaxTextChars) {
+		return fmt.Errorf("user sends per minute %d, user bytes per hour %d: want at least 1 and %d (the longest message frame)",
+			l.UserSendsPerMinute, l.UserBytesPerHour, maxMessageFrame(l.MaxTextChars))
 	}
 	if l.HistoryBytes < 1 || l.HistoryCost < 1 || l.SocketsPerUser < 1 {
 		return fmt.Errorf("history bytes %d, history cost %d, sockets per user %d: want each positive", l.HistoryBytes, l.HistoryCost, l.SocketsPerUser)

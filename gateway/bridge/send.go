@@ -35,12 +35,18 @@ func (g *Gateway) handleSend(c *client, f chat.ClientFrame) {
 		return
 	}
 	m := chat.Message{ID: f.ID, From: c.user, To: *f.To, Text: f.Text, TS: time.Now().UTC()}
+	data := chat.Encode(m)
+	if e := g.spend(c.user.ID, len(data)); e != nil {
+		e.ID = f.ID
+		c.reply(*e)
+		return
+	}
 	select {
 	case c.sendSlots <- struct{}{}:
 	case <-c.conn.Closing():
 		return // nobody to ack; the client retries with the same id
 	}
-	msg := &nats.Msg{Subject: subject, Data: chat.Encode(m)}
+	msg := &nats.Msg{Subject: subject, Data: data}
 	g.acks.add(msg, pendingSend{c: c, id: f.ID, start: time.Now()})
 	// The dedupe key is the sender's id with theirs: a retry is stored once,
 	// and two users' ids never collide.
@@ -138,3 +144,34 @@ func (a *sendAcks) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
 		p.c.reply(errorFrame(p.id, chat.CodeUnavailable, "could not store the message; retry with the same id"))
 	}
 }
+
+// quotaTimeout bounds the KV round trip of a quota lease.
+const quotaTimeout = 2 * time.Second
+
+// spend charges one send of size stored bytes to the user's quotas:
+// sends per minute and stored bytes per hour, each across all of the
+// user's sockets and gateways (see package quota). A refusal says when
+// sending resumes; a bucket that cannot be reached refuses the send as
+// unavailable (the client retries).
+func (g *Gateway) spend(user string, size int) *chat.ErrorFrame {
+	ctx, cancel := context.WithTimeout(context.Background(), quotaTimeout)
+	defer cancel()
+	ok, wait, err := g.sendQuota.Spend(ctx, user, 1)
+	if err == nil && ok {
+		ok, wait, err = g.byteQuota.Spend(ctx, user, int64(size))
+		if err == nil && !ok {
+			return refusal("", chat.CodeQuotaExceeded, fmt.Sprintf(
+				"you stored %d bytes of messages this hour, the most one user may; sending resumes in %d s", g.limits.UserBytesPerHour, seconds(wait)))
+		}
+	} else if err == nil {
+		return refusal("", chat.CodeQuotaExceeded, fmt.Sprintf(
+			"you sent %d messages this minute, the most one user may; sending resumes in %d s", g.limits.UserSendsPerMinute, seconds(wait)))
+	}
+	if err != nil {
+		g.log.Warn("quota unavailable", "err", err)
+		return refusal("", chat.CodeUnavailable, "cannot check your quota now; retry with the same id")
+	}
+	return nil
+}
+
+func seconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }

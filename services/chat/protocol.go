@@ -101,6 +101,7 @@ const (
 	CodeEmptyText        = "empty_text"        // text empty or only whitespace
 	CodeTextTooLong      = "text_too_long"     // more than MaxTextChars characters
 	CodeRateLimited      = "rate_limited"      // over the send rate; retry later
+	CodeQuotaExceeded    = "quota_exceeded"    // the user's sends per minute or stored bytes per hour are spent; the message says when sending resumes
 	CodeUnavailable      = "unavailable"       // storing failed (NATS or auth unreachable); retry
 	CodeBadLimit         = "bad_limit"         // history limit outside 1-MaxHistory
 	CodeResumeLate       = "resume_late"       // resume after another frame or later than HoldTimeout after hello

@@ -237,6 +237,28 @@ func EnsureAuthLimitsBucket(ctx context.Context, js jetstream.JetStream, window 
 	return ensureBucket(ctx, js, AuthLimitsBucketConfig(window, replicas))
 }
 
+// QuotaTTL is how long a user's quota entry outlives its last update:
+// longer than the longest quota window, so no count expires within it.
+const QuotaTTL = 2 * time.Hour
+
+// QuotaBucketConfig is the gateways' per-user quota bucket: one key per
+// user and meter, holding the window it counts and what was spent in it.
+func QuotaBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      QuotaBucket,
+		Description: "natter per-user send quotas: key = meter.user, value = window and amount spent",
+		History:     1,
+		TTL:         QuotaTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsureQuotaBucket creates the quota bucket or checks it.
+func EnsureQuotaBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	return ensureBucket(ctx, js, QuotaBucketConfig(replicas))
+}
+
 // ensureBucket creates a bucket, or checks that the existing one has the
 // settings want asks for; a difference is an ErrConfigConflict.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (jetstream.KeyValue, error) {

@@ -16,6 +16,9 @@ const (
 	PresenceStream = "PRESENCE"
 	// RevokedBucket holds revoked token ids until the tokens expire.
 	RevokedBucket = "revoked"
+	// QuotaBucket holds what each user sent in the current windows (see
+	// the gateway's quota package).
+	QuotaBucket = "user_quota"
 	// AuthLimitsBucket holds auth's failed-login and registration counters.
 	AuthLimitsBucket = "auth_limits"
 
