@@ -85,31 +85,46 @@ func (s *Set) Parse(args []string) error {
 	return nil
 }
 
-// RedactURL hides the password in a connection string such as
-// "mongodb://user:secret@host/db" or "nats://user:secret@a:4222,b:4222", so
-// it can be logged. Strings without credentials come back unchanged.
+// RedactURL hides the passwords in a connection string such as
+// "mongodb://user:secret@host/db" or a list such as
+// "nats://u:secret@a:4222,nats://u:other@b:4222", so it can be logged.
+// Strings without credentials come back unchanged.
 func RedactURL(s string) string {
-	scheme := strings.Index(s, "://")
-	if scheme < 0 {
-		return s
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		end := len(s) // this URL runs to the next one's scheme, or the end
+		if j := strings.Index(s, "://"); j >= 0 {
+			end = j
+		}
+		b.WriteString(redactUserinfo(s[:end]))
+		s = s[end:]
 	}
-	rest := s[scheme+3:]
+}
+
+// redactUserinfo masks the password (or lone token) of a URL's part
+// after "scheme://".
+func redactUserinfo(u string) string {
+	rest := u
 	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
 		rest = rest[:end]
 	}
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
-		return s
+		return u
 	}
-	userinfo := rest[:at]
-	user, _, hasPassword := strings.Cut(userinfo, ":")
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
 	if !hasPassword {
 		// A lone token (nats://token@host) is itself a secret.
-		user = "xxxxx"
-	} else {
-		user += ":xxxxx"
+		return "xxxxx" + u[at:]
 	}
-	return s[:scheme+3] + user + s[scheme+3+at:]
+	return user + ":xxxxx" + u[at:]
 }
 
 // Default NATS URL of every service: the dev stack's.

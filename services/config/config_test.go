@@ -54,6 +54,8 @@ func TestRedactURL(t *testing.T) {
 		{"nats://tok3n@127.0.0.1:4222", "nats://xxxxx@127.0.0.1:4222"},
 		{"nats://a:p@ss@h:1", "nats://a:xxxxx@h:1"},
 		{"not a url", "not a url"},
+		{"nats://u:one@a:4222,nats://u:two@b:4222", "nats://u:xxxxx@a:4222,nats://u:xxxxx@b:4222"},
+		{"nats://a:4222,nats://tok@b:4222, nats://u:p,w@c:4222", "nats://a:4222,nats://xxxxx@b:4222, nats://u:xxxxx@c:4222"},
 	}
 	for _, tt := range tests {
 		if got := RedactURL(tt.in); got != tt.want {
