@@ -474,10 +474,21 @@ func TestDeployments(t *testing.T) {
 			if !selects(t, d.Spec.Selector, d.Spec.Template.Labels) {
 				t.Errorf("selector %v does not match the pod labels %v", d.Spec.Selector, d.Spec.Template.Labels)
 			}
-			if len(c.Ports) != 1 {
-				t.Fatalf("%d container ports, want 1", len(c.Ports))
+			// One port for the service, and maybe "ops" for metrics
+			// alone (OPS_ADDR), where the scraper is pointed.
+			if len(c.Ports) < 1 || len(c.Ports) > 2 || (len(c.Ports) == 2 && c.Ports[1].Name != "ops") {
+				t.Fatalf("container ports %+v, want the service's, then maybe ops", c.Ports)
 			}
 			port := c.Ports[0]
+			if len(c.Ports) == 2 {
+				ops := strconv.Itoa(int(c.Ports[1].ContainerPort))
+				if e, _ := envVar(c, "OPS_ADDR"); !strings.HasSuffix(e.Value, ":"+ops) {
+					t.Errorf("OPS_ADDR = %q, want it on the ops port %s", e.Value, ops)
+				}
+				if got := d.Spec.Template.Annotations["prometheus.io/port"]; got != ops {
+					t.Errorf("metrics scraped on port %q, want the ops port %s", got, ops)
+				}
+			}
 
 			// Probes: /readyz decides traffic, /healthz restarts, both on
 			// the service's own port.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -18,11 +17,9 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/natter/natter/gateway/apiproxy"
 	"github.com/natter/natter/gateway/bridge"
-	"github.com/natter/natter/gateway/web"
+	"github.com/natter/natter/gateway/site"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/config"
 	"github.com/natter/natter/services/logging"
@@ -46,6 +43,7 @@ type Config struct {
 	AuthURL   *url.URL
 	Proxies   []netip.Prefix // trusted proxies: their X-Forwarded-For is passed on
 	PprofAddr string
+	OpsAddr   string // health and metrics listener; empty: on HTTPAddr
 	Bridge    bridge.Config
 }
 
@@ -58,6 +56,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.String(&proxies, "trusted-proxies", "TRUSTED_PROXIES", "", "addresses or CIDRs whose X-Forwarded-For is passed on (empty: none)")
 	fs.String(&origins, "allowed-origins", "ALLOWED_ORIGINS", "", "comma-separated Origins allowed to open /ws (empty: own host)")
 	fs.String(&c.PprofAddr, "pprof-addr", "PPROF_ADDR", "", "serve net/http/pprof here, on loopback only (empty: off)")
+	fs.String(&c.OpsAddr, "ops-addr", "OPS_ADDR", "", "serve /metrics here, not on HTTP_ADDR (empty: on HTTP_ADDR)")
 	c.Bridge.Limits.Flags(fs)
 	fs.Stream(&c.Bridge.Stream)
 	fs.Presence(&c.Bridge.Presence)
@@ -70,6 +69,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	c.Bridge.Origins = strings.FieldsFunc(origins, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	if err := c.Bridge.Validate(); err != nil {
 		return c, err
+	}
+	if c.PprofAddr != "" && !ops.IsLoopback(c.PprofAddr) {
+		return c, fmt.Errorf("pprof addr %q: want a loopback address such as 127.0.0.1:6060", c.PprofAddr)
 	}
 	var err error
 	if c.Proxies, err = apiproxy.ParsePrefixes(proxies); err != nil {
@@ -108,9 +110,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := gw.Start(ctx, nc, js, fail); err != nil {
 		return err
 	}
-	ops.Profiling(ctx, log, cfg.PprofAddr)
+	if err := ops.Profiling(ctx, log, cfg.PprofAddr); err != nil {
+		return err
+	}
 	ready := append([]ops.Check{{Name: "nats", Run: natsconn.Ready(nc)}}, gw.Checks()...)
-	err = ops.ListenAndServe(ctx, log, cfg.HTTPAddr, routes(reg, gw, apiproxy.New(log, cfg.AuthURL, cfg.Proxies), ready))
+	if cfg.OpsAddr != "" {
+		go func() { _ = ops.ListenAndServe(ctx, log.With("server", "ops"), cfg.OpsAddr, site.Ops(reg, ready)) }()
+	}
+	err = ops.ListenAndServe(ctx, log, cfg.HTTPAddr, site.Public(reg, gw, apiproxy.New(log, cfg.AuthURL, cfg.Proxies), ready, cfg.OpsAddr == ""))
 	// Sockets are hijacked connections: the HTTP shutdown leaves them to us.
 	gw.Shutdown(2 * time.Second)
 	if err != nil {
@@ -121,20 +128,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("gateway stopped")
 	return nil
-}
-
-// routes is every route of the gateway.
-func routes(reg *prometheus.Registry, ws, api http.Handler, ready []ops.Check) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", ops.Healthz())
-	mux.Handle("GET /readyz", ops.Readyz(ready...))
-	mux.Handle("GET /metrics", ops.Metrics(reg))
-	mux.Handle("/api/", api)
-	mux.Handle("GET /ws", ws)
-	// "/" rather than "GET /": a method pattern there would conflict with
-	// the all-methods "/api/"; the page handler refuses other methods.
-	mux.Handle("/", web.Handler())
-	return ops.NewHTTPMetrics(reg).Wrap(mux)
 }
 
 func logStart(log *slog.Logger, cfg Config) {

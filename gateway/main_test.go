@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/poll"
 	"github.com/natter/natter/services/servicetest"
 	"github.com/natter/natter/services/token"
 )
@@ -214,6 +216,9 @@ func TestBadConfig(t *testing.T) {
 		{"retention", "CHAT_RETENTION", "a week", "CHAT_RETENTION"},
 		{"log format", "LOG_FORMAT", "xml", "log format"},
 		{"dedupe longer than retention", "CHAT_RETENTION", "1m", "dedupe window"},
+		{"pprof on every interface", "PPROF_ADDR", ":6060", "pprof addr"},
+		{"pprof on a public address", "PPROF_ADDR", "192.0.2.1:6060", "pprof addr"},
+		{"quota under one message", "USER_BYTES_PER_HOUR", "1000", "user bytes per hour"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,4 +229,30 @@ func TestBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With OPS_ADDR, metrics are served there and not on the public port,
+// which keeps health for the load balancer.
+func TestOpsListener(t *testing.T) {
+	ns := natstest.Start(t)
+	opsAddr := servicetest.FreeAddrs(t, 1)[0]
+	gw := startGateway(t, map[string]string{"NATS_URL": ns.URL(), "OPS_ADDR": opsAddr})
+	if code, _ := gw.Get(t, "/metrics"); code != http.StatusNotFound {
+		t.Errorf("public /metrics = %d, want 404", code)
+	}
+	if code, _ := gw.Get(t, "/healthz"); code != http.StatusOK {
+		t.Errorf("public /healthz = %d, want 200", code)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + opsAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "gateway_sockets_open") {
+			return fmt.Errorf("ops /metrics = %d %.200s", resp.StatusCode, body)
+		}
+		return nil
+	})
 }

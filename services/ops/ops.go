@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -350,12 +351,15 @@ func Every(ctx context.Context, period time.Duration, f func(context.Context)) {
 	}
 }
 
-// Profiling serves net/http/pprof on addr (meant for loopback) until ctx
-// ends; empty addr: off. Profiles are for operators measuring a running
-// service, never on the public port.
-func Profiling(ctx context.Context, log *slog.Logger, addr string) {
+// Profiling serves net/http/pprof on addr until ctx ends; empty addr:
+// off. A profile shows the program's memory, so addr must be a loopback
+// address (reach it through an SSH tunnel or kubectl port-forward).
+func Profiling(ctx context.Context, log *slog.Logger, addr string) error {
 	if addr == "" {
-		return
+		return nil
+	}
+	if !IsLoopback(addr) {
+		return fmt.Errorf("pprof address %q: want a loopback address such as 127.0.0.1:6060", addr)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -368,6 +372,20 @@ func Profiling(ctx context.Context, log *slog.Logger, addr string) {
 			log.Warn("pprof server stopped", "err", err)
 		}
 	}()
+	return nil
+}
+
+// IsLoopback says whether addr (host:port) listens on loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // HealthcheckCommand is the first argument that makes a service binary

@@ -83,17 +83,19 @@ func Start(t testing.TB, name string, run RunFunc, env map[string]string, args .
 	return s
 }
 
-// scanLogs reads JSON log lines and sends the first "listening" address.
+// scanLogs reads JSON log lines and sends the first "listening" address
+// of the service's main server (not of a "server" beside it, such as ops).
 func scanLogs(r io.Reader, addrc chan<- string) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	sent := false
 	for sc.Scan() {
 		var line struct {
-			Msg  string `json:"msg"`
-			Addr string `json:"addr"`
+			Msg    string `json:"msg"`
+			Addr   string `json:"addr"`
+			Server string `json:"server"`
 		}
-		if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Addr != "" {
+		if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Addr != "" && line.Server == "" {
 			addrc <- line.Addr
 			sent = true
 		}

@@ -74,7 +74,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if st.Ferret != nil {
 		attrs = append(attrs, "mongo_uri", st.Ferret.URI())
 	}
-	ops.Profiling(ctx, log, pprofAddr)
+	if err := ops.Profiling(ctx, log, pprofAddr); err != nil {
+		return err
+	}
 	log.Info("dev stack ready", attrs...)
 	<-ctx.Done()
 	log.Info("dev stack stopping")
