@@ -31,7 +31,7 @@ func seedBig(t *testing.T, alice *wsClient, n int) {
 // pages back still gives every message once, in order.
 func TestHistoryPageCutAtItsByteLimit(t *testing.T) {
 	const maxBytes = 12 << 10 // three of seedBig's messages
-	e := startChat(t, 1, map[string]string{"HISTORY_MAX_BYTES": fmt.Sprint(maxBytes), "SEND_RATE": "1000", "SEND_BURST": "1000"})
+	e := startChat(t, 1, map[string]string{"USER_SENDS_PER_MINUTE": "1000000", "USER_BYTES_PER_HOUR": "1000000000", "HISTORY_MAX_BYTES": fmt.Sprint(maxBytes), "SEND_RATE": "1000", "SEND_BURST": "1000"})
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	seedBig(t, alice, 12)
 	bob, _ := e.dial(t, e.gws[0], "bob")
@@ -94,7 +94,7 @@ func TestHistoryCostsMoreOfTheRate(t *testing.T) {
 // as too slow once its queued bytes pass SEND_QUEUE_BYTES, instead of the
 // gateway holding 40 answers per socket; another user's chat goes on.
 func TestUnreadHistoryClosedAtItsByteBudget(t *testing.T) {
-	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "HISTORY_COST": "1", "SEND_QUEUE_BYTES": "1048576"})
+	e := startChat(t, 1, map[string]string{"USER_SENDS_PER_MINUTE": "1000000", "USER_BYTES_PER_HOUR": "1000000000", "SEND_RATE": "1000", "SEND_BURST": "1000", "HISTORY_COST": "1", "SEND_QUEUE_BYTES": "1048576"})
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	seedBig(t, alice, 60)
 	bob, _ := e.dial(t, e.gws[0], "bob")

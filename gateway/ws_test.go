@@ -300,7 +300,7 @@ func TestDirectMessagesReachOnlyTheirUsers(t *testing.T) {
 func TestPipelinedSendsKeepOrder(t *testing.T) {
 	for _, delay := range []string{"0", "20ms"} {
 		t.Run("WRITE_DELAY="+delay, func(t *testing.T) {
-			e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "WRITE_DELAY": delay})
+			e := startChat(t, 1, map[string]string{"USER_SENDS_PER_MINUTE": "1000000", "USER_BYTES_PER_HOUR": "1000000000", "SEND_RATE": "1000", "SEND_BURST": "1000", "WRITE_DELAY": delay})
 			alice, _ := e.dial(t, e.gws[0], "alice")
 			bob, _ := e.dial(t, e.gws[0], "bob")
 			const n = 3 * bridge.MaxSendsInFlight
@@ -508,7 +508,7 @@ func TestFloodingIsLimitedThenClosed(t *testing.T) {
 }
 
 func TestSlowReaderClosedOthersServed(t *testing.T) {
-	e := startChat(t, 1, map[string]string{"SEND_QUEUE": "256", "SEND_RATE": "100000", "SEND_BURST": "100000"})
+	e := startChat(t, 1, map[string]string{"USER_SENDS_PER_MINUTE": "1000000", "USER_BYTES_PER_HOUR": "1000000000", "SEND_QUEUE": "256", "SEND_RATE": "100000", "SEND_BURST": "100000"})
 	dialRaw := func(user string) *websocket.Conn {
 		h := http.Header{"Cookie": {chat.TokenCookie + "=" + e.token(t, user, time.Hour)}}
 		c, _, err := websocket.DefaultDialer.Dial(wsURL(e.gws[0]), h)
@@ -855,7 +855,7 @@ func readUntilEnd(c *websocket.Conn) <-chan error {
 // message delivered after a later direct message would be lost by a
 // reconnect between the two.
 func TestLiveDeliveryInStreamOrder(t *testing.T) {
-	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000"})
+	e := startChat(t, 1, map[string]string{"USER_SENDS_PER_MINUTE": "1000000", "USER_BYTES_PER_HOUR": "1000000000", "SEND_RATE": "1000", "SEND_BURST": "1000"})
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	bob, _ := e.dial(t, e.gws[0], "bob")
 	carol, _ := e.dial(t, e.gws[0], "carol")

@@ -14,7 +14,8 @@ import (
 // measuring instrument is tested, not only what it measures.
 func TestLoadToolScenarios(t *testing.T) {
 	s := startDevRun(t, t.TempDir(), "ARGON2_MEMORY_KIB=64", "ARGON2_ITERATIONS=1",
-		"SEND_RATE=1000", "SEND_BURST=1000", "REGISTRATIONS_PER_ADDRESS=1000")
+		"SEND_RATE=1000", "SEND_BURST=1000", "REGISTRATIONS_PER_ADDRESS=1000",
+		"USER_SENDS_PER_MINUTE=1000000", "USER_BYTES_PER_HOUR=1000000000")
 	s.waitReady(t)
 	gatewayPID := ""
 	for _, p := range children(t, s.cmd.Process.Pid) {

@@ -152,7 +152,7 @@ func TestClusterDeployment(t *testing.T) {
 	procs["presence-2"] = startService(t, "presence", append(creds("presence"), "NATS_URL="+nodes[2].url(), "HTTP_ADDR="+addrs[2])...)
 	gwA, gwB := "http://"+addrs[3], "http://"+addrs[4]
 	// Alice sends faster than a person types: above the default rate.
-	gwEnv := append(creds("gateway"), "AUTH_URL=http://"+addrs[0], "SEND_RATE=500", "SEND_BURST=500")
+	gwEnv := append(creds("gateway"), "AUTH_URL=http://"+addrs[0], "SEND_RATE=500", "SEND_BURST=500", "USER_SENDS_PER_MINUTE=1000000", "USER_BYTES_PER_HOUR=1000000000")
 	procs["gateway-a"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[0].url(), "HTTP_ADDR="+addrs[3])...)
 	procs["gateway-b"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[1].url(), "HTTP_ADDR="+addrs[4])...)
 	for _, a := range addrs {

@@ -172,7 +172,7 @@ func seedConversations(t *testing.T, gateway, bobCookie, aliceID string) {
 
 func TestBrowserLongConversations(t *testing.T) {
 	// Sends from the seeding socket are not held to a person's typing rate.
-	s := startBrowserStack(t, "SEND_RATE=1000", "SEND_BURST=1000")
+	s := startBrowserStack(t, "SEND_RATE=1000", "SEND_BURST=1000", "USER_SENDS_PER_MINUTE=100000")
 	axe := axeSource(t)
 	gw := s.gateways[0]
 	cookies := map[string]string{}
