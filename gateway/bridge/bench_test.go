@@ -34,13 +34,13 @@ func BenchmarkRoomFanOut(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("sockets=%d", n), func(b *testing.B) {
 			m := newMetrics(prometheus.NewRegistry())
-			h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, room: map[*client]struct{}{}}
+			h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, local: map[*client]struct{}{}}
 			gw := &Gateway{metrics: m, limits: Limits{QueueLen: 1 << 20, QueueBytes: 1 << 40}}
 			for range n {
 				// A socket that counts what it is sent: the fan-out alone,
 				// without queues or writes (see wsconn for those).
 				c := &client{gw: gw, conn: &recorder{count: true, closing: make(chan struct{})}, claims: &token.Claims{}, state: stateLive}
-				h.room[c] = struct{}{}
+				h.local[c] = struct{}{}
 			}
 			msg := liveMsg(b)
 			b.ReportAllocs()

@@ -48,7 +48,7 @@ type client struct {
 	// resume, whose replay must come before anything live. mu guards state
 	// and held.
 	mu        sync.Mutex
-	state     int
+	state     delivery
 	held      []heldMsg
 	heldBytes int
 	// floor is the last seq a replay sent: a stored message reaches the
@@ -62,15 +62,18 @@ type client struct {
 
 	// The presence batch the socket joined during, and how many bytes of
 	// its changes it was given at join; under hub.mu.
-	presBatch uint64
-	presSeen  int
+	presJoined uint64
+	presSeen   int
 }
 
-// Delivery states of a client.
+// delivery is where a client's live messages go: held while a resume may
+// come first, then straight to the socket.
+type delivery int
+
 const (
-	stateHolding   = iota // live messages held until the first frame or chat.HoldTimeout
-	stateReplaying        // resume replay running; live messages still held
-	stateLive             // live messages go straight to the queue
+	stateHolding   delivery = iota // live messages held until the first frame or chat.HoldTimeout
+	stateReplaying                 // resume replay running; live messages still held
+	stateLive                      // live messages go straight to the queue
 )
 
 type heldMsg struct {
@@ -119,7 +122,7 @@ func (c *client) heldFull(b []byte) bool {
 
 // goLive releases the held messages with a seq above after and delivers
 // live from then on, if the client is still in state from.
-func (c *client) goLive(after uint64, from int) bool {
+func (c *client) goLive(after uint64, from delivery) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != from {

@@ -20,7 +20,7 @@ import (
 // (two subjects: the user is either side of a sorted dm pair), decodes and
 // encodes each message once, and fans the same bytes out to every local
 // socket concerned. The room's and the users' subscriptions all deliver to
-// one channel (dms), emptied by one goroutine into an unbounded queue that
+// one channel (live), emptied by one goroutine into an unbounded queue that
 // another dispatches: a subscription with a callback would hold a
 // goroutine per subscription, two per connected user, and one channel
 // keeps the order the server sent them in, which is the stream's. A
@@ -34,11 +34,11 @@ type hub struct {
 	m   *metrics
 
 	mu      sync.RWMutex
-	room    map[*client]struct{}            // the lobby: every local client
+	local   map[*client]struct{}            // every socket here (all are in the lobby)
 	users   map[string]*localUser           // user id -> their sockets here
 	tokens  map[string]map[*client]struct{} // token id -> sockets opened with it
 	subs    []*nats.Subscription            // hub-wide: rooms, revocations, presence
-	roomSub *nats.Subscription              // the lobby's live messages, into dms
+	roomSub *nats.Subscription              // the lobby's live messages, into live
 
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
@@ -46,25 +46,25 @@ type hub struct {
 
 	// Presence changes go out in batches (see presenceBatch): pending
 	// holds the changes since the last batch, '\n'-separated objects,
-	// never modified once written (sockets may hold a prefix); batch
+	// never modified once written (sockets may hold a prefix); presSent
 	// counts batches sent; flushing says one is scheduled.
 	pending  []byte
-	batch    uint64
+	presSent uint64 // presence batches sent
 	flushing bool
 
-	dms        chan *nats.Msg // the room's and every user subscription's messages, in arrival order
-	dmMu       sync.Mutex     // guards dmPending
-	dmPending  []*nats.Msg    // taken from dms, not yet dispatched
-	dmReady    chan struct{}  // (cap 1) dmPending has messages
-	roomLineup wsconn.Lineup  // onRoom's sockets to write, reused (onRoom runs on dispatchDMs' goroutine)
-	stop       chan struct{}  // ends takeDMs and dispatchDMs
+	live        chan *nats.Msg // the room's and every user subscription's messages, in arrival order
+	liveMu      sync.Mutex     // guards livePending
+	livePending []*nats.Msg    // taken from live, not yet dispatched
+	liveReady   chan struct{}  // (cap 1) livePending has messages
+	roomLineup  wsconn.Lineup  // onRoom's sockets to write, reused (onRoom runs on dispatchLive' goroutine)
+	stop        chan struct{}  // ends takeLive and dispatchLive
 }
 
-// dmQueueLen is the capacity of dms. takeDMs empties it as fast as NATS
+// liveQueueLen is the capacity of live. takeLive empties it as fast as NATS
 // fills it, so it is full only if that goroutine is starved for as long
 // as the channel takes to fill; then the client library drops messages
 // for this gateway (a slow consumer, see onSlowConsumer).
-const dmQueueLen = 64 << 10
+const liveQueueLen = 64 << 10
 
 // subscribeTimeout bounds the round trip that confirms a user's
 // subscriptions with the server.
@@ -76,9 +76,9 @@ type localUser struct {
 }
 
 func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
-	h := &hub{log: log, nc: nc, m: m, room: map[*client]struct{}{}, users: map[string]*localUser{},
+	h := &hub{log: log, nc: nc, m: m, local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
-		dms: make(chan *nats.Msg, dmQueueLen), dmReady: make(chan struct{}, 1), stop: make(chan struct{})}
+		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
 		return nil, err
@@ -97,15 +97,15 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 		h.subs = append(h.subs, sub)
 	}
 	// The room's messages share the users' channel: see hub.
-	sub, err := nc.ChanSubscribe(chat.LivePrefix+room, h.dms)
+	sub, err := nc.ChanSubscribe(chat.LivePrefix+room, h.live)
 	if err != nil {
 		h.close()
 		return nil, err
 	}
 	h.roomSub = sub
 	h.subs = append(h.subs, sub)
-	go h.takeDMs()
-	go h.dispatchDMs()
+	go h.takeLive()
+	go h.dispatchLive()
 	return h, nil
 }
 
@@ -114,18 +114,18 @@ func (h *hub) close() {
 	close(h.stop)
 }
 
-// takeDMs moves what the users' subscriptions receive from dms to
-// dmPending, unbounded like a callback subscription's pending list: it
-// does nothing else, so dms does not fill while dispatching is slow.
-func (h *hub) takeDMs() {
+// takeLive moves what the users' subscriptions receive from live to
+// livePending, unbounded like a callback subscription's pending list: it
+// does nothing else, so live does not fill while dispatching is slow.
+func (h *hub) takeLive() {
 	for {
 		select {
-		case m := <-h.dms:
-			h.dmMu.Lock()
-			h.dmPending = append(h.dmPending, m)
-			h.dmMu.Unlock()
+		case m := <-h.live:
+			h.liveMu.Lock()
+			h.livePending = append(h.livePending, m)
+			h.liveMu.Unlock()
 			select {
-			case h.dmReady <- struct{}{}:
+			case h.liveReady <- struct{}{}:
 			default:
 			}
 		case <-h.stop:
@@ -134,25 +134,25 @@ func (h *hub) takeDMs() {
 	}
 }
 
-// dispatchDMs delivers the pending room and direct messages, in arrival
+// dispatchLive delivers the pending room and direct messages, in arrival
 // order.
-func (h *hub) dispatchDMs() {
-	var batch []*nats.Msg
+func (h *hub) dispatchLive() {
+	var msgs []*nats.Msg
 	// A dm between two users of this gateway arrives once per user's
 	// subscription, one copy after the other: its frame is built once.
 	var frame []byte
 	var frameSeq uint64
 	for {
 		select {
-		case <-h.dmReady:
+		case <-h.liveReady:
 		case <-h.stop:
 			return
 		}
-		h.dmMu.Lock()
-		batch, h.dmPending = h.dmPending, batch[:0]
-		h.dmMu.Unlock()
-		for i, m := range batch {
-			batch[i] = nil
+		h.liveMu.Lock()
+		msgs, h.livePending = h.livePending, msgs[:0]
+		h.liveMu.Unlock()
+		for i, m := range msgs {
+			msgs[i] = nil
 			if m.Sub != nil && m.Sub == h.roomSub {
 				h.onRoom(m)
 				continue
@@ -174,8 +174,8 @@ func (h *hub) dispatchDMs() {
 			}
 			h.deliverDM(user, frame, seq)
 		}
-		if cap(batch) > dmQueueLen {
-			batch = nil // a burst's queue is not kept
+		if cap(msgs) > liveQueueLen {
+			msgs = nil // a burst's queue is not kept
 		}
 	}
 }
@@ -204,8 +204,8 @@ func subscriptionUser(subject string) (string, bool) {
 	return strings.TrimPrefix(pattern, "*."), false
 }
 
-// onSlowConsumer handles live messages dropped (dms was full: see
-// dmQueueLen): room messages dropped concern every socket here, direct
+// onSlowConsumer handles live messages dropped (live was full: see
+// liveQueueLen): room messages dropped concern every socket here, direct
 // messages dropped for a user that user's sockets. Those sockets stop
 // getting live messages and are closed for resume, which replays the
 // dropped ones unless a live message stored after them reached the socket
@@ -218,7 +218,7 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 		h.log.Error("room messages dropped under load; closing every socket for resume")
 		h.mu.RLock()
 		defer h.mu.RUnlock()
-		for c := range h.room {
+		for c := range h.local {
 			c.frozen.Store(true)
 			c.conn.Close(chat.CloseResume, "messages dropped under load: resume")
 		}
@@ -266,7 +266,7 @@ func (h *hub) join(c *client, hello []byte) error {
 		h.users[id] = &localUser{clients: map[*client]struct{}{}, subs: subs}
 	}
 	h.users[id].clients[c] = struct{}{}
-	h.room[c] = struct{}{}
+	h.local[c] = struct{}{}
 	c.send(hello, nil)
 	h.presenceOnJoin(c)
 	if h.tokens[c.claims.ID] == nil {
@@ -285,7 +285,7 @@ func (h *hub) subscribeUser(id string) ([]*nats.Subscription, error) {
 	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>"
 	// (dmRecipient).
 	for _, subject := range []string{dmPrefix + id + ".*", dmPrefix + "*." + id} {
-		s, err := h.nc.ChanSubscribe(subject, h.dms)
+		s, err := h.nc.ChanSubscribe(subject, h.live)
 		if err != nil {
 			unsubscribe(subs)
 			return nil, err
@@ -309,10 +309,10 @@ func unsubscribe(subs []*nats.Subscription) {
 func (h *hub) leave(c *client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.room[c]; !ok {
+	if _, ok := h.local[c]; !ok {
 		return
 	}
-	delete(h.room, c)
+	delete(h.local, c)
 	// The user's entry may be a newer one (onSlowConsumer replaced it);
 	// it holds that newer socket, so it outlives this one leaving.
 	if u := h.users[c.user.ID]; u != nil {
@@ -376,7 +376,7 @@ func (h *hub) onRoom(m *nats.Msg) {
 		return
 	}
 	h.mu.RLock()
-	for c := range h.room {
+	for c := range h.local {
 		c.deliver(b, seq, &h.roomLineup)
 	}
 	h.mu.RUnlock()
@@ -419,7 +419,7 @@ func (h *hub) closeToken(id string) {
 func (h *hub) freezeAll() {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for c := range h.room {
+	for c := range h.local {
 		c.frozen.Store(true)
 	}
 }
@@ -429,8 +429,8 @@ func (h *hub) freezeAll() {
 func (h *hub) closeAll(code int, text string) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for c := range h.room {
+	for c := range h.local {
 		c.conn.Close(code, text)
 	}
-	return len(h.room)
+	return len(h.local)
 }

@@ -43,7 +43,7 @@ func TestDMRecipient(t *testing.T) {
 // socket.
 func TestSlowConsumerClosesForResume(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
-	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}, room: map[*client]struct{}{}}
+	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, users: map[string]*localUser{}, local: map[*client]struct{}{}}
 	gw := &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
 	socket := func(user string) *client {
 		c := &client{gw: gw, conn: newRecorder(), claims: &token.Claims{}}
@@ -51,7 +51,7 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 			h.users[user] = &localUser{clients: map[*client]struct{}{}}
 		}
 		h.users[user].clients[c] = struct{}{}
-		h.room[c] = struct{}{}
+		h.local[c] = struct{}{}
 		return c
 	}
 	bob1, bob2, ann := socket("bob"), socket("bob"), socket("ann")
@@ -84,7 +84,7 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	if isClosed(ann.conn.Closing()) {
 		t.Fatal("a slow subscription that is not the room's closed a user's sockets")
 	}
-	// Room messages dropped (the room shares the dms channel, see hub)
+	// Room messages dropped (the room shares the live channel, see hub)
 	// concern every socket here: all are closed for resume.
 	h.onSlowConsumer(h.roomSub)
 	for name, c := range map[string]*client{"ann": ann, "bob3": bob3} {

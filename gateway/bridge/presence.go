@@ -83,7 +83,7 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	h.pending = append(h.pending, chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})...)
 	if !h.flushing {
 		h.flushing = true
-		time.AfterFunc(presenceDelay(len(h.room)), h.flushPresence)
+		time.AfterFunc(presenceDelay(len(h.local)), h.flushPresence)
 	}
 }
 
@@ -95,7 +95,7 @@ func (h *hub) presenceOnJoin(c *client) {
 	if len(h.pending) > 0 {
 		c.send(h.pending, nil)
 	}
-	c.presBatch, c.presSeen = h.batch, len(h.pending)
+	c.presJoined, c.presSeen = h.presSent, len(h.pending)
 }
 
 // flushPresence sends the pending presence changes, as one queued item,
@@ -111,16 +111,16 @@ func (h *hub) flushPresence() {
 	}
 	var l wsconn.Lineup
 	defer l.Flush()
-	for c := range h.room {
+	for c := range h.local {
 		switch {
-		case c.presBatch != h.batch || c.presSeen == 0:
+		case c.presJoined != h.presSent || c.presSeen == 0:
 			c.send(batch, &l)
 		case c.presSeen < len(batch):
 			c.send(batch[c.presSeen+1:], &l) // after the '\n' that ended what it got
 		}
 	}
 	h.pending = nil
-	h.batch++
+	h.presSent++
 	h.listFrame = nil
 	h.presenceListFrame() // the list as of this batch, for the next joiners
 }

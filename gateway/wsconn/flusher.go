@@ -163,7 +163,7 @@ func (f *flusher) release() {
 
 func (f *flusher) work() {
 	defer f.done.Done()
-	batch := make([]*Conn, 0, flushChunk)
+	taken := make([]*Conn, 0, flushChunk)
 	for {
 		f.mu.Lock()
 		for f.head == len(f.line) {
@@ -177,7 +177,7 @@ func (f *flusher) work() {
 			f.mu.Lock()
 		}
 		n := min(flushChunk, len(f.line)-f.head)
-		batch = append(batch[:0], f.line[f.head:f.head+n]...)
+		taken = append(taken[:0], f.line[f.head:f.head+n]...)
 		clear(f.line[f.head : f.head+n])
 		f.head += n
 		switch {
@@ -190,7 +190,7 @@ func (f *flusher) work() {
 			f.line, f.head = f.line[:m], 0
 		}
 		f.mu.Unlock()
-		for _, c := range batch {
+		for _, c := range taken {
 			c.flush()
 		}
 	}
