@@ -23,6 +23,7 @@ type socket interface {
 	CloseTooSlow()
 	CloseCode() int
 	Closing() <-chan struct{}
+	IsClosing() bool
 	Done() <-chan struct{}
 }
 
@@ -162,7 +163,7 @@ func (c *client) readPump() {
 			}
 			return
 		}
-		if isClosed(c.conn.Closing()) {
+		if c.conn.IsClosing() {
 			continue // its answers would go nowhere: no work for it
 		}
 		if !c.admit() {
@@ -209,15 +210,6 @@ func (c *client) send(b []byte, l *wsconn.Lineup) {
 		c.conn.SendIn(b, l)
 	} else {
 		c.conn.Send(b)
-	}
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }
 

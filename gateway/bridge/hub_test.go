@@ -57,8 +57,8 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	bob1, bob2, ann := socket("bob"), socket("bob"), socket("ann")
 	h.onSlowConsumer(&nats.Subscription{Subject: dmPrefix + "*.bob"})
 	for _, c := range []*client{bob1, bob2} {
-		if !isClosed(c.conn.Closing()) || c.conn.CloseCode() != chat.CloseResume || !c.frozen.Load() {
-			t.Fatalf("bob's socket: closed %v, frozen %v; want closed %d and frozen", isClosed(c.conn.Closing()), c.frozen.Load(), chat.CloseResume)
+		if !c.conn.IsClosing() || c.conn.CloseCode() != chat.CloseResume || !c.frozen.Load() {
+			t.Fatalf("bob's socket: closed %v, frozen %v; want closed %d and frozen", c.conn.IsClosing(), c.frozen.Load(), chat.CloseResume)
 		}
 	}
 	if h.users["bob"] != nil {
@@ -75,21 +75,21 @@ func TestSlowConsumerClosesForResume(t *testing.T) {
 	if _, ok := u.clients[bob3]; !ok || len(u.clients) != 1 {
 		t.Fatalf("bob's entry holds %d sockets, want only the new one", len(u.clients))
 	}
-	if isClosed(ann.conn.Closing()) {
+	if ann.conn.IsClosing() {
 		t.Fatal("another user's socket was closed")
 	}
 	// Another subscription of the same subject is not the room's.
 	h.roomSub = &nats.Subscription{Subject: chat.LivePrefix + "chat.room.lobby"}
 	h.onSlowConsumer(&nats.Subscription{Subject: h.roomSub.Subject})
-	if isClosed(ann.conn.Closing()) {
+	if ann.conn.IsClosing() {
 		t.Fatal("a slow subscription that is not the room's closed a user's sockets")
 	}
 	// Room messages dropped (the room shares the live channel, see hub)
 	// concern every socket here: all are closed for resume.
 	h.onSlowConsumer(h.roomSub)
 	for name, c := range map[string]*client{"ann": ann, "bob3": bob3} {
-		if !isClosed(c.conn.Closing()) || c.conn.CloseCode() != chat.CloseResume || !c.frozen.Load() {
-			t.Fatalf("%s's socket after room messages were dropped: closed %v, frozen %v; want closed %d and frozen", name, isClosed(c.conn.Closing()), c.frozen.Load(), chat.CloseResume)
+		if !c.conn.IsClosing() || c.conn.CloseCode() != chat.CloseResume || !c.frozen.Load() {
+			t.Fatalf("%s's socket after room messages were dropped: closed %v, frozen %v; want closed %d and frozen", name, c.conn.IsClosing(), c.frozen.Load(), chat.CloseResume)
 		}
 	}
 }

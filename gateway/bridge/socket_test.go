@@ -62,3 +62,12 @@ func (r *recorder) sentFrames() [][]byte {
 	defer r.mu.Unlock()
 	return append([][]byte{}, r.frames...)
 }
+
+func (r *recorder) IsClosing() bool {
+	select {
+	case <-r.closing:
+		return true
+	default:
+		return false
+	}
+}

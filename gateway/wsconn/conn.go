@@ -231,6 +231,9 @@ func (c *Conn) Close(code int, reason string) {
 // Closing is closed once Close was called.
 func (c *Conn) Closing() <-chan struct{} { return c.closing }
 
+// IsClosing says whether Close was called.
+func (c *Conn) IsClosing() bool { return isClosed(c.closing) }
+
 // Done is closed once the socket's writes have ended and its connection
 // is closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
