@@ -47,7 +47,7 @@ func (l *Limits) Flags(fs *config.Set) {
 	fs.Duration(&l.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; silent for two, a socket is dropped")
 	fs.Int(&l.UserSendsPerMinute, "user-sends-per-minute", "USER_SENDS_PER_MINUTE", 600, "sends per user per minute, all sockets and gateways")
 	fs.Int(&l.UserBytesPerHour, "user-bytes-per-hour", "USER_BYTES_PER_HOUR", 16<<20, "stored message bytes per user per hour, all sockets and gateways")
-	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 20*time.Millisecond, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
+	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 0, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
 }
 
 // Validate checks the limits are usable together.

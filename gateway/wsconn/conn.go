@@ -57,9 +57,16 @@ const MaxObjectsPerFrame = 128
 // goroutines woken; and every socket with something queued is written
 // once per round, in turn.
 //
-// With WriteDelay, a busy socket (written to more often than every delay,
-// on average) written to less than the delay ago waits out the rest, so
-// what arrives meanwhile shares its next write.
+// Coalescing follows the workers' own backlog: a socket is written as
+// soon as a worker is free, so while the workers keep up every frame goes
+// out at once; when they fall behind, a socket waits in line and what it
+// is sent meanwhile joins the write it is waiting for. The busier the
+// gateway, the more each write carries, with no fixed delay on a quiet
+// one.
+//
+// WriteDelay (off by default) trades latency for CPU on top of that: a
+// busy socket (written to more often than every delay, on average)
+// written to less than the delay ago waits out the rest.
 type Server struct {
 	opts     Options
 	upgrader websocket.Upgrader

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,4 +322,77 @@ func TestSilentClientDropped(t *testing.T) {
 		}
 	}()
 	wantCode(t, codes, websocket.CloseNormalClosure)
+}
+
+// Frames share a write only when they queue up behind one under way: a
+// burst to one socket arrives whole and in order, in fewer writes than
+// frames.
+func TestBurstCoalescesInOrder(t *testing.T) {
+	opts := testOptions()
+	opts.QueueLen, opts.QueueBytes, opts.Workers = 100000, 64<<20, 1
+	var writes, objects atomic.Int64
+	opts.OnWrite = func(n int) { writes.Add(1); objects.Add(int64(n)) }
+	s := NewServer(opts)
+	defer s.Close()
+	const n = 10000
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := s.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		for i := range n {
+			c.Send([]byte(strconv.Itoa(i)))
+		}
+		for {
+			if _, _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	}))
+	defer hs.Close()
+	c := dial(t, "ws"+strings.TrimPrefix(hs.URL, "http"))
+	next := 0
+	for next < n {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d objects: %v", next, err)
+		}
+		for _, o := range strings.Split(string(b), "\n") {
+			if o != strconv.Itoa(next) {
+				t.Fatalf("object %q where %d was due", o, next)
+			}
+			next++
+		}
+	}
+	if w := writes.Load(); w >= n || objects.Load() != n {
+		t.Fatalf("%d objects in %d writes: want all, in fewer writes than objects", objects.Load(), w)
+	}
+}
+
+// Without WriteDelay no socket is held back, however busy it was; with
+// it, only a busy socket written to less than the delay ago.
+func TestDelayPolicy(t *testing.T) {
+	tests := []struct {
+		name    string
+		delay   time.Duration
+		gap     time.Duration // the socket's average time between writes
+		since   time.Duration // since its last write
+		closing bool
+		held    bool
+	}{
+		{"no delay, busy socket just written", 0, time.Millisecond, 0, false, false},
+		{"delay, busy socket just written", 20 * time.Millisecond, time.Millisecond, time.Millisecond, false, true},
+		{"delay, busy socket written long ago", 20 * time.Millisecond, time.Millisecond, time.Second, false, false},
+		{"delay, quiet socket just written", 20 * time.Millisecond, time.Second, time.Millisecond, false, false},
+		{"delay, closing socket", 20 * time.Millisecond, time.Millisecond, time.Millisecond, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{flusher: &flusher{delay: tt.delay, held: make(chan struct{}, 1)}}
+			c := &Conn{srv: s, writeGap: tt.gap, lastWrite: time.Now().Add(-tt.since)}
+			if _, held := c.delayed(tt.closing); held != tt.held {
+				t.Fatalf("held %v, want %v", held, tt.held)
+			}
+		})
+	}
 }
