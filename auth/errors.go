@@ -33,11 +33,16 @@ var (
 // to fix in its own words. Every input error has one; the README lists
 // them per field.
 const (
-	ruleRequired      = "required"        // account, name, password, ids: missing or empty (a name of only spaces too)
+	ruleRequired      = "required"        // account, name, password, ids: missing or empty (a name of only spaces, or nothing visible, too)
 	ruleLength        = "length"          // account 3-32 characters, name 1-32 after trimming, password 8-128
 	ruleCharset       = "charset"         // account: a character other than ASCII letters, digits, '.', '_' and '-'
 	ruleUTF8          = "utf8"            // name: not valid UTF-8 (JSON decoding already replaces bad bytes: a guard for other callers)
-	rulePrintable     = "printable"       // name: a control or other unprintable character (newline, tab, bell...)
+	rulePrintable     = "printable"       // name: an unprintable character no other rule names (line separator, private use, unassigned...)
+	ruleControl       = "control"         // name: a control character (newline, tab, bell...)
+	ruleBidi          = "bidi"            // name: a bidirectional control (U+202A-U+202E, U+2066-U+2069, LRM, RLM, ALM)
+	ruleInvisible     = "invisible"       // name: a character that shows nothing (zero-width space or joiner, soft hyphen, Hangul filler...)
+	ruleAtSign        = "at_sign"         // name: '@', with which the page writes account handles
+	ruleLabel         = "label"           // name: a bracketed page label, such as "(you)" or "（你）"
 	ruleCommon        = "common"          // password: one of the embedded most common passwords, ignoring case
 	ruleSameAsAccount = "same_as_account" // password: the account name, ignoring case
 	ruleType          = "type"            // any field: not a string (a number, object, array...)
