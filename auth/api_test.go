@@ -958,7 +958,9 @@ func TestMicroEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	claims, err := v.Verify(tok)
-	if err != nil || claims.Name != "佩吉" {
+	// The token names the account handle, lowercased, for the gateway
+	// to stamp beside the name.
+	if err != nil || claims.Name != "佩吉" || claims.Account != "peggy" {
 		t.Fatalf("verify with auth.keys: %+v %v", claims, err)
 	}
 

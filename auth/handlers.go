@@ -216,7 +216,7 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 			a.log.Warn("limits reset failed", "err", cerr)
 		}
 	}
-	tok, claims, err := a.key.Issue(u.ID, u.Name, time.Now(), a.lifetime)
+	tok, claims, err := a.key.IssueAccount(u.ID, u.Account, u.Name, time.Now(), a.lifetime)
 	if err != nil {
 		return users.User{}, "", nil, err
 	}

@@ -53,6 +53,32 @@ func TestIssueVerify(t *testing.T) {
 	}
 }
 
+// TestIssueAccount checks the account handle travels in the token, and
+// that a token without one verifies with it empty.
+func TestIssueAccount(t *testing.T) {
+	k := newKey(t)
+	v := verifierFor(t, k)
+	tests := []struct{ name, account string }{
+		{"with a handle", "not-alice"},
+		{"without", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, issued, err := k.IssueAccount("u1", tt.account, "Alice", time.Now(), time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := v.Verify(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Account != tt.account || issued.Account != tt.account || c.Name != "Alice" || c.UserID() != "u1" {
+				t.Fatalf("claims = %+v, want account %q", c, tt.account)
+			}
+		})
+	}
+}
+
 // sign builds a token with any method, key and claims, as an attacker could.
 func sign(t *testing.T, m jwt.SigningMethod, key any, kid string, claims jwt.Claims) string {
 	t.Helper()
