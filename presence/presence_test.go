@@ -48,7 +48,8 @@ func newEnvTTL(t *testing.T, ttl time.Duration) *presenceEnv {
 		t.Fatal(err)
 	}
 	e.kv = kv
-	// auth.users.get, answered from a table (auth is another module).
+	// auth.users.get, answered from a table (auth is another module);
+	// each account handle is "h-" and the id.
 	names := map[string]string{"alice": "Alice", "bob": "Bob", "carol": "Carol"}
 	if _, err := e.nc.Subscribe(chat.AuthUsersGetSubject, func(m *nats.Msg) {
 		var req chat.UsersGetRequest
@@ -56,7 +57,7 @@ func newEnvTTL(t *testing.T, ttl time.Duration) *presenceEnv {
 		resp := chat.UsersGetResponse{Users: []chat.User{}}
 		for _, id := range req.IDs {
 			if n, ok := names[id]; ok {
-				resp.Users = append(resp.Users, chat.User{ID: id, Name: n})
+				resp.Users = append(resp.Users, chat.User{ID: id, Name: n, Account: "h-" + id})
 			}
 		}
 		b, _ := json.Marshal(resp)
@@ -188,11 +189,11 @@ func TestJoinLeaveAndSecondTab(t *testing.T) {
 
 	gw1.add(t, "alice", "c1")
 	ev := nextEvent(t, events, 5*time.Second)
-	if ev.User.ID != "alice" || ev.User.Name != "Alice" || !ev.Online || ev.Rev == 0 {
+	if ev.User.ID != "alice" || ev.User.Name != "Alice" || ev.User.Account != "h-alice" || !ev.Online || ev.Rev == 0 {
 		t.Fatalf("join event = %+v", ev)
 	}
 	l := e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1})
-	if l.Users[0].Name != "Alice" || l.Users[0].Since.IsZero() || l.Rev < ev.Rev {
+	if l.Users[0].Name != "Alice" || l.Users[0].Account != "h-alice" || l.Users[0].Since.IsZero() || l.Rev < ev.Rev {
 		t.Fatalf("online list = %+v", l)
 	}
 	// A second tab, on another gateway: no new announcement.
@@ -215,7 +216,7 @@ func TestJoinLeaveAndSecondTab(t *testing.T) {
 		t.Fatal(err)
 	}
 	var u chat.PresenceUserResponse
-	if err := json.Unmarshal(m.Data, &u); err != nil || !u.Online || u.Sockets != 1 || u.User.Name != "Bob" {
+	if err := json.Unmarshal(m.Data, &u); err != nil || !u.Online || u.Sockets != 1 || u.User.Name != "Bob" || u.User.Account != "h-bob" {
 		t.Fatalf("presence.user bob = %s", m.Data)
 	}
 	m, _ = e.nc.Request(chat.PresenceUserSubject, []byte(`{"id":"a.b"}`), 5*time.Second)
