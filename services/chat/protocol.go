@@ -33,14 +33,14 @@ import (
 //
 // Server frames:
 //
-//	{"type":"hello","user":{"id":"u1","name":"Alice"},"rooms":["lobby"],"seq":42,"limits":{...}}
+//	{"type":"hello","user":{"id":"u1","name":"Alice","account":"alice"},"rooms":["lobby"],"seq":42,"limits":{...}}
 //	{"type":"ack","id":"m1","seq":43}
-//	{"type":"message","seq":43,"id":"m1","from":{"id":"u1","name":"Alice"},"to":{"room":"lobby"},"text":"hello","ts":"2026-11-25T22:00:00Z"}
+//	{"type":"message","seq":43,"id":"m1","from":{"id":"u1","name":"Alice","account":"alice"},"to":{"room":"lobby"},"text":"hello","ts":"2026-11-25T22:00:00Z"}
 //	{"type":"error","id":"m1","code":"text_too_long","message":"..."}
 //	{"type":"history","id":"h1","to":{"user":"u7"},"messages":[{"type":"message",...}],"more":true}
 //	{"type":"resumed","seq":57,"complete":true}
-//	{"type":"presence","users":[{"id":"u1","name":"Alice"}]}
-//	{"type":"presence","user":{"id":"u2","name":"Bob"},"online":true}
+//	{"type":"presence","users":[{"id":"u1","name":"Alice","account":"alice"}]}
+//	{"type":"presence","user":{"id":"u2","name":"Bob","account":"bob"},"online":true}
 //
 // Presence: right after hello, the list of everyone online; then one frame
 // per change. Every socket of every user converges to the same list.
@@ -73,7 +73,8 @@ import (
 // A send's id (1-64 letters, digits, '-', '_') is chosen by the client; a
 // repeated id from the same user within the stream's dedupe window,
 // CHAT_DEDUPE_WINDOW (2 minutes by default), is stored once and acked
-// with the first seq. "from" is always the sender's token's user.
+// with the first seq. "from" is always the sender's token's user, with
+// the token's account handle: names are not unique, handles are.
 // A direct message reaches every socket of both users, and no one else.
 
 // Frame types.

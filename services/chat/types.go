@@ -8,8 +8,11 @@ type User struct {
 	Name string `json:"name"`
 	// Account is the user's account handle (unique, lowercase), shown
 	// beside the name since display names are not unique. Auth fills it in
-	// its user lookups (auth.users.get, GET /api/users); where a user is
-	// built from a token (message senders, hello) it is empty and left out.
+	// its user lookups (auth.users.get, GET /api/users), presence in the
+	// users it lists; where a user is built from a token (message senders,
+	// hello) it is the token's acct claim. Empty, and left out, where it
+	// is not known: messages stored before tokens carried it, tokens issued
+	// without it, presence while auth does not answer.
 	Account string `json:"account,omitempty"`
 }
 
