@@ -56,7 +56,7 @@ function keyOf(to, from) {
 
 function titleOf(c) {
   if (c.to.room) return t('lobby');
-  return state.names.get(c.to.user) || c.to.user;
+  return labelOf(userOf(c.to.user));
 }
 
 function learnName(u) {
@@ -82,6 +82,64 @@ function el(tag, cls, text) {
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
+}
+
+// userOf is what the page knows of user id.
+function userOf(id) {
+  return { id, name: state.names.get(id), account: state.accounts.get(id) };
+}
+
+// handleOf is u's account handle, from the frame or learned before; ''
+// while unknown, and then asked of auth.
+function handleOf(u) {
+  const h = u.account || state.accounts.get(u.id) || '';
+  if (!h) wantAccount(u.id);
+  return h;
+}
+
+// whoEl shows a user as the page shows every user: the display name, then
+// the account handle. Names are not unique, handles are: the handle is
+// always there, and where space is short the name is cut, never the
+// handle. The name is isolated (bdi) so its direction cannot move the
+// handle; page labels such as "you" are elements of their own beside it.
+function whoEl(u, cls = 'who') {
+  const e = el('span', cls);
+  const name = u.name || state.names.get(u.id) || u.id;
+  e.append(el('bdi', 'name', name));
+  const h = handleOf(u);
+  e.append(el('span', h ? 'handle' : 'handle unknown', `@${h || '…'}`));
+  e.title = labelOf(u);
+  return e;
+}
+
+// labelOf is whoEl as text, for announcements and accessible names.
+function labelOf(u) {
+  const name = u.name || state.names.get(u.id) || u.id;
+  const h = u.account || state.accounts.get(u.id);
+  return h ? `${name} @${h}` : name;
+}
+
+// Handles missing from what the page was sent (messages stored before
+// tokens carried them) are asked of /api/users, a batch at a time; an id
+// that got no answer is asked again after accountRetryMs.
+const accountRetryMs = 5000;
+const accountsAsked = new Set();
+let accountsWanted = [];
+
+function wantAccount(id) {
+  if (!id || accountsAsked.has(id)) return;
+  accountsAsked.add(id);
+  accountsWanted.push(id);
+  if (accountsWanted.length === 1) setTimeout(askAccounts, 0);
+}
+
+async function askAccounts() {
+  const ids = accountsWanted;
+  accountsWanted = [];
+  for (let i = 0; i < ids.length; i += 100) await fetchNames(ids.slice(i, i + 100));
+  const missing = ids.filter((id) => !state.accounts.has(id));
+  if (missing.length > 0) setTimeout(() => missing.forEach((id) => accountsAsked.delete(id)), accountRetryMs);
+  if (state.me && ids.length > missing.length) renderMessages();
 }
 
 // linkify puts text into parent, making http(s) URLs links; everything
@@ -165,7 +223,7 @@ function messageEl(from, date, text, cls, seq) {
   const e = el('article', `msg ${cls}`);
   if (seq) e.dataset.seq = seq;
   const meta = el('div', 'meta');
-  meta.append(el('span', 'name', from.name || from.id));
+  meta.append(whoEl(from));
   const time = el('time', 'time', date.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit' }));
   time.dateTime = date.toISOString();
   meta.append(time);
@@ -200,7 +258,7 @@ function renderConvList() {
     const b = el('button', c.key === state.current ? 'conv current' : 'conv');
     b.type = 'button';
     b.dataset.key = c.key;
-    b.append(el('span', 'title', titleOf(c)));
+    b.append(c.to.room ? el('span', 'title', titleOf(c)) : whoEl(userOf(c.to.user), 'title who'));
     if (!c.to.room) b.append(el('span', 'kind', t('private')));
     if (c.key === state.current) b.setAttribute('aria-current', 'true');
     if (c.unread > 0) {
@@ -223,7 +281,7 @@ function renderOnline() {
     const li = el('li');
     li.dataset.user = u.id;
     const who = el('span', 'person');
-    who.append(el('span', 'name', u.name || u.id));
+    who.append(whoEl(u));
     li.append(who);
     if (u.id === state.me.id) {
       who.append(el('span', 'you', t('you')));
@@ -232,7 +290,7 @@ function renderOnline() {
       const b = el('button', 'dm', t('dm.button'));
       b.type = 'button';
       b.dataset.user = u.id;
-      b.setAttribute('aria-label', t('dm.aria', { name: u.name || u.id }));
+      b.setAttribute('aria-label', t('dm.aria', { name: labelOf(u) }));
       b.addEventListener('click', () => openConv(`user:${u.id}`));
       li.append(b);
     }
@@ -242,12 +300,14 @@ function renderOnline() {
 
 function renderHead() {
   const c = conv(state.current);
-  $('conv-title').textContent = titleOf(c);
+  if (c.to.room) $('conv-title').textContent = titleOf(c);
+  else $('conv-title').replaceChildren(whoEl(userOf(c.to.user)));
   let sub;
   if (c.to.room) sub = t('lobby.sub');
   else {
+    const name = state.names.get(c.to.user) || c.to.user;
     const account = state.accounts.get(c.to.user);
-    sub = account ? t('dm.sub', { name: titleOf(c), account }) : t('dm.sub.noaccount', { name: titleOf(c) });
+    sub = account ? t('dm.sub', { name, account }) : t('dm.sub.noaccount', { name });
   }
   $('conv-sub').textContent = sub;
 }
@@ -371,7 +431,7 @@ function onMessage(f) {
   if (key !== state.current) {
     if (!mine) {
       c.unread++;
-      announce(t('announce.elsewhere', { name: f.from.name || f.from.id, conv: titleOf(c) }));
+      announce(t('announce.elsewhere', { name: labelOf(f.from), conv: titleOf(c) }));
     }
     renderSide();
     return;
@@ -379,7 +439,7 @@ function onMessage(f) {
   const box = $('messages');
   if (!mine) {
     if (!isAtBottom(box)) c.unseen++;
-    announce(t('announce', { name: f.from.name || f.from.id, text: f.text.slice(0, 200) }));
+    announce(t('announce', { name: labelOf(f.from), text: f.text.slice(0, 200) }));
   }
   renderSide();
   // Your own message always shows; others' keep the view where it is
