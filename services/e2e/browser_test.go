@@ -81,6 +81,7 @@ func (p *service) stop(t *testing.T) {
 // browserStack is NATS and FerretDB in-process, and auth, presence and
 // two gateways as binaries, so a gateway can be stopped and started again.
 type browserStack struct {
+	nats     string // NATS URL
 	env      []string
 	gateways [2]string // base URLs
 	gw       [2]*service
@@ -93,7 +94,7 @@ func startBrowserStack(t *testing.T, gatewayEnv ...string) *browserStack {
 	ns := natstest.Start(t)
 	db := mongotest.Start(t)
 	addrs := servicetest.FreeAddrs(t, 4)
-	s := &browserStack{env: append([]string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}, gatewayEnv...)}
+	s := &browserStack{nats: ns.URL(), env: append([]string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}, gatewayEnv...)}
 	startService(t, "auth", "TRUSTED_PROXIES=127.0.0.1", "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
 		"AUTH_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",
 		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1")
@@ -356,7 +357,7 @@ func TestBrowserChat(t *testing.T) {
 
 	// A direct message from alice to bob.
 	alice.openDM(t, "Bob")
-	alice.waitJS(t, "dm open", `document.querySelector('#conv-title').textContent === 'Bob'`)
+	alice.waitJS(t, "dm open", `document.querySelector('#conv-title .name').textContent === 'Bob'`)
 	alice.say(t, "just between us")
 	bob.waitJS(t, "unread dm", `[...document.querySelectorAll('#conv-list .unread')].some(e => e.textContent === '1')`)
 	eval[bool](t, bob, `(() => { [...document.querySelectorAll('#conv-list button')].find(e => e.querySelector('.title').textContent.startsWith('A<img')).click(); return true })()`)

@@ -27,7 +27,7 @@ func (b *browser) openDM(t *testing.T, name string) {
 	t.Helper()
 	b.waitJS(t, name+" online", `[...document.querySelectorAll('#online-list li')].some(li => li.querySelector('.name').textContent === `+js(name)+` && li.querySelector('.dm'))`)
 	eval[bool](t, b, `(() => { [...document.querySelectorAll('#online-list li')].find(li => li.querySelector('.name').textContent === `+js(name)+`).querySelector('.dm').click(); return true })()`)
-	b.waitJS(t, "conversation with "+name, `document.querySelector('#conv-title').textContent === `+js(name))
+	b.waitJS(t, "conversation with "+name, `document.querySelector('#conv-title .name')?.textContent === `+js(name))
 }
 
 // layout is what a person sees of the chat at one moment.
@@ -311,8 +311,8 @@ func TestBrowserLongConversations(t *testing.T) {
 		  const b = document.querySelector('#menu-unread'), r = b.getBoundingClientRect();
 		  return !b.hidden && b.textContent === '1' && r.top >= 0 && r.bottom <= innerHeight && r.right <= innerWidth && r.width > 0
 		})()`)
-		if label := eval[string](t, alice, `document.querySelector('#toggle-label').textContent`); label != "Bob" {
-			t.Errorf("toggle names %q, want the conversation with the unread message (Bob)", label)
+		if label := eval[string](t, alice, `document.querySelector('#toggle-label').textContent`); label != "Bob @bob" {
+			t.Errorf("toggle names %q, want the conversation with the unread message (Bob @bob)", label)
 		}
 		shot(t, alice, "long-6-phone-unread")
 		if v := alice.axeViolations(t, axe); len(v) > 0 {
