@@ -88,7 +88,8 @@ func serveKeys(t *testing.T, nc *nats.Conn, key token.Key) {
 
 func (e *chatEnv) token(t *testing.T, user string, lifetime time.Duration) string {
 	t.Helper()
-	s, _, err := e.key.Issue(user, e.users[user], time.Now(), lifetime)
+	// The handle is the user id here: "alice" is @alice.
+	s, _, err := e.key.IssueAccount(user, user, e.users[user], time.Now(), lifetime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func seq(f map[string]any) uint64 { n, _ := f["seq"].(float64); return uint64(n)
 func TestRoomBroadcastAcrossGateways(t *testing.T) {
 	e := startChat(t, 2, nil)
 	alice, hello := e.dial(t, e.gws[0], "alice")
-	if u := hello["user"].(map[string]any); u["id"] != "alice" || u["name"] != "Alice" {
+	if u := hello["user"].(map[string]any); u["id"] != "alice" || u["name"] != "Alice" || u["account"] != "alice" {
 		t.Fatalf("hello user = %v", u)
 	}
 	bob, _ := e.dial(t, e.gws[1], "bob")
@@ -247,7 +248,7 @@ func TestRoomBroadcastAcrossGateways(t *testing.T) {
 	for name, c := range map[string]*wsClient{"alice": alice, "bob": bob, "carol": carol} {
 		m := c.nextOf(t, "message")
 		from := m["from"].(map[string]any)
-		if seq(m) != seq(ack) || m["text"] != "hello <b>all</b>" || from["id"] != "alice" || from["name"] != "Alice" ||
+		if seq(m) != seq(ack) || m["text"] != "hello <b>all</b>" || from["id"] != "alice" || from["name"] != "Alice" || from["account"] != "alice" ||
 			m["to"].(map[string]any)["room"] != "lobby" || m["id"] != "m1" {
 			t.Fatalf("%s got %v", name, m)
 		}
