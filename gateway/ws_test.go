@@ -489,13 +489,20 @@ func TestFloodingIsLimitedThenClosed(t *testing.T) {
 			break
 		}
 	}
-	var limited int
+	limited, last := 0, 2
 	for {
 		f, ok := <-alice.in
 		if !ok {
 			break
 		}
 		if f["code"] == chat.CodeRateLimited {
+			// Each refusal names its send, so the client knows what to
+			// retry: one past the burst, in order.
+			var n int
+			if _, err := fmt.Sscanf(fmt.Sprint(f["id"]), "f%d", &n); err != nil || n < 3 || n <= last {
+				t.Errorf("refusal %d names %q, want a later send than f%d", limited, f["id"], last)
+			}
+			last = n
 			limited++
 		}
 	}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"sync"
 	"sync/atomic"
 
@@ -166,7 +167,7 @@ func (c *client) readPump() {
 		if c.conn.IsClosing() {
 			continue // its answers would go nowhere: no work for it
 		}
-		if !c.admit() {
+		if !c.admit(data) {
 			continue // refused; a flooding client's socket is closing
 		}
 		if !text {
@@ -180,7 +181,7 @@ func (c *client) readPump() {
 // admit charges one frame to the rate limit. Over it, the frame is refused
 // with rate_limited; after FloodStrikes refusals in a row the socket is
 // closed, since the client is not listening.
-func (c *client) admit() bool {
+func (c *client) admit(data []byte) bool {
 	if c.limiter.Allow() {
 		c.strikes = 0
 		return true
@@ -191,8 +192,19 @@ func (c *client) admit() bool {
 		c.conn.Close(chat.CloseFlooding, "flooding: kept sending over the rate limit")
 		return false
 	}
-	c.reply(errorFrame("", chat.CodeRateLimited, "over the send rate; slow down"))
+	c.reply(errorFrame(frameID(data), chat.CodeRateLimited, "over the send rate; slow down"))
 	return false
+}
+
+// frameID is a refused frame's id, if it has one, so the client can tell
+// which send to retry. It costs a decode of at most MaxFrameBytes, and a
+// client gets at most FloodStrikes refusals in a row.
+func frameID(data []byte) string {
+	var f struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(data, &f)
+	return f.ID
 }
 
 // reply queues a frame for this client alone.
