@@ -467,3 +467,40 @@ func bound(name string, v, lo, hi int) error {
 	}
 	return nil
 }
+
+// refusals counts the sends the gateway refused, by error code: a refused
+// send was never stored, so its deliveries are not "lost".
+type refusals struct {
+	mu    sync.Mutex
+	codes map[string]int64
+}
+
+func (r *refusals) add(code string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.codes == nil {
+		r.codes = map[string]int64{}
+	}
+	r.codes[code]++
+}
+
+// addTo puts "refused" and "refused_<code>" for each code into figures.
+func (r *refusals) addTo(figures map[string]float64) {
+	figures["refused"] = float64(r.total())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for code, k := range r.codes {
+		figures["refused_"+code] = float64(k)
+	}
+}
+
+// total is how many sends were refused.
+func (r *refusals) total() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	for _, k := range r.codes {
+		n += k
+	}
+	return n
+}

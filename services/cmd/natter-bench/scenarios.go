@@ -144,6 +144,7 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 	var received atomic.Int64
 	lat := newLatencies(sockets)
 	var acked atomic.Int64
+	var refused refusals
 	// Message ids unique to this run: no dedupe across runs, and messages
 	// of another run (still in flight, or a concurrent one) do not count.
 	runID := newRunID()
@@ -160,6 +161,10 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 		case "ack":
 			if i == 0 {
 				acked.Add(1)
+			}
+		case "error":
+			if i == 0 && strings.HasPrefix(f.ID, runID) {
+				refused.add(f.Code)
 			}
 		}
 	})
@@ -186,9 +191,13 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 		sent++
 	}
 	sendTime := time.Since(start)
-	// Let the last deliveries arrive (bounded).
-	want := int64(sent) * int64(sockets)
-	waitUntil(10*time.Second, func() bool { return received.Load() >= want })
+	// Let the last acks and deliveries arrive (bounded). Only stored
+	// messages are delivered: a refused send (its code is counted) was
+	// never stored, so it is no loss.
+	waitUntil(10*time.Second, func() bool {
+		return received.Load() >= acked.Load()*int64(sockets) && acked.Load() >= int64(sent)-refused.total()
+	})
+	want := acked.Load() * int64(sockets)
 	stopProgress()
 	elapsed := time.Since(start)
 	cpu := cpuSeconds(c.gatewayPID) - cpu0
@@ -200,6 +209,7 @@ func runFanout(ctx context.Context, args []string, getenv func(string) string, s
 		"loss":             float64(want - received.Load()),
 		"deliveries_per_s": float64(received.Load()) / elapsed.Seconds(),
 	}}
+	refused.addTo(r.Figures)
 	for k, v := range lat.summary() {
 		r.Figures["latency_"+k] = v
 	}
@@ -287,7 +297,8 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	sentAt := sync.Map{} // id -> time
 	ackLat, recvLat := newLatencies(2*pairs), newLatencies(2*pairs)
-	var acked, received, refused, warmed, warmRefused atomic.Int64
+	var acked, received, warmed, warmRefused atomic.Int64
+	var refused refusals
 	runID := newRunID()
 	warmID := "w" + runID // not counted as this run's messages
 	socks, err := openAll(ctx, c.newDialer(), sessions, 2*pairs, func(i int, f frame, at time.Time) {
@@ -308,7 +319,7 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 				recvLat.add(i, at.Sub(ts))
 			}
 		case f.Type == "error":
-			refused.Add(1)
+			refused.add(f.Code)
 		}
 	})
 	if err != nil {
@@ -354,19 +365,21 @@ func runDirect(ctx context.Context, args []string, getenv func(string) string, s
 		})
 	}
 	wg.Wait()
-	waitUntil(10*time.Second, func() bool { return received.Load() >= sent.Load() })
+	waitUntil(10*time.Second, func() bool {
+		return received.Load() >= acked.Load() && acked.Load() >= sent.Load()-refused.total()
+	})
 	stopProgress()
 	elapsed := time.Since(start)
 	cpu := cpuSeconds(c.gatewayPID) - cpu0
 	r := result{Scenario: fmt.Sprintf("direct: %d pairs, %.1f msg/s each, for %s", pairs, rate, duration), Figures: map[string]float64{
 		"messages_sent":              float64(sent.Load()),
 		"stored_acked":               float64(acked.Load()),
-		"refused":                    float64(refused.Load()),
 		"warmup_refused":             float64(warmRefused.Load()),
 		"delivered":                  float64(received.Load()),
-		"loss":                       float64(sent.Load() - received.Load()),
+		"loss":                       float64(acked.Load() - received.Load()),
 		"stored_and_delivered_per_s": float64(received.Load()) / elapsed.Seconds(),
 	}}
+	refused.addTo(r.Figures)
 	for k, v := range ackLat.summary() {
 		r.Figures["send_to_ack_"+k] = v
 	}
