@@ -8,7 +8,7 @@ PKGS     = $(addsuffix /...,$(addprefix ./,$(MODULES)))
 # axe-core, injected into the page by the browser tests
 AXE     := services/e2e/node_modules/axe-core/axe.min.js
 
-.PHONY: all build dev test check-prereqs lint bench clean
+.PHONY: all build dev test check-prereqs lint bench bench-peers clean
 
 all: build
 
@@ -59,6 +59,20 @@ bench: build
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee $(BENCH_OUT)
 	@if [ -n "$(BENCH_BASE)" ]; then cd services && $(GO) tool benchstat $(abspath $(BENCH_BASE)) $(abspath $(BENCH_OUT)); fi
 	bash services/bench.sh
+
+## bench-peers: natter side by side with Centrifugo v6.9.1 and a naive hub,
+## same load tool, same run, interleaved (PEERS_DIR: the side-by-side bench,
+## ../shared/bench by default; its knobs NS, RATES, REPS, TARGETS pass
+## through). Centrifugo is built with go install when missing (about 6
+## minutes cold). natter runs its own stack with send limits raised.
+PEERS_DIR      ?= $(abspath $(CURDIR)/../shared/bench)
+CENTRIFUGO_BIN ?= $(CURDIR)/.bench/centrifugo-bin/centrifugo
+bench-peers: build
+	@test -x "$(PEERS_DIR)/side-by-side.sh" || { echo "bench-peers: no side-by-side bench at PEERS_DIR=$(PEERS_DIR)"; exit 1; }
+	@test -x "$(CENTRIFUGO_BIN)" || GOBIN="$(dir $(CENTRIFUGO_BIN))" GOWORK=off $(GO) install github.com/centrifugal/centrifugo/v6@v6.9.1
+	CENTRIFUGO_BIN="$(CENTRIFUGO_BIN)" NATTER_DIR="$(CURDIR)" \
+	  USER_SENDS_PER_MINUTE=1000000000 USER_BYTES_PER_HOUR=1000000000000 SOCKETS_PER_USER=100000 \
+	  "$(PEERS_DIR)/side-by-side.sh"
 
 clean:
 	rm -rf $(BIN)
