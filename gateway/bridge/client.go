@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
@@ -194,6 +195,20 @@ func (c *client) admit(data []byte) bool {
 	}
 	c.reply(errorFrame(frameID(data), chat.CodeRateLimited, "over the send rate; slow down"))
 	return false
+}
+
+// charge takes the rest of HistoryCost (admit took one token) for a
+// request that reads the stream and builds a big answer (history, a page
+// of conversations); false, with a rate_limited refusal, when the rate
+// has not that much left.
+func (c *client) charge(id, what string) bool {
+	// At most the burst, or no request could ever pass.
+	extra := min(c.gw.limits.HistoryCost, c.gw.limits.SendBurst) - 1
+	if extra > 0 && !c.limiter.AllowN(time.Now(), extra) {
+		c.reply(errorFrame(id, chat.CodeRateLimited, what+" requests cost more of the send rate; slow down"))
+		return false
+	}
+	return true
 }
 
 // frameID is a refused frame's id, if it has one, so the client can tell

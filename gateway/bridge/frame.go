@@ -39,6 +39,10 @@ func (g *Gateway) handleFrame(c *client, data []byte) {
 		g.handleSend(c, f)
 	case chat.FrameHistory:
 		g.handleHistory(c, f)
+	case chat.FrameRead:
+		g.handleRead(c, f)
+	case chat.FrameConversations:
+		g.handleConversations(c, f)
 	}
 }
 
@@ -52,7 +56,7 @@ func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 		return f, &e
 	}
 	switch f.Type {
-	case chat.FrameSend, chat.FrameHistory, chat.FrameResume:
+	case chat.FrameSend, chat.FrameHistory, chat.FrameResume, chat.FrameRead, chat.FrameConversations:
 		return f, nil
 	case "":
 		e := errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`)

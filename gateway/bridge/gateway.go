@@ -62,6 +62,7 @@ type Gateway struct {
 	hub      *hub
 	slots    *socketSlots // sockets per user here, open or opening
 	acks     *sendAcks
+	listings chan struct{} // (cap maxListings) conversation listings under way
 	limits   Limits
 	origins  map[string]bool // allowed Origin values; empty: same host only
 	metrics  *metrics
@@ -73,6 +74,7 @@ type Gateway struct {
 	stream      jetstream.Stream
 	revoked     *revocations
 	presence    *presencekv.Registry
+	cursors     cursors      // read cursors
 	sendQuota   *quota.Meter // sends per user per minute
 	byteQuota   *quota.Meter // stored bytes per user per hour
 
@@ -97,7 +99,7 @@ func New(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Gateway {
 	m := newMetrics(reg)
 	id := newConnID()
 	g := &Gateway{
-		id: id, log: log.With("gateway", id), cfg: cfg, verifier: token.NewVerifier(), acks: newSendAcks(),
+		id: id, log: log.With("gateway", id), cfg: cfg, verifier: token.NewVerifier(), acks: newSendAcks(), listings: make(chan struct{}, maxListings),
 		slots: newSocketSlots(cfg.Limits.SocketsPerUser), limits: cfg.Limits, origins: map[string]bool{}, metrics: m,
 		sockets: wsconn.NewServer(wsconn.Options{
 			ReadLimit: int64(cfg.Limits.MaxFrameBytes), QueueLen: cfg.Limits.QueueLen, QueueBytes: cfg.Limits.QueueBytes,
@@ -190,6 +192,10 @@ func (g *Gateway) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	readKV, err := chat.EnsureReadStateBucket(ctx, g.js, g.cfg.Stream.Replicas)
+	if err != nil {
+		return err
+	}
 	reg, err := presencekv.New(pkv, g.id)
 	if err != nil {
 		return err
@@ -199,7 +205,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.stream, g.revoked, g.presence = stream, revoked, reg
+	g.stream, g.revoked, g.presence, g.cursors = stream, revoked, reg, cursors{kv: readKV}
 	g.sendQuota = quota.NewMeter(quotaKV, "sends", time.Minute, int64(g.limits.UserSendsPerMinute))
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)

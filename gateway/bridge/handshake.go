@@ -195,6 +195,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	admitted = true
+	// The conversations follow hello and the online list; reading them
+	// takes stream round trips, so they come when ready.
+	go g.sendConversations(c, "", 0)
 	// Live messages wait for a possible resume no longer than HoldTimeout.
 	hold := time.AfterFunc(chat.HoldTimeout, func() { c.goLive(0, stateHolding) })
 	// The socket ends when its token does.

@@ -43,9 +43,7 @@ func (g *Gateway) handleHistory(c *client, f chat.ClientFrame) {
 		c.reply(errorFrame(f.ID, chat.CodeBadLimit, fmt.Sprintf("limit must be 1 to %d", chat.MaxHistory)))
 		return
 	}
-	// At most the burst, or no request could ever pass.
-	if extra := min(g.limits.HistoryCost, g.limits.SendBurst) - 1; extra > 0 && !c.limiter.AllowN(time.Now(), extra) {
-		c.reply(errorFrame(f.ID, chat.CodeRateLimited, "history requests cost more of the send rate; slow down"))
+	if !c.charge(f.ID, "history") {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)

@@ -157,6 +157,10 @@ func (h *hub) dispatchLive() {
 				h.onRoom(m)
 				continue
 			}
+			if user, ok := strings.CutPrefix(m.Subject, chat.UserEventsPrefix); ok {
+				h.deliverUserEvent(user, m.Data)
+				continue
+			}
 			user, ok := dmRecipient(m)
 			if !ok {
 				continue
@@ -277,14 +281,19 @@ func (h *hub) join(c *client, hello []byte) error {
 	return nil
 }
 
-// subscribeUser subscribes to the live dm subjects of user id, and waits
-// until the server has the subscriptions, so nothing sent to the user
-// after their hello can miss them.
+// subscribeUser subscribes to the live dm subjects of user id and to
+// their user events (read cursors, receipts), and waits until the server
+// has the subscriptions, so nothing sent to the user after their hello
+// can miss them.
 func (h *hub) subscribeUser(id string) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>"
 	// (dmRecipient).
-	for _, subject := range []string{dmPrefix + id + ".*", dmPrefix + "*." + id} {
+	events, err := chat.UserEventsSubject(id)
+	if err != nil {
+		return nil, err
+	}
+	for _, subject := range []string{dmPrefix + id + ".*", dmPrefix + "*." + id, events} {
 		s, err := h.nc.ChanSubscribe(subject, h.live)
 		if err != nil {
 			unsubscribe(subs)
@@ -381,6 +390,18 @@ func (h *hub) onRoom(m *nats.Msg) {
 	}
 	h.mu.RUnlock()
 	h.roomLineup.Flush()
+}
+
+// deliverUserEvent queues a frame another gateway (or this one) published
+// for every socket of user (chat.UserEventsSubject) to user's sockets here.
+func (h *hub) deliverUserEvent(user string, frame []byte) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if u := h.users[user]; u != nil {
+		for c := range u.clients {
+			c.send(frame, nil)
+		}
+	}
 }
 
 // deliverDM queues a dm's frame to user's sockets here.

@@ -30,6 +30,8 @@ import (
 //	{"type":"send","id":"m2","to":{"user":"u7"},"text":"psst"}
 //	{"type":"history","id":"h1","to":{"user":"u7"},"before":0,"limit":50}
 //	{"type":"resume","after":41}
+//	{"type":"read","to":{"user":"u7"},"seq":57}
+//	{"type":"conversations","id":"c2","before":40}
 //
 // Server frames:
 //
@@ -41,6 +43,9 @@ import (
 //	{"type":"resumed","seq":57,"complete":true}
 //	{"type":"presence","users":[{"id":"u1","name":"Alice","account":"alice"}]}
 //	{"type":"presence","user":{"id":"u2","name":"Bob","account":"bob"},"online":true}
+//	{"type":"conversations","items":[{"to":{"user":"u7"},"title":"Bob","user":{...},"last":{"seq":57,"from":{...},"text":"...","ts":"..."},"read":55,"unread":2}],"more":false}
+//	{"type":"read","to":{"user":"u7"},"seq":57,"unread":0}
+//	{"type":"seen","to":{"user":"u7"},"seq":57}
 //
 // Presence: right after hello, the list of everyone online; then one frame
 // per change. Every socket of every user converges to the same list.
@@ -54,6 +59,22 @@ import (
 // limit with more true. The answer echoes the request's optional id. A
 // history request costs HISTORY_COST (5) tokens of the send rate; past
 // it, an error rate_limited with the request's id.
+//
+// Conversations: after hello and the online list, a socket gets its
+// user's conversations, most recent activity first: the lobby and every
+// direct conversation they have had (the stream's own subjects: nothing
+// is lost on reload or on another device), each with its latest message
+// (text cut to [PreviewChars]), the user's read cursor and how many
+// messages follow it. A page holds at most 100; ask for the next with
+// before = the last item's last.seq (costs HISTORY_COST, as history
+// does).
+//
+// Read state: read moves the user's cursor of a conversation to the last
+// message the client has shown. Cursors only move forward and survive
+// restarts; every socket of the user, on every gateway, gets read with
+// what is left unread, and in a direct conversation the other person's
+// sockets get seen (a read receipt). A seq beyond the stream's last is
+// refused with bad_seq.
 //
 // Resume: a reconnecting client sends resume, with the last seq it saw, as
 // its first frame, within [HoldTimeout] (1 s) of hello. The gateway
@@ -88,6 +109,15 @@ const (
 	FrameResume   = "resume"
 	FrameResumed  = "resumed"
 	FramePresence = "presence"
+	// Conversations lists the user's conversations (server), or asks for
+	// the next page (client).
+	FrameConversations = "conversations"
+	// Read moves the user's read cursor of a conversation (client), and
+	// tells every socket of the user it moved (server).
+	FrameRead = "read"
+	// Seen tells the other person of a direct conversation how far the
+	// reader has read.
+	FrameSeen = "seen"
 )
 
 // Error codes of error frames; the socket stays open after each.
@@ -105,6 +135,7 @@ const (
 	CodeQuotaExceeded    = "quota_exceeded"    // the user's sends per minute or stored bytes per hour are spent; the message says when sending resumes
 	CodeUnavailable      = "unavailable"       // storing failed (NATS or auth unreachable); retry
 	CodeBadLimit         = "bad_limit"         // history limit outside 1-MaxHistory
+	CodeBadSeq           = "bad_seq"           // a read cursor beyond the stream's last message
 	CodeResumeLate       = "resume_late"       // resume after another frame or later than HoldTimeout after hello
 )
 
@@ -157,6 +188,7 @@ type ClientFrame struct {
 	Before uint64  `json:"before,omitempty"` // history
 	Limit  int     `json:"limit,omitempty"`  // history
 	After  *uint64 `json:"after,omitempty"`  // resume
+	Seq    uint64  `json:"seq,omitempty"`    // read
 }
 
 // Limits tells clients the limits in force, in hello.
@@ -229,6 +261,56 @@ type ResumedFrame struct {
 	Type     string `json:"type"`
 	Seq      uint64 `json:"seq"`
 	Complete bool   `json:"complete"`
+}
+
+// ConversationsFrame lists the user's conversations, most recent activity
+// first: the rooms they are in and every direct conversation they have
+// had. More pages follow a request with before = the last item's
+// last.seq.
+type ConversationsFrame struct {
+	Type  string         `json:"type"`
+	ID    string         `json:"id,omitempty"` // the request's, echoed
+	Items []Conversation `json:"items"`
+	More  bool           `json:"more"`
+}
+
+// Conversation is one entry of a ConversationsFrame.
+type Conversation struct {
+	To     To           `json:"to"`
+	Title  string       `json:"title"`
+	User   *User        `json:"user,omitempty"` // the other person of a direct conversation
+	Last   *LastMessage `json:"last,omitempty"` // none in a room nobody wrote in yet
+	Read   uint64       `json:"read"`           // the user's read cursor: the last seq they were shown
+	Unread uint64       `json:"unread"`         // messages after read
+}
+
+// LastMessage is a conversation's latest message, its text cut to
+// PreviewChars characters.
+type LastMessage struct {
+	Seq  uint64    `json:"seq"`
+	From User      `json:"from"`
+	Text string    `json:"text"`
+	TS   time.Time `json:"ts"`
+}
+
+// PreviewChars is the longest text of a LastMessage.
+const PreviewChars = 100
+
+// ReadFrame tells every socket of a user that their read cursor of a
+// conversation moved to seq, with what is left unread after it.
+type ReadFrame struct {
+	Type   string `json:"type"`
+	To     To     `json:"to"`
+	Seq    uint64 `json:"seq"`
+	Unread uint64 `json:"unread"`
+}
+
+// SeenFrame tells the other person of a direct conversation that the
+// reader (To.User, from the recipient's side) has read up to seq.
+type SeenFrame struct {
+	Type string `json:"type"`
+	To   To     `json:"to"`
+	Seq  uint64 `json:"seq"`
 }
 
 // NewMessageFrame is the delivery frame of m stored at seq.

@@ -237,6 +237,24 @@ func EnsureAuthLimitsBucket(ctx context.Context, js jetstream.JetStream, window 
 	return ensureBucket(ctx, js, AuthLimitsBucketConfig(window, replicas))
 }
 
+// ReadStateBucketConfig is the read cursors' bucket: one key per user
+// holding every conversation's cursor (the last seq the user was shown),
+// kept until the user's cursors change; no TTL: cursors survive.
+func ReadStateBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      ReadStateBucket,
+		Description: "natter read cursors: key = user id, value = conversation -> last seq read",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsureReadStateBucket creates the read cursors' bucket or checks it.
+func EnsureReadStateBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	return ensureBucket(ctx, js, ReadStateBucketConfig(replicas))
+}
+
 // QuotaTTL is how long a user's quota entry outlives its last update:
 // longer than the longest quota window, so no count expires within it.
 const QuotaTTL = 2 * time.Hour

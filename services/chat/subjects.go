@@ -16,6 +16,8 @@ const (
 	PresenceStream = "PRESENCE"
 	// RevokedBucket holds revoked token ids until the tokens expire.
 	RevokedBucket = "revoked"
+	// ReadStateBucket holds each user's read cursors, one key per user.
+	ReadStateBucket = "read_state"
 	// QuotaBucket holds what each user sent in the current windows (see
 	// the gateway's quota package).
 	QuotaBucket = "user_quota"
@@ -119,6 +121,19 @@ func DMSubject(a, b string) (string, error) {
 	}
 	return dmPrefix + a + "." + b, nil
 }
+
+// UserEventsSubject is where gateways tell each other what every socket of
+// user must get now (their read cursors moving, read receipts): core
+// NATS, never stored. Its messages are whole encoded server frames.
+func UserEventsSubject(user string) (string, error) {
+	if err := ValidID(user); err != nil {
+		return "", fmt.Errorf("user: %w", err)
+	}
+	return UserEventsPrefix + user, nil
+}
+
+// UserEventsPrefix starts every UserEventsSubject.
+const UserEventsPrefix = "user.events."
 
 // PresenceKey is the KV key of one socket of user on gateway: user first, so
 // a watch of "<user>.>" sees every socket of that user.

@@ -1,0 +1,226 @@
+package bridge
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+)
+
+// Conversations, as the stream has them: a user's direct conversations
+// are the CHAT subjects with their id on either side (the stream keeps
+// them, so nothing else has to), each one's latest message its last on
+// that subject; the lobby is everyone's.
+const (
+	// conversationsPage is the most items one conversations frame holds.
+	conversationsPage = 100
+	// conversationReads bounds one listing's concurrent stream reads.
+	conversationReads = 8
+	// maxListings bounds the listings a gateway runs at once: in a
+	// connect storm each socket's waits its turn rather than every one
+	// reading the stream together.
+	maxListings = 64
+)
+
+// sendConversations sends c a page of its user's conversations: after
+// hello (before 0), or when the client asks for the next (before the
+// last item's last.seq).
+func (g *Gateway) sendConversations(c *client, id string, before uint64) {
+	select {
+	case g.listings <- struct{}{}:
+		defer func() { <-g.listings }()
+	case <-c.conn.Closing():
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	items, more, err := g.listConversations(ctx, c.user.ID, before)
+	if err != nil {
+		g.log.Warn("conversations not listed", "user", c.user.ID, "err", err)
+		c.reply(errorFrame(id, chat.CodeUnavailable, "could not list your conversations; ask again"))
+		return
+	}
+	c.reply(chat.ConversationsFrame{Type: chat.FrameConversations, ID: id, Items: items, More: more})
+}
+
+// handleConversations answers a client's request for a page: it costs
+// HistoryCost of the send rate, as a history page does.
+func (g *Gateway) handleConversations(c *client, f chat.ClientFrame) {
+	if !c.charge(f.ID, "conversations") {
+		return
+	}
+	g.sendConversations(c, f.ID, f.Before)
+}
+
+// listConversations is user's page of conversations whose latest message
+// is before "before" (0: from the latest), most recent first, and whether
+// older ones follow. The lobby counts as active at its latest message
+// (last of all when it has none).
+func (g *Gateway) listConversations(ctx context.Context, user string, before uint64) ([]chat.Conversation, bool, error) {
+	subjects, err := g.userSubjects(ctx, user)
+	if err != nil {
+		return nil, false, err
+	}
+	items, err := g.lastMessages(ctx, user, subjects)
+	if err != nil {
+		return nil, false, err
+	}
+	slices.SortFunc(items, func(a, b chat.Conversation) int { return cmp.Compare(lastSeq(b), lastSeq(a)) })
+	if before > 0 {
+		items = slices.DeleteFunc(items, func(it chat.Conversation) bool { return lastSeq(it) >= before })
+	}
+	more := len(items) > conversationsPage
+	items = items[:min(len(items), conversationsPage)]
+	if err := g.readState(ctx, user, items); err != nil {
+		return nil, false, err
+	}
+	g.titles(ctx, user, items)
+	return items, more, nil
+}
+
+func lastSeq(it chat.Conversation) uint64 {
+	if it.Last == nil {
+		return 0
+	}
+	return it.Last.Seq
+}
+
+// userSubjects is the lobby's subject and every direct conversation's of
+// user, as the stream has them.
+func (g *Gateway) userSubjects(ctx context.Context, user string) ([]string, error) {
+	lobby, _ := chat.RoomSubject(chat.Lobby)
+	subjects := []string{lobby}
+	seen := map[string]bool{}
+	for _, filter := range []string{dmPrefixStored + user + ".*", dmPrefixStored + "*." + user} {
+		info, err := g.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+		if err != nil {
+			return nil, err
+		}
+		for s := range info.State.Subjects {
+			if !seen[s] { // a note to self matches both filters
+				seen[s] = true
+				subjects = append(subjects, s)
+			}
+		}
+	}
+	return subjects, nil
+}
+
+// dmPrefixStored starts the stored subjects of direct messages.
+const dmPrefixStored = "chat.dm."
+
+// lastMessages reads each subject's latest message, a few at a time, into
+// one conversation each (a room with no message has no last).
+func (g *Gateway) lastMessages(ctx context.Context, user string, subjects []string) ([]chat.Conversation, error) {
+	items := make([]chat.Conversation, len(subjects))
+	errs := make([]error, len(subjects))
+	sem := make(chan struct{}, conversationReads)
+	var wg sync.WaitGroup
+	for i, s := range subjects {
+		items[i].To = subjectTo(user, s)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			items[i].Last, errs[i] = g.lastMessage(ctx, s)
+		})
+	}
+	wg.Wait()
+	return items, errors.Join(errs...)
+}
+
+// subjectTo is the conversation of stored subject s, as user sees it.
+func subjectTo(user, s string) chat.To {
+	if rest, ok := strings.CutPrefix(s, dmPrefixStored); ok {
+		a, b, _ := strings.Cut(rest, ".")
+		if a == user {
+			return chat.To{User: b}
+		}
+		return chat.To{User: a}
+	}
+	return chat.To{Room: strings.TrimPrefix(s, "chat.room.")}
+}
+
+// lastMessage is subject's latest message, its text cut for a preview.
+func (g *Gateway) lastMessage(ctx context.Context, subject string) (*chat.LastMessage, error) {
+	raw, err := g.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m chat.Message
+	if err := json.Unmarshal(raw.Data, &m); err != nil {
+		return nil, nil // undecodable: shown without a preview
+	}
+	text := m.Text
+	if r := []rune(text); len(r) > chat.PreviewChars {
+		text = string(r[:chat.PreviewChars])
+	}
+	return &chat.LastMessage{Seq: raw.Sequence, From: m.From, Text: text, TS: m.TS}, nil
+}
+
+// readState fills each item's cursor and what is unread after it.
+func (g *Gateway) readState(ctx context.Context, user string, items []chat.Conversation) error {
+	read, err := g.cursors.all(ctx, user)
+	if err != nil {
+		return err
+	}
+	sem := make(chan struct{}, conversationReads)
+	var wg sync.WaitGroup
+	for i := range items {
+		it := &items[i]
+		it.Read = read[convKey(it.To)]
+		if it.Last == nil || it.Last.Seq <= it.Read {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n, err := g.unreadAfter(ctx, conversationSubject(user, &it.To), it.Read)
+			if err != nil {
+				g.log.Warn("unread count failed", "err", err)
+			}
+			it.Unread = n
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// titles names each conversation: a room by its id, a direct one by the
+// other person (from auth; their id if auth cannot say).
+func (g *Gateway) titles(ctx context.Context, user string, items []chat.Conversation) {
+	var ids []string
+	for _, it := range items {
+		if it.To.User != "" {
+			ids = append(ids, it.To.User)
+		}
+	}
+	users, err := g.auth.Users(ctx, ids)
+	if err != nil {
+		g.log.Warn("conversation titles: user lookup failed", "err", err)
+	}
+	for i := range items {
+		it := &items[i]
+		switch {
+		case it.To.Room == chat.Lobby:
+			it.Title = "Lobby"
+		case it.To.Room != "":
+			it.Title = it.To.Room
+		default:
+			u, ok := users[it.To.User]
+			if !ok {
+				u = chat.User{ID: it.To.User, Name: it.To.User}
+			}
+			it.User, it.Title = &u, u.Name
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+)
+
+// handleRead moves the user's read cursor of a conversation to the seq
+// the client has shown, and tells every socket of the user, on every
+// gateway, with what is left unread; in a direct conversation the other
+// person's sockets are told how far it was read (seen). A cursor never
+// moves back: a read at or behind it changes nothing and is not echoed.
+func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
+	if e := checkTo(f.ID, f.To); e != nil {
+		c.reply(*e)
+		return
+	}
+	if f.Seq == 0 {
+		c.reply(errorFrame(f.ID, chat.CodeMissingField, `read needs "seq": the last message shown`))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	last, err := g.helloSeq(ctx)
+	if err != nil {
+		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
+		return
+	}
+	if f.Seq > last {
+		c.reply(errorFrame(f.ID, chat.CodeBadSeq, "seq is beyond the last message stored"))
+		return
+	}
+	moved, err := g.cursors.advance(ctx, c.user.ID, convKey(*f.To), f.Seq)
+	if err != nil {
+		g.log.Warn("read cursor not stored", "err", err)
+		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
+		return
+	}
+	if !moved {
+		return
+	}
+	subject := conversationSubject(c.user.ID, f.To)
+	unread, err := g.unreadAfter(ctx, subject, f.Seq)
+	if err != nil {
+		g.log.Warn("unread count failed", "err", err)
+	}
+	g.publishUser(c.user.ID, chat.ReadFrame{Type: chat.FrameRead, To: *f.To, Seq: f.Seq, Unread: unread})
+	if f.To.User != "" && f.To.User != c.user.ID {
+		g.publishUser(f.To.User, chat.SeenFrame{Type: chat.FrameSeen, To: chat.To{User: c.user.ID}, Seq: f.Seq})
+	}
+}
+
+// unreadAfter counts the messages of subject stored after seq: none when
+// the subject's last message is at or before it (most reads), else as a
+// consumer starting there says.
+func (g *Gateway) unreadAfter(ctx context.Context, subject string, seq uint64) (uint64, error) {
+	last, err := g.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if last.Sequence <= seq {
+		return 0, nil
+	}
+	cons, err := g.js.CreateConsumer(ctx, chat.StreamName, jetstream.ConsumerConfig{
+		Name:              "count_" + newConnID(),
+		FilterSubject:     subject,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       seq + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: countConsumerIdle,
+	})
+	if err != nil {
+		return 0, err
+	}
+	info := cons.CachedInfo()
+	g.dropConsumer(info.Name)
+	return info.NumPending, nil
+}
+
+// countConsumerIdle: a counting consumer whose delete was lost goes by
+// itself after this.
+const countConsumerIdle = 30 * time.Second
+
+// publishUser sends frame to every socket of user, on every gateway
+// (chat.UserEventsSubject). Core NATS: a frame published while the
+// connection is down is lost, and a socket learns the state again from
+// conversations on its next connect.
+func (g *Gateway) publishUser(user string, frame any) {
+	subject, err := chat.UserEventsSubject(user)
+	if err != nil {
+		return
+	}
+	if err := g.nc.Publish(subject, chat.Encode(frame)); err != nil {
+		g.log.Warn("user event not published", "err", err)
+	}
+}
