@@ -12,7 +12,9 @@
 //	live delivery             live.chat.room.<room>,         Message, republished by CHAT once
 //	                          live.chat.dm.<lo>.<hi>         stored, header Nats-Sequence = seq
 //	presence state            KV bucket "presence"           PresenceEntry, per-key expiry
-//	revoked tokens            KV bucket "revoked"            Revocation, key = token id (jti)
+//	revoked tokens            KV bucket "revoked"            Revocation, key = token id (jti), or
+//	                                                         user.<user> for every token of a user
+//	                                                         issued up to a second (RevokedUserKey)
 //	auth abuse counters       KV bucket "auth_limits"        auth-internal failure counts
 //	presence changes          presence.changed.<user>        PresenceEvent, once per change
 //	presence change intake    presence.events.<user>         PresenceEvent, from each presence

@@ -143,7 +143,7 @@ const (
 // besides 1001 going away on shutdown, 1002 for a frame the websocket
 // protocol forbids and 1009 for an oversize frame).
 const (
-	CloseTokenRevoked = 4001 // the token was revoked (logout)
+	CloseTokenRevoked = 4001 // the token was revoked (logout, log out everywhere, password change)
 	CloseTokenExpired = 4002 // the token expired; log in again
 	CloseFlooding     = 4008 // kept sending over the rate limit
 	CloseTooSlow      = 4009 // did not read fast enough; its queue filled (objects or bytes)

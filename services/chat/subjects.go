@@ -3,6 +3,7 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Names of streams, buckets and services.
@@ -14,7 +15,9 @@ const (
 	// PresenceStream stores presence changes; publishing through it makes
 	// every change appear once on presence.changed.<user>.
 	PresenceStream = "PRESENCE"
-	// RevokedBucket holds revoked token ids until the tokens expire.
+	// RevokedBucket holds revocations until the tokens they revoke
+	// expire: revoked token ids (key: the jti), and per-user revocations
+	// of every token issued up to a moment (key: RevokedUserKey).
 	RevokedBucket = "revoked"
 	// ReadStateBucket holds each user's read cursors, one key per user.
 	ReadStateBucket = "read_state"
@@ -153,4 +156,27 @@ func PresenceEventSubject(user string) (string, error) {
 		return "", fmt.Errorf("user: %w", err)
 	}
 	return "presence.events." + user, nil
+}
+
+// revokedUserPrefix starts the revoked bucket's per-user keys. A token id
+// (base64url) never holds a '.', so the two kinds of keys never meet.
+const revokedUserPrefix = "user."
+
+// RevokedUserKey is the revoked bucket's key of the revocation of every
+// token of user issued up to a moment (Revocation.IssuedThrough).
+func RevokedUserKey(user string) (string, error) {
+	if err := ValidID(user); err != nil {
+		return "", fmt.Errorf("user: %w", err)
+	}
+	return revokedUserPrefix + user, nil
+}
+
+// RevokedKeyUser is the user a revoked bucket key revokes every token of,
+// and whether key is such a key (otherwise it is a token id).
+func RevokedKeyUser(key string) (string, bool) {
+	user, ok := strings.CutPrefix(key, revokedUserPrefix)
+	if !ok || ValidID(user) != nil {
+		return "", false
+	}
+	return user, true
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidID(t *testing.T) {
@@ -54,6 +55,8 @@ func TestSubjectBuilders(t *testing.T) {
 		{"presence key", func() (string, error) { return PresenceKey("u1", "gw1", "c1") }, "u1.gw1.c1", ""},
 		{"presence key bad gateway", func() (string, error) { return PresenceKey("u1", "gw 1", "c1") }, "", "gateway: invalid id"},
 		{"presence key bad conn", func() (string, error) { return PresenceKey("u1", "gw1", "c.1") }, "", "conn: invalid id"},
+		{"revoked user key", func() (string, error) { return RevokedUserKey("u1") }, "user.u1", ""},
+		{"revoked user key wildcard", func() (string, error) { return RevokedUserKey("u1.>") }, "", "user: invalid id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +71,45 @@ func TestSubjectBuilders(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestRevokedKeyUser(t *testing.T) {
+	tests := []struct {
+		key, user string
+		ok        bool
+	}{
+		{"user.u1", "u1", true},
+		{"Zx9-_aQ3bcdefghijklmnp", "", false}, // a token id
+		{"user.", "", false},
+		{"user.u1.x", "", false},
+		{"userx.u1", "", false},
+	}
+	for _, tt := range tests {
+		if user, ok := RevokedKeyUser(tt.key); user != tt.user || ok != tt.ok {
+			t.Errorf("RevokedKeyUser(%q) = %q, %v; want %q, %v", tt.key, user, ok, tt.user, tt.ok)
+		}
+	}
+}
+
+func TestRevocationRevokesIssuedAt(t *testing.T) {
+	through := time.Date(2026, 11, 26, 12, 0, 5, 0, time.UTC)
+	user := Revocation{User: "u1", IssuedThrough: through}
+	tests := []struct {
+		name string
+		r    Revocation
+		iat  time.Time
+		want bool
+	}{
+		{"issued before", user, through.Add(-time.Hour), true},
+		{"issued in the same second", user, through, true},
+		{"issued the second after", user, through.Add(time.Second), false},
+		{"a one-token revocation", Revocation{TokenID: "t1", User: "u1"}, through, false},
+	}
+	for _, tt := range tests {
+		if got := tt.r.RevokesIssuedAt(tt.iat); got != tt.want {
+			t.Errorf("%s: RevokesIssuedAt = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
 

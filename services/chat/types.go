@@ -81,12 +81,31 @@ type PresenceEntry struct {
 	Since   time.Time `json:"since"`
 }
 
-// Revocation is published on AuthRevokedSubject when a token is revoked
-// before its expiry; gateways close the sockets opened with it.
+// Revocation is published on AuthRevokedSubject, and stored in
+// RevokedBucket, when tokens are revoked before their expiry; gateways
+// close the sockets opened with them. It is one of two kinds:
+//
+//   - one token (logout): TokenID is its jti, stored under the key
+//     TokenID; ExpiresAt is the token's expiry.
+//   - every token of User issued up to a moment ("log out everywhere",
+//     a password change): TokenID is empty, IssuedThrough is that moment
+//     in whole seconds (a token's iat has no finer grain), stored under
+//     RevokedUserKey(User); ExpiresAt is when the last token it revokes
+//     expires (IssuedThrough plus auth's token lifetime). Auth issues
+//     the user's later tokens with an iat after IssuedThrough, so a new
+//     login in the same second as the revocation is not revoked by it.
 type Revocation struct {
-	TokenID   string    `json:"jti"`
-	User      string    `json:"user"`
-	ExpiresAt time.Time `json:"expires_at"`
+	TokenID       string    `json:"jti,omitempty"`
+	User          string    `json:"user"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	IssuedThrough time.Time `json:"issued_through,omitzero"`
+}
+
+// RevokesIssuedAt reports whether r, a revocation of every token of its
+// user, revokes such a token issued at iat (its iat claim): iat at or
+// before IssuedThrough. False for a revocation of one token.
+func (r Revocation) RevokesIssuedAt(iat time.Time) bool {
+	return !r.IssuedThrough.IsZero() && !iat.After(r.IssuedThrough)
 }
 
 // Error is the body of a failed micro request, next to the micro error
