@@ -109,7 +109,7 @@ func (g *Gateway) admitSocket(c *client, hello []byte) error {
 		c.conn.Close(websocket.CloseGoingAway, "gateway shutting down")
 	}
 	// Revoked while this socket was joining (see revocations).
-	if g.revoked.has(c.claims.ID) {
+	if g.revoked.revokes(c.claims) {
 		c.conn.Close(chat.CloseTokenRevoked, "token revoked")
 	}
 	// NATS reconnected while this socket was joining: the close for
@@ -153,7 +153,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired token; log in again")
 		return
 	}
-	if g.revoked.has(claims.ID) {
+	if g.revoked.revokes(claims) {
 		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "token revoked; log in again")
 		return
 	}

@@ -415,22 +415,50 @@ func (h *hub) deliverDM(user string, b []byte, seq uint64) {
 	}
 }
 
-// onRevoked closes the sockets opened with a revoked token.
+// onRevoked closes the sockets a revocation covers: those opened with a
+// revoked token, or those of a user opened with a token issued up to the
+// user's revocation.
 func (h *hub) onRevoked(m *nats.Msg) {
 	var r chat.Revocation
-	if err := json.Unmarshal(m.Data, &r); err != nil || r.TokenID == "" {
+	if err := json.Unmarshal(m.Data, &r); err != nil || (r.TokenID == "" && r.IssuedThrough.IsZero()) {
 		h.log.Warn("undecodable revocation", "err", err)
 		return
 	}
-	h.closeToken(r.TokenID)
+	if r.TokenID != "" {
+		h.closeToken(r.TokenID)
+		return
+	}
+	h.closeUser(r.User, func(c *client) bool { return r.RevokesIssuedAt(issuedAt(c.claims)) })
 }
 
-// closeToken closes the sockets opened with token id.
-func (h *hub) closeToken(id string) {
+// closeToken closes the sockets a key of the revoked bucket revokes: the
+// sockets opened with that token id, or, for a user's key, the user's
+// sockets whose token the revocation set (which holds the user's
+// revocation by then: see watchRevocations) says is revoked. c.gw.revoked
+// is set in setup, before the gateway is ready, so before any socket is
+// registered here.
+func (h *hub) closeToken(key string) {
+	if user, ok := chat.RevokedKeyUser(key); ok {
+		h.closeUser(user, func(c *client) bool { return c.gw.revoked.revokes(c.claims) })
+		return
+	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for c := range h.tokens[id] {
+	for c := range h.tokens[key] {
 		c.conn.Close(chat.CloseTokenRevoked, "token revoked")
+	}
+}
+
+// closeUser closes the sockets of user here whose token is revoked.
+func (h *hub) closeUser(user string, revoked func(*client) bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if u := h.users[user]; u != nil {
+		for c := range u.clients {
+			if revoked(c) {
+				c.conn.Close(chat.CloseTokenRevoked, "token revoked")
+			}
+		}
 	}
 }
 

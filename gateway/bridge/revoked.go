@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,33 +13,53 @@ import (
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/ops"
+	"github.com/natter/natter/services/token"
 )
 
-// revocations is the set of revoked token ids, kept from a watch of the
-// revoked bucket, so a handshake checks a token without a NATS round
-// trip. A newly revoked token also closes the sockets opened with it (as
-// auth.revoked does, see hub.onRevoked), and a socket checks the set
-// again once registered with the hub: a revocation that lands during a
-// handshake either is in the set by that check or finds the socket
-// registered.
+// revocations is what the revoked bucket holds, kept from a watch of it,
+// so a handshake checks a token without a NATS round trip: revoked token
+// ids (logout), and per user the second up to which every token of theirs
+// is revoked (log out everywhere, password change: see chat.Revocation).
+// A new revocation also closes the sockets it covers (as auth.revoked
+// does, see hub.onRevoked), and a socket checks the set again once
+// registered with the hub: a revocation that lands during a handshake
+// either is in the set by that check or finds the socket registered.
 type revocations struct {
-	mu  sync.RWMutex
-	ids map[string]struct{}
+	log   *slog.Logger
+	mu    sync.RWMutex
+	ids   map[string]struct{}
+	users map[string]time.Time // user id -> chat.Revocation.IssuedThrough
 }
 
-func (r *revocations) has(id string) bool {
+// revokes reports whether the token of c is revoked: by its id, or by a
+// revocation of every token of its user issued up to its iat or later.
+func (r *revocations) revokes(c *token.Claims) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	_, ok := r.ids[id]
-	return ok
+	if _, ok := r.ids[c.ID]; ok {
+		return true
+	}
+	through, ok := r.users[c.Subject]
+	return ok && chat.Revocation{IssuedThrough: through}.RevokesIssuedAt(issuedAt(c))
+}
+
+// issuedAt is a token's iat; a token without one counts as issued at the
+// zero time, before any revocation of its user.
+func issuedAt(c *token.Claims) time.Time {
+	if c.IssuedAt == nil {
+		return time.Time{}
+	}
+	return c.IssuedAt.Time
 }
 
 // watchRevocations loads the revoked bucket, then keeps the set current
-// until ctx ends, calling revoked for each token revoked from then on.
-// Entries leave the set when their key expires with the token (a marker
+// until ctx ends, calling revoked with the key of each revocation that is
+// new from then on: a token id, or a user's key (chat.RevokedUserKey)
+// whose revocation now covers more tokens; the set holds it by then.
+// Entries leave the set when their key expires with the tokens (a marker
 // deletes it).
-func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue, revoked func(id string)) (*revocations, error) {
-	r := &revocations{ids: map[string]struct{}{}}
+func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue, revoked func(key string)) (*revocations, error) {
+	r := &revocations{log: log, ids: map[string]struct{}{}, users: map[string]time.Time{}}
 	w, err := r.load(ctx, kv, func(string) {}) // no sockets yet
 	if err != nil {
 		return nil, err
@@ -71,7 +92,7 @@ func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyVal
 // load starts a watch and applies the bucket's current state from it,
 // calling revoked for tokens it did not know (revoked while a previous
 // watch was down: their auth.revoked may have been lost with it).
-func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue, revoked func(id string)) (jetstream.KeyWatcher, error) {
+func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue, revoked func(key string)) (jetstream.KeyWatcher, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", chat.RevokedBucket, err)
@@ -97,7 +118,7 @@ func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue, revoked f
 }
 
 // follow applies w's updates until it or ctx ends.
-func (r *revocations) follow(ctx context.Context, w jetstream.KeyWatcher, revoked func(id string)) {
+func (r *revocations) follow(ctx context.Context, w jetstream.KeyWatcher, revoked func(key string)) {
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
@@ -114,8 +135,12 @@ func (r *revocations) follow(ctx context.Context, w jetstream.KeyWatcher, revoke
 	}
 }
 
-// apply records one update; true for a token not known revoked before.
+// apply records one update; true for a token not known revoked before,
+// or a user's revocation that covers tokens it did not before.
 func (r *revocations) apply(e jetstream.KeyValueEntry) bool {
+	if user, ok := chat.RevokedKeyUser(e.Key()); ok {
+		return r.applyUser(user, e)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e.Operation() == jetstream.KeyValuePut {
@@ -125,4 +150,27 @@ func (r *revocations) apply(e jetstream.KeyValueEntry) bool {
 	}
 	delete(r.ids, e.Key())
 	return false
+}
+
+// applyUser records an update of user's revocation of every token issued
+// up to a second. One that cannot be read is logged and left out: auth
+// writes none such, and guessing a time could revoke too little or too
+// much.
+func (r *revocations) applyUser(user string, e jetstream.KeyValueEntry) bool {
+	if e.Operation() != jetstream.KeyValuePut {
+		r.mu.Lock()
+		delete(r.users, user)
+		r.mu.Unlock()
+		return false
+	}
+	var rev chat.Revocation
+	if err := json.Unmarshal(e.Value(), &rev); err != nil || rev.IssuedThrough.IsZero() {
+		r.log.Warn("unreadable user revocation ignored", "key", e.Key(), "err", err)
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, known := r.users[user]
+	r.users[user] = rev.IssuedThrough
+	return !known || rev.IssuedThrough.After(old)
 }
