@@ -189,3 +189,17 @@ func (s *Store) ByIDs(ctx context.Context, ids []string) ([]User, error) {
 	}
 	return out, nil
 }
+
+// SetPasswordHash replaces the password hash of user id (a password
+// change); ErrNotFound when there is no such user.
+func (s *Store) SetPasswordHash(ctx context.Context, id, hash string) error {
+	res, err := s.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "password_hash", Value: hash}}}})
+	if err != nil {
+		return fmt.Errorf("update password: %w", err)
+	}
+	if res.MatchedCount == 0 {
+		return ErrNotFound
+	}
+	return nil
+}

@@ -83,6 +83,39 @@ func TestCreateAndFind(t *testing.T) {
 	}
 }
 
+func TestSetPasswordHash(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	u := User{ID: NewID(), Account: "carol", Name: "Carol", PasswordHash: "$argon2id$old"}
+	other := User{ID: NewID(), Account: "dan", Name: "Dan", PasswordHash: "$argon2id$dan"}
+	for _, x := range []User{u, other} {
+		if err := s.Create(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name    string
+		id      string
+		wantErr error
+	}{
+		{"existing user", u.ID, nil},
+		{"unknown user", "nobody", ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := s.SetPasswordHash(ctx, tt.id, "$argon2id$new"); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("SetPasswordHash = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+	if got, err := s.ByID(ctx, u.ID); err != nil || got.PasswordHash != "$argon2id$new" || got.Account != "carol" || got.Name != "Carol" {
+		t.Fatalf("after the change: %+v, %v", got, err)
+	}
+	if got, err := s.ByID(ctx, other.ID); err != nil || got.PasswordHash != "$argon2id$dan" {
+		t.Fatalf("another user after the change: %+v, %v", got, err)
+	}
+}
+
 func TestNewIDIsSubjectSafe(t *testing.T) {
 	seen := map[string]bool{}
 	for range 1000 {
