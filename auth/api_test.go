@@ -503,8 +503,8 @@ func TestLogoutRevokes(t *testing.T) {
 	check("after auth restart")
 }
 
-// TestOtherOriginsCannotChangeState: register, login and logout refuse a
-// browser request from a page of another origin (another port of the
+// TestOtherOriginsCannotChangeState: register, login, logout and
+// logout-all refuse a browser request from a page of another origin (another port of the
 // same host included: the no-cors POST that logged a user out) with 403
 // forbidden_origin, and logout takes only a JSON body.
 func TestOtherOriginsCannotChangeState(t *testing.T) {
@@ -527,11 +527,12 @@ func TestOtherOriginsCannotChangeState(t *testing.T) {
 		{"unparsable origin", []string{"Origin", "::"}},
 		{"host named by an untrusted peer", []string{"Origin", "http://chat.example", "X-Forwarded-Host", "chat.example"}},
 	}
-	for _, path := range []string{"/api/register", "/api/login", "/api/logout"} {
+	for _, path := range []string{"/api/register", "/api/login", "/api/logout", "/api/logout-all"} {
 		body := map[string]string{
-			"/api/register": `{"account":"xavier","password":"` + goodPW + `","name":"X"}`,
-			"/api/login":    `{"account":"walter","password":"` + goodPW + `"}`,
-			"/api/logout":   `{}`,
+			"/api/register":   `{"account":"xavier","password":"` + goodPW + `","name":"X"}`,
+			"/api/login":      `{"account":"walter","password":"` + goodPW + `"}`,
+			"/api/logout":     `{}`,
+			"/api/logout-all": `{}`,
 		}[path]
 		for _, tt := range refused {
 			t.Run(path+" "+tt.name, func(t *testing.T) {
@@ -547,20 +548,22 @@ func TestOtherOriginsCannotChangeState(t *testing.T) {
 		t.Fatalf("session after refused logouts: %s", r.raw)
 	}
 	// The attack itself: a no-cors POST can only carry a "simple" content type.
-	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", ""} {
-		r := e.req(t, "POST", "/api/logout", "{}", "Cookie", cookie, "Sec-Fetch-Site", "same-site", "Origin", otherPort, "Content-Type", ct)
-		if r.status != http.StatusForbidden {
-			t.Fatalf("no-cors logout from another port, Content-Type %q: %d %s", ct, r.status, r.raw)
+	for _, path := range []string{"/api/logout", "/api/logout-all"} {
+		for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", ""} {
+			r := e.req(t, "POST", path, "{}", "Cookie", cookie, "Sec-Fetch-Site", "same-site", "Origin", otherPort, "Content-Type", ct)
+			if r.status != http.StatusForbidden {
+				t.Fatalf("no-cors %s from another port, Content-Type %q: %d %s", path, ct, r.status, r.raw)
+			}
+			// Even from the page itself, they take JSON only.
+			r = e.req(t, "POST", path, "{}", "Cookie", cookie, "Sec-Fetch-Site", "same-origin", "Content-Type", ct)
+			if r.status != http.StatusBadRequest || r.errRule() != "content_type" {
+				t.Fatalf("%s with Content-Type %q: %d %s, want 400 content_type", path, ct, r.status, r.raw)
+			}
 		}
-		// Even from the page itself, logout takes JSON only.
-		r = e.req(t, "POST", "/api/logout", "{}", "Cookie", cookie, "Sec-Fetch-Site", "same-origin", "Content-Type", ct)
-		if r.status != http.StatusBadRequest || r.errRule() != "content_type" {
-			t.Fatalf("logout with Content-Type %q: %d %s, want 400 content_type", ct, r.status, r.raw)
-		}
-	}
-	for _, body := range []string{`{"all":true}`, `[]`, ``} {
-		if r := e.req(t, "POST", "/api/logout", body, "Cookie", cookie, "Content-Type", "application/json"); r.status != http.StatusBadRequest {
-			t.Fatalf("logout with body %q: %d %s, want 400", body, r.status, r.raw)
+		for _, body := range []string{`{"all":true}`, `[]`, ``} {
+			if r := e.req(t, "POST", path, body, "Cookie", cookie, "Content-Type", "application/json"); r.status != http.StatusBadRequest {
+				t.Fatalf("%s with body %q: %d %s, want 400", path, body, r.status, r.raw)
+			}
 		}
 	}
 	if r := e.req(t, "GET", "/api/session", "", "Cookie", cookie); r.body["user"] == nil {

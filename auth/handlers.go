@@ -56,6 +56,7 @@ type api struct {
 
 	// Set by setup before ready opens; handlers read them only after.
 	ready    *ops.Gate
+	js       jetstream.JetStream
 	revoked  jetstream.KeyValue
 	counters *limits.Counters
 
@@ -186,12 +187,8 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 		return users.User{}, "", nil, err
 	}
 	ctx := c.Request.Context()
-	addr := a.clientAddr(c)
 	account := strings.ToLower(req.Account)
-	addrKey := limits.Key("login_addr", addr)
-	acctKey := limits.Key("login_acct", account)
-	pairKey := limits.Key("login_pair", account, addr)
-
+	addrKey, acctKey, pairKey := a.loginKeys(c, account)
 	if err := a.reserveLogin(ctx, addrKey, acctKey, pairKey); err != nil {
 		return users.User{}, "", nil, err
 	}
@@ -206,9 +203,27 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 		a.giveBack(ctx, addrKey, acctKey, pairKey)
 		return users.User{}, "", nil, err
 	}
-	// The right password clears this address's and the account's failures,
-	// and is no failure of the address (whose other failures stay: it may
-	// be guessing others).
+	a.loginSucceeded(ctx, addrKey, acctKey, pairKey)
+	tok, claims, err := a.issue(ctx, u, time.Now())
+	if err != nil {
+		return users.User{}, "", nil, err
+	}
+	return u, tok, claims, nil
+}
+
+// loginKeys are the limit counters of a login to account (lowercased)
+// from this request's client: its address's failures, the account's, and
+// this address's on the account.
+func (a *api) loginKeys(c *gin.Context, account string) (addrKey, acctKey, pairKey string) {
+	addr := a.clientAddr(c)
+	return limits.Key("login_addr", addr), limits.Key("login_acct", account), limits.Key("login_pair", account, addr)
+}
+
+// loginSucceeded settles the counters of an attempt whose password was
+// right: it clears this address's and the account's failures, and is no
+// failure of the address (whose other failures stay: it may be guessing
+// others).
+func (a *api) loginSucceeded(ctx context.Context, addrKey, acctKey, pairKey string) {
 	a.giveBack(ctx, addrKey)
 	rctx := context.WithoutCancel(ctx)
 	for _, k := range []string{acctKey, pairKey} {
@@ -216,11 +231,6 @@ func (a *api) doLogin(c *gin.Context) (users.User, string, *token.Claims, error)
 			a.log.Warn("limits reset failed", "err", cerr)
 		}
 	}
-	tok, claims, err := a.key.IssueAccount(u.ID, u.Account, u.Name, time.Now(), a.lifetime)
-	if err != nil {
-		return users.User{}, "", nil, err
-	}
-	return u, tok, claims, nil
 }
 
 // checkLogin checks the password: the user, ErrBadCredentials, or the
@@ -496,7 +506,8 @@ func (a *api) requireToken(c *gin.Context) {
 }
 
 // tokenClaims checks the request's token (Authorization header or cookie):
-// its claims when it is valid and not revoked; ErrUnauthorized when there
+// its claims when it is valid and not revoked (by its id, or with every
+// token of its user); ErrUnauthorized when there
 // is none or it is bad, expired or revoked; ErrUnavailable when the
 // revocation check cannot be made.
 func (a *api) tokenClaims(c *gin.Context) (*token.Claims, error) {
@@ -517,6 +528,14 @@ func (a *api) tokenClaims(c *gin.Context) (*token.Claims, error) {
 		return nil, ErrUnauthorized // revoked
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return nil, unavailable(fmt.Errorf("revocation check: %w", err))
+	}
+	// Every token of the user up to a second (see sessions.go).
+	r, _, err := a.userRevocation(c.Request.Context(), claims.Subject)
+	if err != nil {
+		return nil, err
+	}
+	if r.RevokesIssuedAt(issuedAt(claims)) {
+		return nil, ErrUnauthorized
 	}
 	return claims, nil
 }

@@ -295,7 +295,7 @@ func (a *api) setup(ctx context.Context, js jetstream.JetStream, cfg Config) err
 	if err != nil {
 		return err
 	}
-	a.revoked, a.counters = revoked, limits.New(lkv, cfg.Limits.Window)
+	a.js, a.revoked, a.counters = js, revoked, limits.New(lkv, cfg.Limits.Window)
 	return nil
 }
 

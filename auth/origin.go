@@ -24,7 +24,8 @@ import (
 //
 // With the JSON Content-Type the endpoints require (a header a page can
 // only send to another origin after a CORS preflight, which auth never
-// answers), this keeps other pages from registering, logging in or out.
+// answers), this keeps other pages from registering, logging in or out,
+// or logging out everywhere.
 func (a *api) sameOrigin(c *gin.Context) {
 	switch c.GetHeader("Sec-Fetch-Site") {
 	case "same-origin", "none":
