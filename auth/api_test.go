@@ -503,8 +503,8 @@ func TestLogoutRevokes(t *testing.T) {
 	check("after auth restart")
 }
 
-// TestOtherOriginsCannotChangeState: register, login, logout and
-// logout-all refuse a browser request from a page of another origin (another port of the
+// TestOtherOriginsCannotChangeState: register, login, logout, logout-all
+// and password refuse a browser request from a page of another origin (another port of the
 // same host included: the no-cors POST that logged a user out) with 403
 // forbidden_origin, and logout takes only a JSON body.
 func TestOtherOriginsCannotChangeState(t *testing.T) {
@@ -527,12 +527,13 @@ func TestOtherOriginsCannotChangeState(t *testing.T) {
 		{"unparsable origin", []string{"Origin", "::"}},
 		{"host named by an untrusted peer", []string{"Origin", "http://chat.example", "X-Forwarded-Host", "chat.example"}},
 	}
-	for _, path := range []string{"/api/register", "/api/login", "/api/logout", "/api/logout-all"} {
+	for _, path := range []string{"/api/register", "/api/login", "/api/logout", "/api/logout-all", "/api/password"} {
 		body := map[string]string{
 			"/api/register":   `{"account":"xavier","password":"` + goodPW + `","name":"X"}`,
 			"/api/login":      `{"account":"walter","password":"` + goodPW + `"}`,
 			"/api/logout":     `{}`,
 			"/api/logout-all": `{}`,
+			"/api/password":   `{"current":"` + goodPW + `","new":"green-lantern-77"}`,
 		}[path]
 		for _, tt := range refused {
 			t.Run(path+" "+tt.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 var (
 	ErrInvalidInput    = errors.New("invalid input")
 	ErrBadCredentials  = errors.New("bad credentials")
+	ErrWrongPassword   = errors.New("wrong password") // a password change's current password; counts as a failed login
 	ErrUnauthorized    = errors.New("unauthorized")
 	ErrForbiddenOrigin = errors.New("forbidden origin") // a state-changing request from another site's page
 	ErrRateLimited     = errors.New("rate limited")
@@ -104,6 +105,8 @@ func errorResponse(err error) (int, errorDetail, time.Duration) {
 		return http.StatusConflict, errorDetail{Code: "account_taken", Message: "this account name is taken", Field: "account"}, 0
 	case errors.Is(err, ErrBadCredentials):
 		return http.StatusUnauthorized, errorDetail{Code: "bad_credentials", Message: "account or password is wrong"}, 0
+	case errors.Is(err, ErrWrongPassword):
+		return http.StatusForbidden, errorDetail{Code: "wrong_password", Message: "the current password is wrong", Field: "current"}, 0
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized, errorDetail{Code: "unauthorized", Message: "log in first"}, 0
 	case errors.Is(err, ErrForbiddenOrigin):

@@ -25,7 +25,7 @@ import (
 // With the JSON Content-Type the endpoints require (a header a page can
 // only send to another origin after a CORS preflight, which auth never
 // answers), this keeps other pages from registering, logging in or out,
-// or logging out everywhere.
+// logging out everywhere or changing a password.
 func (a *api) sameOrigin(c *gin.Context) {
 	switch c.GetHeader("Sec-Fetch-Site") {
 	case "same-origin", "none":

@@ -39,6 +39,7 @@ func newServer(log *slog.Logger, reg *prometheus.Registry, a *api, trustedProxie
 	api.POST("/login", a.sameOrigin, a.login)
 	api.POST("/logout", a.sameOrigin, a.requireToken, a.logout)
 	api.POST("/logout-all", a.sameOrigin, a.requireToken, a.logoutAll)
+	api.POST("/password", a.sameOrigin, a.requireToken, a.changePassword)
 	api.GET("/session", a.session) // logged in or not, never a 401
 	authed := api.Group("", a.requireToken)
 	authed.GET("/me", a.me)
