@@ -4,6 +4,7 @@
 import { t, has, setLang, currentLang, applyStatic } from './i18n.js';
 import { Connection } from './conn.js';
 import { isAtBottom, captureAnchor, restoreAnchor, stickToBottom } from './scroll.js';
+import { wireAccount, stillLoggedIn } from './account.js';
 
 const $ = (id) => document.getElementById(id);
 const lobbyKey = 'room:lobby';
@@ -539,9 +540,11 @@ async function api(path, body) {
 function errorText(err, retryAfter) {
   switch (err.code) {
     case 'invalid_input': {
-      if (!['account', 'password', 'name'].includes(err.field)) return err.message;
-      const rule = `err.${err.field}.${err.rule}`;
-      return err.rule && has(rule) ? t(rule) : t(`err.${err.field}`);
+      // A password change's fields follow the password rules.
+      const field = ['current', 'new'].includes(err.field) ? 'password' : err.field;
+      if (!['account', 'password', 'name'].includes(field)) return err.message;
+      const rule = `err.${field}.${err.rule}`;
+      return err.rule && has(rule) ? t(rule) : t(`err.${field}`);
     }
     case 'rate_limited': return t('err.rate_limited', { s: retryAfter || '60' });
     default: return has(`err.${err.code}`) ? t(`err.${err.code}`) : err.message;
@@ -563,6 +566,8 @@ function showView(which) {
   $('auth-view').hidden = which !== 'auth';
   $('chat-view').hidden = which !== 'chat';
   $('logout').hidden = which !== 'chat';
+  $('account').hidden = which !== 'chat';
+  if (which !== 'chat' && $('account-dialog').open) $('account-dialog').close();
   $('me').hidden = which !== 'chat';
   $('toggle-side').hidden = which !== 'chat';
   if (which !== 'chat') $('conn-state').hidden = true;
@@ -587,7 +592,7 @@ function startChat(user) {
       }
       renderMessages();
     },
-    onSessionEnd: () => endSession(t('err.session')),
+    onSessionEnd,
   });
   state.conn.connect();
   renderSide();
@@ -604,6 +609,17 @@ function onLive() {
   const c = conv(state.current);
   if (!c.loaded) loadHistory(c);
   else loadOlderIfNeeded();
+}
+
+// onSessionEnd: the socket's token was revoked or has expired. After a
+// password change (here or in another tab) the cookie holds a fresh
+// token: reconnect with it, resuming; otherwise the session is over.
+async function onSessionEnd() {
+  const conn = state.conn;
+  const still = await stillLoggedIn(state.me);
+  if (state.conn !== conn) return; // ended meanwhile
+  if (still) conn.connect();
+  else endSession(t('err.session'));
 }
 
 function endSession(message) {
@@ -698,6 +714,7 @@ async function boot() {
   $('lang').addEventListener('change', onLangChange);
   wireForms();
   wireChat();
+  wireAccount({ api, showFormErrors, errorText, currentUser: () => state.me, endSession });
   updateComposer();
 
   // Still logged in (the cookie) after a reload? /api/session answers 200
