@@ -43,7 +43,7 @@ func TestConversationsSurviveReconnect(t *testing.T) {
 	bob, _ := e.dial(t, e.gws[1], "bob")
 	carol, _ := e.dial(t, e.gws[1], "carol")
 	for _, c := range []*wsClient{alice, bob, carol} {
-		c.nextOf(t, "conversations") // each socket's first listing
+		c.nextConversations(t) // each socket's first listing
 	}
 	sendOK(t, alice, "l1", `{"room":"lobby"}`, "hi all")
 	sendOK(t, alice, "b1", `{"user":"bob"}`, "hi bob")
@@ -53,7 +53,7 @@ func TestConversationsSurviveReconnect(t *testing.T) {
 
 	// Alice on another device, on the other gateway.
 	alice2, _ := e.dial(t, e.gws[1], "alice")
-	items, more := conversations(t, alice2.nextOf(t, "conversations"))
+	items, more := conversations(t, alice2.nextConversations(t))
 	if more || len(items) != 3 {
 		t.Fatalf("alice's conversations: %+v (more %v), want 3", items, more)
 	}
@@ -90,7 +90,7 @@ func TestConversationsSurviveReconnect(t *testing.T) {
 	// A cursor never moves back, and a new listing has it.
 	alice2.send(t, `{"type":"read","to":{"user":"bob"},"seq":1}`)
 	alice3, _ := e.dial(t, e.gws[0], "alice")
-	items, _ = conversations(t, alice3.nextOf(t, "conversations"))
+	items, _ = conversations(t, alice3.nextConversations(t))
 	if items[0].read != re || items[0].unread != 1 {
 		t.Fatalf("after the read: %+v, want read %d and 1 unread", items[0], re)
 	}
@@ -120,17 +120,17 @@ func TestConversationsPaged(t *testing.T) {
 		e.users[fmt.Sprintf("u%03d", i)] = fmt.Sprintf("User %d", i)
 	}
 	alice, _ := e.dial(t, e.gws[0], "alice")
-	alice.nextOf(t, "conversations")
+	alice.nextConversations(t)
 	for i := range 105 {
 		sendOK(t, alice, fmt.Sprintf("m%d", i), fmt.Sprintf(`{"user":"u%03d"}`, i), "hello")
 	}
 	again, _ := e.dial(t, e.gws[0], "alice")
-	first, more := conversations(t, again.nextOf(t, "conversations"))
+	first, more := conversations(t, again.nextConversations(t))
 	if len(first) != 100 || !more || first[0].to != "user:u104" {
 		t.Fatalf("first page: %d items, more %v, first %+v", len(first), more, first[0])
 	}
 	again.send(t, fmt.Sprintf(`{"type":"conversations","id":"p2","before":%d}`, first[99].seq))
-	f := again.nextOf(t, "conversations")
+	f := again.nextConversations(t)
 	rest, more := conversations(t, f)
 	if f["id"] != "p2" || more || len(rest) != 6 || rest[len(rest)-1].to != "room:lobby" {
 		t.Fatalf("second page: %+v, more %v", rest, more)

@@ -98,12 +98,13 @@ func (e *chatEnv) token(t *testing.T, user string, lifetime time.Duration) strin
 
 // wsClient is a test socket that splits server frames into objects.
 type wsClient struct {
-	t    *testing.T
-	conn *websocket.Conn
-	in   chan map[string]any
-	pres chan map[string]any // presence frames, apart: they interleave with everything
-	err  chan error          // the read error that ended the socket
-	held []map[string]any    // frames read while looking for another type
+	t     *testing.T
+	conn  *websocket.Conn
+	in    chan map[string]any
+	pres  chan map[string]any // presence frames, apart: they interleave with everything
+	convs chan map[string]any // conversations frames, apart: a socket's first comes when ready
+	err   chan error          // the read error that ended the socket
+	held  []map[string]any    // frames read while looking for another type
 }
 
 func wsURL(gw *servicetest.Service) string { return "ws" + strings.TrimPrefix(gw.URL, "http") + "/ws" }
@@ -126,7 +127,7 @@ func dialWith(t *testing.T, url string, h http.Header) *wsClient {
 	if err != nil {
 		t.Fatalf("dial: %v (%v)", err, resp)
 	}
-	c := &wsClient{t: t, conn: conn, in: make(chan map[string]any, 1024), pres: make(chan map[string]any, 1024), err: make(chan error, 1)}
+	c := &wsClient{t: t, conn: conn, in: make(chan map[string]any, 1024), pres: make(chan map[string]any, 1024), convs: make(chan map[string]any, 64), err: make(chan error, 1)}
 	go func() {
 		for {
 			_, data, err := conn.ReadMessage()
@@ -142,8 +143,12 @@ func dialWith(t *testing.T, url string, h http.Header) *wsClient {
 					close(c.in)
 					return
 				}
-				if obj["type"] == "presence" {
+				switch obj["type"] {
+				case "presence":
 					c.pres <- obj
+					continue
+				case "conversations":
+					c.convs <- obj
 					continue
 				}
 				c.in <- obj
@@ -152,6 +157,18 @@ func dialWith(t *testing.T, url string, h http.Header) *wsClient {
 	}()
 	t.Cleanup(func() { _ = conn.Close() })
 	return c
+}
+
+// nextConversations is the next conversations frame.
+func (c *wsClient) nextConversations(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case f := <-c.convs:
+		return f
+	case <-time.After(20 * time.Second):
+		t.Fatal("no conversations frame within 20s")
+	}
+	return nil
 }
 
 // nextPresence is the next presence frame.
