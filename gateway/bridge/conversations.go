@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -64,11 +65,11 @@ func (g *Gateway) handleConversations(c *client, f chat.ClientFrame) {
 // older ones follow. The lobby counts as active at its latest message
 // (last of all when it has none).
 func (g *Gateway) listConversations(ctx context.Context, user string, before uint64) ([]chat.Conversation, bool, error) {
-	subjects, err := g.userSubjects(ctx, user)
+	counts, err := g.userSubjects(ctx, user)
 	if err != nil {
 		return nil, false, err
 	}
-	items, err := g.lastMessages(ctx, user, subjects)
+	items, err := g.lastMessages(ctx, user, slices.Collect(maps.Keys(counts)))
 	if err != nil {
 		return nil, false, err
 	}
@@ -78,7 +79,7 @@ func (g *Gateway) listConversations(ctx context.Context, user string, before uin
 	}
 	more := len(items) > conversationsPage
 	items = items[:min(len(items), conversationsPage)]
-	if err := g.readState(ctx, user, items); err != nil {
+	if err := g.readState(ctx, user, items, counts); err != nil {
 		return nil, false, err
 	}
 	g.titles(ctx, user, items)
@@ -92,25 +93,20 @@ func lastSeq(it chat.Conversation) uint64 {
 	return it.Last.Seq
 }
 
-// userSubjects is the lobby's subject and every direct conversation's of
-// user, as the stream has them.
-func (g *Gateway) userSubjects(ctx context.Context, user string) ([]string, error) {
+// userSubjects is how many messages the stream holds on the lobby's
+// subject and on each direct conversation's of user (three reads of the
+// stream's own subject index).
+func (g *Gateway) userSubjects(ctx context.Context, user string) (map[string]uint64, error) {
 	lobby, _ := chat.RoomSubject(chat.Lobby)
-	subjects := []string{lobby}
-	seen := map[string]bool{}
-	for _, filter := range []string{dmPrefixStored + user + ".*", dmPrefixStored + "*." + user} {
-		info, err := g.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	all := map[string]uint64{lobby: 0}
+	for _, filter := range []string{lobby, dmPrefixStored + user + ".*", dmPrefixStored + "*." + user} {
+		counts, err := g.subjectCounts(ctx, filter)
 		if err != nil {
 			return nil, err
 		}
-		for s := range info.State.Subjects {
-			if !seen[s] { // a note to self matches both filters
-				seen[s] = true
-				subjects = append(subjects, s)
-			}
-		}
+		maps.Copy(all, counts) // a note to self matches both dm filters
 	}
-	return subjects, nil
+	return all, nil
 }
 
 // dmPrefixStored starts the stored subjects of direct messages.
@@ -167,31 +163,21 @@ func (g *Gateway) lastMessage(ctx context.Context, subject string) (*chat.LastMe
 	return &chat.LastMessage{Seq: raw.Sequence, From: m.From, Text: text, TS: m.TS}, nil
 }
 
-// readState fills each item's cursor and what is unread after it.
-func (g *Gateway) readState(ctx context.Context, user string, items []chat.Conversation) error {
+// readState fills each item's cursor and what is unread after it: the
+// conversation's count now less the count at the cursor.
+func (g *Gateway) readState(ctx context.Context, user string, items []chat.Conversation, counts map[string]uint64) error {
 	read, err := g.cursors.all(ctx, user)
 	if err != nil {
 		return err
 	}
-	sem := make(chan struct{}, conversationReads)
-	var wg sync.WaitGroup
 	for i := range items {
 		it := &items[i]
-		it.Read = read[convKey(it.To)]
-		if it.Last == nil || it.Last.Seq <= it.Read {
-			continue
+		at := read[convKey(it.To)]
+		it.Read = at.Seq
+		if n := counts[conversationSubject(user, &it.To)]; n > at.N {
+			it.Unread = n - at.N
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			n, err := g.unreadAfter(ctx, conversationSubject(user, &it.To), it.Read)
-			if err != nil {
-				g.log.Warn("unread count failed", "err", err)
-			}
-			it.Unread = n
-		})
 	}
-	wg.Wait()
 	return nil
 }
 

@@ -35,7 +35,14 @@ func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
 		c.reply(errorFrame(f.ID, chat.CodeBadSeq, "seq is beyond the last message stored"))
 		return
 	}
-	moved, err := g.cursors.advance(ctx, c.user.ID, convKey(*f.To), f.Seq)
+	subject := conversationSubject(c.user.ID, f.To)
+	at, unread, err := g.cursorAt(ctx, subject, f.Seq)
+	if err != nil {
+		g.log.Warn("read cursor not placed", "err", err)
+		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
+		return
+	}
+	moved, err := g.cursors.advance(ctx, c.user.ID, convKey(*f.To), at)
 	if err != nil {
 		g.log.Warn("read cursor not stored", "err", err)
 		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
@@ -44,31 +51,39 @@ func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
 	if !moved {
 		return
 	}
-	subject := conversationSubject(c.user.ID, f.To)
-	unread, err := g.unreadAfter(ctx, subject, f.Seq)
-	if err != nil {
-		g.log.Warn("unread count failed", "err", err)
-	}
 	g.publishUser(c.user.ID, chat.ReadFrame{Type: chat.FrameRead, To: *f.To, Seq: f.Seq, Unread: unread})
 	if f.To.User != "" && f.To.User != c.user.ID {
 		g.publishUser(f.To.User, chat.SeenFrame{Type: chat.FrameSeen, To: chat.To{User: c.user.ID}, Seq: f.Seq})
 	}
 }
 
-// unreadAfter counts the messages of subject stored after seq: none when
-// the subject's last message is at or before it (most reads), else as a
-// consumer starting there says.
-func (g *Gateway) unreadAfter(ctx context.Context, subject string, seq uint64) (uint64, error) {
+// cursorAt places a cursor at seq in subject's conversation: how many of
+// its messages are stored up to seq, and how many after. Most reads are
+// of the latest message, where the count is the subject's; a read further
+// back counts the rest with a consumer starting after it.
+func (g *Gateway) cursorAt(ctx context.Context, subject string, seq uint64) (cursor, uint64, error) {
+	counts, err := g.subjectCounts(ctx, subject)
+	if err != nil {
+		return cursor{}, 0, err
+	}
+	total := counts[subject]
 	last, err := g.stream.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && last.Sequence <= seq) {
+		return cursor{Seq: seq, N: total}, 0, nil
 	}
 	if err != nil {
-		return 0, err
+		return cursor{}, 0, err
 	}
-	if last.Sequence <= seq {
-		return 0, nil
+	after, err := g.countAfter(ctx, subject, seq)
+	if err != nil {
+		return cursor{}, 0, err
 	}
+	return cursor{Seq: seq, N: total - min(after, total)}, after, nil
+}
+
+// countAfter counts subject's messages stored after seq, as a consumer
+// starting there says.
+func (g *Gateway) countAfter(ctx context.Context, subject string, seq uint64) (uint64, error) {
 	cons, err := g.js.CreateConsumer(ctx, chat.StreamName, jetstream.ConsumerConfig{
 		Name:              "count_" + newConnID(),
 		FilterSubject:     subject,
@@ -85,6 +100,16 @@ func (g *Gateway) unreadAfter(ctx context.Context, subject string, seq uint64) (
 	info := cons.CachedInfo()
 	g.dropConsumer(info.Name)
 	return info.NumPending, nil
+}
+
+// subjectCounts is how many messages the stream holds on each subject
+// matching filter (a subject or a wildcard), from the stream's own index.
+func (g *Gateway) subjectCounts(ctx context.Context, filter string) (map[string]uint64, error) {
+	info, err := g.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
+	return info.State.Subjects, nil
 }
 
 // countConsumerIdle: a counting consumer whose delete was lost goes by
