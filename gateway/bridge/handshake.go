@@ -135,32 +135,8 @@ func (g *Gateway) dropSocket(c *client) {
 // serveWS checks origin, token and revocation, all before upgrading, then
 // runs the socket until it closes.
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !g.originAllowed(r) {
-		ops.WriteError(w, http.StatusForbidden, "forbidden_origin", "this origin may not open a chat socket")
-		return
-	}
-	if !g.ready.IsOpen() || !g.keys.IsOpen() {
-		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is starting; try again shortly")
-		return
-	}
-	raw := token.FromRequest(r, chat.TokenCookie)
-	if raw == "" {
-		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "log in first")
-		return
-	}
-	claims, err := g.verifier.Verify(raw)
-	if err != nil {
-		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired token; log in again")
-		return
-	}
-	if g.revoked.revokes(claims) {
-		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "token revoked; log in again")
-		return
-	}
-	if !g.roomForSocket(r.Context(), claims.Subject) {
-		g.metrics.errors.WithLabelValues("too_many_sockets").Inc()
-		ops.WriteError(w, http.StatusTooManyRequests, "too_many_sockets",
-			fmt.Sprintf("at most %d open sockets per user: close a tab or device first", g.limits.SocketsPerUser))
+	claims, ok := g.authorize(w, r)
+	if !ok {
 		return
 	}
 	// From here the slot is given back when the socket ends (dropSocket)
@@ -185,32 +161,75 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		sendSlots: make(chan struct{}, MaxSendsInFlight),
 		limiter:   rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
-	hello := chat.Encode(chat.HelloFrame{
-		Type: chat.FrameHello, User: c.user, Rooms: []string{chat.Lobby}, Seq: lastSeq,
-		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: g.limits.MaxFrameBytes, SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
-	})
-	if err := g.admitSocket(c, hello); err != nil {
+	if err := g.admitSocket(c, g.hello(c.user, lastSeq)); err != nil {
 		g.log.Warn("socket refused after upgrade", "err", err)
 		conn.Close(websocket.CloseTryAgainLater, "try again")
 		return
 	}
 	admitted = true
+	g.run(c)
+}
+
+// authorize checks origin, readiness, token, revocation and the user's
+// sockets before the upgrade, answering a refusal itself; on success the
+// user holds a socket slot.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) (*token.Claims, bool) {
+	if !g.originAllowed(r) {
+		ops.WriteError(w, http.StatusForbidden, "forbidden_origin", "this origin may not open a chat socket")
+		return nil, false
+	}
+	if !g.ready.IsOpen() || !g.keys.IsOpen() {
+		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is starting; try again shortly")
+		return nil, false
+	}
+	raw := token.FromRequest(r, chat.TokenCookie)
+	if raw == "" {
+		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "log in first")
+		return nil, false
+	}
+	claims, err := g.verifier.Verify(raw)
+	if err != nil {
+		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired token; log in again")
+		return nil, false
+	}
+	if g.revoked.revokes(claims) {
+		ops.WriteError(w, http.StatusUnauthorized, "unauthorized", "token revoked; log in again")
+		return nil, false
+	}
+	if !g.roomForSocket(r.Context(), claims.Subject) {
+		g.metrics.errors.WithLabelValues("too_many_sockets").Inc()
+		ops.WriteError(w, http.StatusTooManyRequests, "too_many_sockets",
+			fmt.Sprintf("at most %d open sockets per user: close a tab or device first", g.limits.SocketsPerUser))
+		return nil, false
+	}
+	return claims, true
+}
+
+// hello is a socket's first frame.
+func (g *Gateway) hello(u chat.User, lastSeq uint64) []byte {
+	return chat.Encode(chat.HelloFrame{
+		Type: chat.FrameHello, User: u, Rooms: []string{chat.Lobby}, Seq: lastSeq,
+		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: g.limits.MaxFrameBytes, SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
+	})
+}
+
+// run serves an admitted socket until it ends. It lives on goroutines of
+// its own: the HTTP handler's, deep in net/http with a stack grown by the
+// handshake, ends here, which keeps an idle socket's memory small.
+func (g *Gateway) run(c *client) {
 	// The conversations follow hello and the online list; reading them
 	// takes stream round trips, so they come when ready.
 	go g.sendConversations(c, "", 0)
 	// Live messages wait for a possible resume no longer than HoldTimeout.
 	hold := time.AfterFunc(chat.HoldTimeout, func() { c.goLive(0, stateHolding) })
 	// The socket ends when its token does.
-	expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { c.conn.Close(chat.CloseTokenExpired, "token expired; log in again") })
-	// The socket lives on goroutines of its own: the HTTP handler's, deep
-	// in net/http with a stack grown by the handshake, ends here, which
-	// keeps an idle socket's memory small.
+	expiry := time.AfterFunc(time.Until(c.claims.ExpiresAt.Time), func() { c.conn.Close(chat.CloseTokenExpired, "token expired; log in again") })
 	go func() {
 		defer g.dropSocket(c)
 		defer hold.Stop()
 		defer expiry.Stop()
 		c.readPump()
-		<-conn.Done()
+		<-c.conn.Done()
 	}()
 }
 
