@@ -627,8 +627,15 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 	if d := fastGot.dups(); d > 0 {
 		t.Errorf("fast reader got %d messages twice", d)
 	}
-	// Now read the slow socket: after what fit, a close 4009 (bounded, so
-	// a socket that was never closed fails the test instead of hanging it).
+	// The slow socket was closed as too slow.
+	if got := metric(t, e.gws[0], "gateway_slow_closes_total"); got != 1 {
+		t.Fatalf("gateway_slow_closes_total = %v, want 1 (the slow socket)", got)
+	}
+	// Now read it: after what fit, a close 4009 when the close frame fit
+	// in what the socket could still take; a socket whose write was stuck
+	// (its kernel buffers full) for writeWait is dropped without one
+	// (1006), which on a loaded machine can happen before this test reads.
+	// Bounded, so a socket never closed fails the test instead of hanging.
 	_ = slow.SetReadDeadline(time.Now().Add(60 * time.Second))
 	for {
 		_, _, err := slow.ReadMessage()
@@ -636,8 +643,8 @@ func TestSlowReaderClosedOthersServed(t *testing.T) {
 			continue
 		}
 		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != chat.CloseTooSlow {
-			t.Fatalf("slow socket ended with %v, want close %d", err, chat.CloseTooSlow)
+		if !errors.As(err, &ce) || (ce.Code != chat.CloseTooSlow && ce.Code != websocket.CloseAbnormalClosure) {
+			t.Fatalf("slow socket ended with %v, want close %d (or 1006, dropped)", err, chat.CloseTooSlow)
 		}
 		break
 	}
