@@ -396,3 +396,42 @@ func TestDelayPolicy(t *testing.T) {
 		})
 	}
 }
+
+// The HTTP servers bound reading a request (ops.ReadTimeout, so a
+// trickled body cannot hold a connection); a socket outlives that bound,
+// since the upgrade clears the connection's deadlines.
+func TestSocketOutlivesHTTPReadTimeout(t *testing.T) {
+	s := NewServer(testOptions())
+	defer s.Close()
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := s.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		for {
+			data, _, err := c.Read()
+			if err != nil {
+				return
+			}
+			c.Send(data)
+		}
+	}))
+	const readTimeout = 100 * time.Millisecond
+	hs.Config.ReadTimeout = readTimeout
+	hs.Start()
+	defer hs.Close()
+	c := dial(t, "ws"+strings.TrimPrefix(hs.URL, "http"))
+	start := time.Now()
+	tick := time.NewTicker(readTimeout / 2)
+	defer tick.Stop()
+	for i := 0; time.Since(start) < 5*readTimeout; i++ {
+		<-tick.C
+		msg := strconv.Itoa(i)
+		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatalf("write after %v: %v", time.Since(start), err)
+		}
+		if _, got, err := c.ReadMessage(); err != nil || string(got) != msg {
+			t.Fatalf("echo after %v: %q %v", time.Since(start), got, err)
+		}
+	}
+}

@@ -35,6 +35,11 @@ const (
 	CheckTimeout = 2 * time.Second
 	// ReadHeaderTimeout bounds a client's request headers (slowloris).
 	ReadHeaderTimeout = 5 * time.Second
+	// ReadTimeout bounds reading a whole request, headers and body: a body
+	// trickled a byte at a time does not hold a connection open (auth
+	// makes its own a setting, HTTP_READ_TIMEOUT). A websocket's reads
+	// are not bound by it: the upgrade clears the connection's deadlines.
+	ReadTimeout = 10 * time.Second
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout = 2 * time.Minute
 	// MaxHeaderBytes bounds a request's headers.
@@ -192,6 +197,7 @@ func NewServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 	}
