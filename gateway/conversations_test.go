@@ -136,3 +136,37 @@ func TestConversationsPaged(t *testing.T) {
 		t.Fatalf("second page: %+v, more %v", rest, more)
 	}
 }
+
+// Typing in a direct conversation reaches the other person, on any
+// gateway, at most once per socket every TypingInterval; it is never
+// stored, and typing in the lobby is not relayed.
+func TestTyping(t *testing.T) {
+	e := startChat(t, 2, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[1], "bob")
+	alice.send(t, `{"type":"typing","to":{"user":"bob"}}`)
+	f := bob.nextOf(t, "typing")
+	if f["to"].(map[string]any)["user"] != "alice" || f["user"].(map[string]any)["name"] != "Alice" {
+		t.Fatalf("bob got %v, want alice typing to him", f)
+	}
+	// A second one at once, and one in the lobby: neither is relayed, so
+	// what bob gets next is the message sent after them.
+	alice.send(t, `{"type":"typing","to":{"user":"bob"}}`)
+	alice.send(t, `{"type":"typing","to":{"room":"lobby"}}`)
+	sendOK(t, alice, "d1", `{"user":"bob"}`, "there")
+	for {
+		f := bob.next(t)
+		if f["type"] == "typing" {
+			t.Fatalf("relayed again within %v: %v", chat.TypingInterval, f)
+		}
+		if f["type"] == "message" && f["id"] == "d1" {
+			break
+		}
+	}
+	// Nothing of it was stored: the conversation holds the message alone.
+	again, _ := e.dial(t, e.gws[0], "bob")
+	items, _ := conversations(t, again.nextConversations(t))
+	if items[0].to != "user:alice" || items[0].unread != 1 {
+		t.Fatalf("bob's conversation with alice: %+v, want the one message", items[0])
+	}
+}

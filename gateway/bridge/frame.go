@@ -43,6 +43,8 @@ func (g *Gateway) handleFrame(c *client, data []byte) {
 		g.handleRead(c, f)
 	case chat.FrameConversations:
 		g.handleConversations(c, f)
+	case chat.FrameTyping:
+		g.handleTyping(c, f)
 	}
 }
 
@@ -56,7 +58,7 @@ func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 		return f, &e
 	}
 	switch f.Type {
-	case chat.FrameSend, chat.FrameHistory, chat.FrameResume, chat.FrameRead, chat.FrameConversations:
+	case chat.FrameSend, chat.FrameHistory, chat.FrameResume, chat.FrameRead, chat.FrameConversations, chat.FrameTyping:
 		return f, nil
 	case "":
 		e := errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`)

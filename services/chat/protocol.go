@@ -32,6 +32,7 @@ import (
 //	{"type":"resume","after":41}
 //	{"type":"read","to":{"user":"u7"},"seq":57}
 //	{"type":"conversations","id":"c2","before":40}
+//	{"type":"typing","to":{"user":"u7"}}
 //
 // Server frames:
 //
@@ -46,6 +47,7 @@ import (
 //	{"type":"conversations","items":[{"to":{"user":"u7"},"title":"Bob","user":{...},"last":{"seq":57,"from":{...},"text":"...","ts":"..."},"read":55,"unread":2}],"more":false}
 //	{"type":"read","to":{"user":"u7"},"seq":57,"unread":0}
 //	{"type":"seen","to":{"user":"u7"},"seq":57}
+//	{"type":"typing","to":{"user":"u1"},"user":{"id":"u1","name":"Alice","account":"alice"}}
 //
 // Presence: right after hello, the list of everyone online; then one frame
 // per change. Every socket of every user converges to the same list.
@@ -75,6 +77,11 @@ import (
 // what is left unread, and in a direct conversation the other person's
 // sockets get seen (a read receipt). A seq beyond the stream's last is
 // refused with bad_seq.
+//
+// Typing: in a direct conversation, typing reaches the other person's
+// sockets, at most once per [TypingInterval] (3 s) per socket (more are
+// dropped); clients drop it [TypingShown] (6 s) after the last. Never
+// stored. Typing in a room is not relayed.
 //
 // Resume: a reconnecting client sends resume, with the last seq it saw, as
 // its first frame, within [HoldTimeout] (1 s) of hello. The gateway
@@ -118,6 +125,9 @@ const (
 	// Seen tells the other person of a direct conversation how far the
 	// reader has read.
 	FrameSeen = "seen"
+	// Typing says the user is typing in a conversation (client), or that
+	// someone is (server).
+	FrameTyping = "typing"
 )
 
 // Error codes of error frames; the socket stays open after each.
@@ -312,6 +322,23 @@ type SeenFrame struct {
 	To   To     `json:"to"`
 	Seq  uint64 `json:"seq"`
 }
+
+// TypingFrame tells the other person of a direct conversation that User
+// is typing there (To, from the recipient's side, names the typist).
+// Clients show it for at most TypingShown.
+type TypingFrame struct {
+	Type string `json:"type"`
+	To   To     `json:"to"`
+	User User   `json:"user"`
+}
+
+// Typing indicators: a socket's typing frames reach others at most once
+// per TypingInterval; a client drops an indicator TypingShown after the
+// last one.
+const (
+	TypingInterval = 3 * time.Second
+	TypingShown    = 6 * time.Second
+)
 
 // NewMessageFrame is the delivery frame of m stored at seq.
 func NewMessageFrame(m Message, seq uint64) MessageFrame {
