@@ -1,8 +1,9 @@
 // Package bridge is the chat side of the gateway: it admits websockets
 // (token, origin, per-user limits), reads the clients' frames (send,
-// history, resume), stores sends in the CHAT stream, and delivers what
-// the stream stores to every local socket that may see it, with presence
-// and revocations. Sockets themselves are wsconn's.
+// history, resume, read, typing, conversations), stores sends in the CHAT
+// stream within each user's quotas, and delivers what the stream stores
+// to every local socket that may see it, with presence, revocations, read
+// cursors and the conversation list. Sockets themselves are wsconn's.
 package bridge
 
 import (
