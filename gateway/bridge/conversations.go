@@ -177,6 +177,12 @@ func (g *Gateway) readState(ctx context.Context, user string, items []chat.Conve
 		if n := counts[conversationSubject(user, &it.To)]; n > at.N {
 			it.Unread = n - at.N
 		}
+		// Sending is reading (sentReads): a conversation whose latest
+		// message is the user's own is read, even before the background
+		// move of their cursor has landed.
+		if it.Last != nil && it.Last.From.ID == user {
+			it.Read, it.Unread = max(it.Read, it.Last.Seq), 0
+		}
 	}
 	return nil
 }

@@ -53,21 +53,22 @@ type Config struct {
 // Gateway serves the chat websocket (/ws): New, then Start on a NATS
 // connection made with JetStreamOptions, then ServeHTTP until Shutdown.
 type Gateway struct {
-	id       string // this gateway's presence id
-	log      *slog.Logger
-	cfg      Config
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	verifier *token.Verifier
-	auth     *authclient.Client
-	hub      *hub
-	slots    *socketSlots // sockets per user here, open or opening
-	acks     *sendAcks
-	listings chan struct{} // (cap maxListings) conversation listings under way
-	limits   Limits
-	origins  map[string]bool // allowed Origin values; empty: same host only
-	metrics  *metrics
-	sockets  *wsconn.Server
+	id        string // this gateway's presence id
+	log       *slog.Logger
+	cfg       Config
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	verifier  *token.Verifier
+	auth      *authclient.Client
+	hub       *hub
+	slots     *socketSlots // sockets per user here, open or opening
+	acks      *sendAcks
+	sentReads *sentReads    // senders' cursors to move (sending is reading)
+	listings  chan struct{} // (cap maxListings) conversation listings under way
+	limits    Limits
+	origins   map[string]bool // allowed Origin values; empty: same host only
+	metrics   *metrics
+	sockets   *wsconn.Server
 
 	// Set by Start; ready opens when setup is done, keys when auth's keys
 	// are loaded.
@@ -100,7 +101,7 @@ func New(log *slog.Logger, reg prometheus.Registerer, cfg Config) *Gateway {
 	m := newMetrics(reg)
 	id := newConnID()
 	g := &Gateway{
-		id: id, log: log.With("gateway", id), cfg: cfg, verifier: token.NewVerifier(), acks: newSendAcks(), listings: make(chan struct{}, maxListings),
+		id: id, log: log.With("gateway", id), cfg: cfg, verifier: token.NewVerifier(), acks: newSendAcks(), sentReads: newSentReads(), listings: make(chan struct{}, maxListings),
 		slots: newSocketSlots(cfg.Limits.SocketsPerUser), limits: cfg.Limits, origins: map[string]bool{}, metrics: m,
 		sockets: wsconn.NewServer(wsconn.Options{
 			ReadLimit: int64(cfg.Limits.MaxFrameBytes), QueueLen: cfg.Limits.QueueLen, QueueBytes: cfg.Limits.QueueBytes,
@@ -207,6 +208,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 		return err
 	}
 	g.stream, g.revoked, g.presence, g.cursors = stream, revoked, reg, cursors{kv: readKV}
+	go g.moveSentReads(ctx)
 	g.sendQuota = quota.NewMeter(quotaKV, "sends", time.Minute, int64(g.limits.UserSendsPerMinute))
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)

@@ -35,14 +35,7 @@ func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
 		c.reply(errorFrame(f.ID, chat.CodeBadSeq, "seq is beyond the last message stored"))
 		return
 	}
-	subject := conversationSubject(c.user.ID, f.To)
-	at, unread, err := g.cursorAt(ctx, subject, f.Seq)
-	if err != nil {
-		g.log.Warn("read cursor not placed", "err", err)
-		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
-		return
-	}
-	moved, err := g.cursors.advance(ctx, c.user.ID, convKey(*f.To), at)
+	moved, err := g.moveReadCursor(ctx, c.user.ID, *f.To, f.Seq)
 	if err != nil {
 		g.log.Warn("read cursor not stored", "err", err)
 		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
@@ -51,10 +44,23 @@ func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
 	if !moved {
 		return
 	}
-	g.publishUser(c.user.ID, chat.ReadFrame{Type: chat.FrameRead, To: *f.To, Seq: f.Seq, Unread: unread})
 	if f.To.User != "" && f.To.User != c.user.ID {
 		g.publishUser(f.To.User, chat.SeenFrame{Type: chat.FrameSeen, To: chat.To{User: c.user.ID}, Seq: f.Seq})
 	}
+}
+
+// moveReadCursor moves user's cursor of conversation to up to seq and, if
+// it moved, tells every socket of the user, with what is left unread.
+func (g *Gateway) moveReadCursor(ctx context.Context, user string, to chat.To, seq uint64) (bool, error) {
+	at, unread, err := g.cursorAt(ctx, conversationSubject(user, &to), seq)
+	if err != nil {
+		return false, err
+	}
+	moved, err := g.cursors.advance(ctx, user, convKey(to), at)
+	if moved {
+		g.publishUser(user, chat.ReadFrame{Type: chat.FrameRead, To: to, Seq: seq, Unread: unread})
+	}
+	return moved, err
 }
 
 // cursorAt places a cursor at seq in subject's conversation: how many of

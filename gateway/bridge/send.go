@@ -47,7 +47,7 @@ func (g *Gateway) handleSend(c *client, f chat.ClientFrame) {
 		return // nobody to ack; the client retries with the same id
 	}
 	msg := &nats.Msg{Subject: subject, Data: data}
-	g.acks.add(msg, pendingSend{c: c, id: f.ID, start: time.Now()})
+	g.acks.add(msg, pendingSend{c: c, id: f.ID, to: *f.To, start: time.Now()})
 	// The dedupe key is the sender's id with theirs: a retry is stored once,
 	// and two users' ids never collide.
 	if _, err := g.js.PublishMsgAsync(msg, jetstream.WithMsgID(c.user.ID+":"+f.ID)); err != nil {
@@ -95,6 +95,7 @@ const (
 type pendingSend struct {
 	c     *client
 	id    string
+	to    chat.To
 	start time.Time
 }
 
@@ -133,6 +134,7 @@ func (a *sendAcks) stored(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.Pub
 	if p, ok := a.take(m); ok {
 		p.c.gw.metrics.publishWait.Observe(time.Since(p.start).Seconds())
 		p.c.reply(chat.AckFrame{Type: chat.FrameAck, ID: p.id, Seq: ack.Sequence})
+		p.c.gw.sentReads.note(p.c.user.ID, p.to, ack.Sequence)
 	}
 }
 
