@@ -9,7 +9,9 @@
 // it locally, so a busy user costs about ten KV updates per window. A
 // lease is granted only from what is left of the budget, by a
 // compare-and-set on the user's entry, so the total spent in a window
-// never passes the budget however many gateways lease at once; what a
+// never passes the budget however many gateways lease at once (an entry
+// is never overwritten by an older window: a gateway whose clock is
+// behind refuses until it catches up); what a
 // lease leaves unspent when its window ends is lost to the user, never
 // granted twice.
 package quota
@@ -34,6 +36,11 @@ const casRetries = 16
 
 // ErrContended: the user's entry kept changing under every attempt.
 var ErrContended = errors.New("quota: entry changed under every retry")
+
+// errNewerWindow: the user's entry counts a window after the one asked
+// for (another gateway's clock is ahead, or this spend waited across a
+// window's edge); the spend takes the time again.
+var errNewerWindow = errors.New("quota: the entry counts a later window")
 
 // Meter is one budget per user and window.
 type Meter struct {
@@ -73,29 +80,42 @@ func NewMeter(kv jetstream.KeyValue, name string, window time.Duration, budget i
 // next window; err is the bucket's failure (the caller refuses the send
 // as unavailable).
 func (m *Meter) Spend(ctx context.Context, user string, n int64) (ok bool, retryAfter time.Duration, err error) {
-	now := m.now()
-	w := now.UnixNano() / int64(m.window)
-	l := m.lease(user, w)
+	l := m.lease(user, m.windowAt(m.now()))
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.window != w {
-		l.window, l.left = w, 0
-	}
-	if l.left >= n {
-		l.left -= n
+	for range 2 {
+		// The time is taken holding the lease: a spend that waited for it
+		// counts in the window it is made in.
+		now := m.now()
+		w := m.windowAt(now)
+		if l.window != w {
+			l.window, l.left = w, 0
+		}
+		if l.left >= n {
+			l.left -= n
+			return true, 0, nil
+		}
+		need := n - l.left
+		got, err := m.claim(ctx, user, w, max(need, m.budget/leaseShares), need)
+		if errors.Is(err, errNewerWindow) {
+			continue
+		}
+		if err != nil {
+			return false, 0, err
+		}
+		if got == 0 {
+			return false, time.Duration((w+1)*int64(m.window) - now.UnixNano()), nil
+		}
+		l.left += got - n
 		return true, 0, nil
 	}
-	need := n - l.left
-	got, err := m.claim(ctx, user, w, max(need, m.budget/leaseShares), need)
-	if err != nil {
-		return false, 0, err
-	}
-	if got == 0 {
-		return false, time.Duration((w+1)*int64(m.window) - now.UnixNano()), nil
-	}
-	l.left += got - n
-	return true, 0, nil
+	// Still a later window by this gateway's clock: its clock is behind
+	// another's. Refused until it catches up (NTP keeps that short).
+	return false, m.window, nil
 }
+
+// window_ is the index of the window at t.
+func (m *Meter) windowAt(t time.Time) int64 { return t.UnixNano() / int64(m.window) }
 
 // lease is user's lease here; leases of windows gone are dropped once
 // per window, so the map holds only this window's spenders.
@@ -130,6 +150,9 @@ func (m *Meter) claim(ctx context.Context, user string, w, want, need int64) (in
 		if err != nil {
 			return 0, err
 		}
+		if e.Window > w {
+			return 0, errNewerWindow // never write an older window over it
+		}
 		grant := min(want, m.budget-e.Spent)
 		if grant < need {
 			return 0, nil
@@ -161,7 +184,7 @@ func (m *Meter) get(ctx context.Context, key string, w int64) (entry, uint64, er
 		return entry{}, 0, fmt.Errorf("quota %s: %w", m.name, err)
 	}
 	var e entry
-	if json.Unmarshal(kve.Value(), &e) != nil || e.Window != w {
+	if json.Unmarshal(kve.Value(), &e) != nil || e.Window < w {
 		e = entry{Window: w} // a corrupt or older entry: nothing spent yet
 	}
 	return e, kve.Revision(), nil
