@@ -216,8 +216,24 @@ function pendingEl(p) {
     b.type = 'button';
     b.addEventListener('click', () => sendText(p.text, p.id));
     e.querySelector('.meta').append(b);
+    const why = sendErrorText(p);
+    if (why) e.append(el('p', 'reason', why));
   }
   return e;
+}
+
+// sendErrorText is why a send was refused for good, in the page's
+// language where the page knows the code: a spent quota says when sending
+// resumes (the server's "resumes in N s", as a time of day, so it stays
+// true while it is on screen).
+function sendErrorText(p) {
+  if (p.code === 'quota_exceeded') {
+    const wait = /resumes in (\d+) s/.exec(p.message || '');
+    if (!wait) return p.message || t('err.quota_exceeded.later');
+    const at = new Date(p.failedAt + Number(wait[1]) * 1000);
+    return t('err.quota_exceeded', { time: at.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }) });
+  }
+  return has(`err.${p.code}`) ? t(`err.${p.code}`) : (p.message || p.code || '');
 }
 
 function messageEl(from, date, text, cls, seq) {
@@ -585,10 +601,12 @@ function startChat(user) {
     onState: setConnState,
     onLive,
     onAck: () => {},
-    onSendError: (id, code) => {
+    onSendError: (id, code, message) => {
       for (const c of state.convs.values()) {
         const p = c.pending.get(id);
-        if (p) { p.status = 'failed'; p.code = code; }
+        if (!p) continue;
+        Object.assign(p, { status: 'failed', code, message, failedAt: Date.now() });
+        announce(`${t('status.failed')}: ${sendErrorText(p)}`);
       }
       renderMessages();
     },

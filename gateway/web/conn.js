@@ -8,7 +8,8 @@ const stormSpreadMs = 3000;
 
 export class Connection {
   // handlers: onFrame(obj), onState('connected'|'reconnecting'|'offline'),
-  // onLive(), onSessionEnd(closeCode), onAck(id, seq), onSendError(id, code).
+  // onLive(), onSessionEnd(closeCode), onAck(id, seq), onSendError(id, code,
+  // message): a send refused for good, with the server's words.
   constructor(handlers) {
     this.h = handlers;
     this.ws = null;
@@ -64,7 +65,7 @@ export class Connection {
             this.retryLater(f.id);
           } else {
             this.outbox.delete(f.id);
-            this.h.onSendError(f.id, f.code);
+            this.h.onSendError(f.id, f.code, f.message);
           }
           continue;
         }

@@ -83,6 +83,10 @@ const strings = {
     'logoutAll.submit': 'Log out everywhere',
     'logoutAll.done': 'You were logged out everywhere.',
     'err.wrong_password': 'The current password is wrong.',
+    'err.quota_exceeded': 'You have sent as much as one person may for now. You can send again at {time}.',
+    'err.quota_exceeded.later': 'You have sent as much as one person may for now. Try again later.',
+    'err.unknown_recipient': 'This person has no account here.',
+    'err.empty_text': 'The message is empty.',
   },
   zh: {
     'logout': '退出',
@@ -165,6 +169,10 @@ const strings = {
     'logoutAll.submit': '在所有设备上退出',
     'logoutAll.done': '已在所有设备上退出。',
     'err.wrong_password': '当前密码错误。',
+    'err.quota_exceeded': '你暂时已达到发送上限，{time} 后可以再次发送。',
+    'err.quota_exceeded.later': '你暂时已达到发送上限，请稍后再试。',
+    'err.unknown_recipient': '此用户在这里没有账号。',
+    'err.empty_text': '消息是空的。',
   },
 };
 
