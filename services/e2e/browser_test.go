@@ -91,13 +91,20 @@ type browserStack struct {
 // gateways' environment.
 func startBrowserStack(t *testing.T, gatewayEnv ...string) *browserStack {
 	t.Helper()
+	return startBrowserStackWith(t, nil, gatewayEnv...)
+}
+
+// startBrowserStackWith is startBrowserStack with authEnv added to auth's
+// environment.
+func startBrowserStackWith(t *testing.T, authEnv []string, gatewayEnv ...string) *browserStack {
+	t.Helper()
 	ns := natstest.Start(t)
 	db := mongotest.Start(t)
 	addrs := servicetest.FreeAddrs(t, 4)
 	s := &browserStack{nats: ns.URL(), env: append([]string{"NATS_URL=" + ns.URL(), "AUTH_URL=http://" + addrs[0]}, gatewayEnv...)}
-	startService(t, "auth", "TRUSTED_PROXIES=127.0.0.1", "NATS_URL="+ns.URL(), "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
-		"AUTH_SIGNING_KEY_FILE="+filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",
-		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1")
+	startService(t, "auth", append([]string{"TRUSTED_PROXIES=127.0.0.1", "NATS_URL=" + ns.URL(), "MONGO_URI=" + db.URI(), "HTTP_ADDR=" + addrs[0],
+		"AUTH_SIGNING_KEY_FILE=" + filepath.Join(t.TempDir(), "key.pem"), "AUTH_GENERATE_SIGNING_KEY=true",
+		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1"}, authEnv...)...)
 	startService(t, "presence", "NATS_URL="+ns.URL(), "HTTP_ADDR="+addrs[1])
 	for i := range 2 {
 		s.gateways[i] = "http://" + addrs[2+i]
