@@ -14,6 +14,10 @@ const historyPage = 50;
 const loadOlderPx = 300;
 // historyRetryMs: a refused history request is asked again after this.
 const historyRetryMs = 2000;
+// readEveryMs: a conversation's read cursor is sent at most this often.
+const readEveryMs = 1000;
+// retryMs: a refused read or conversations request is sent again after this.
+const retryMs = 2000;
 
 const state = {
   me: null,                 // {id, account, name}
@@ -27,6 +31,11 @@ const state = {
   connState: null,
   historySeq: 0,
   historyReqs: new Map(),   // request id -> {key, before}, until answered
+  reqSeq: 0,
+  readReqs: new Map(),      // read request id -> {c, prev}, until refused (reads are not acked)
+  convReq: null,            // id of the asked page of older conversations
+  convMore: false,          // the server has older conversations than the list
+  convCursor: 0,            // last.seq of the oldest listed: the next page's "before"
 };
 
 // ---- conversations --------------------------------------------------------
@@ -39,10 +48,16 @@ function conv(key) {
       key, to: kind === 'room' ? { room: id } : { user: id },
       messages: new Map(),   // seq -> message
       pending: new Map(),    // id -> {id, text, status}
-      unread: 0,             // while not open
+      unread: 0,             // messages after the read cursor, as the server counts them
       unseen: 0,             // while open but scrolled up
       last: 0,               // newest seq, for the list's order
       more: true, loaded: false, loading: false,
+      readSeq: 0,            // the read cursor, as the server last said
+      counted: 0,            // the server's unread count covers messages up to here
+      shown: 0,              // newest seq this page has shown (the cursor it sends)
+      sentRead: 0,           // newest seq sent in a read
+      readAt: 0,             // when the last read was sent (ms)
+      readTimer: null,
     };
     state.convs.set(key, c);
   }
@@ -206,6 +221,7 @@ function renderMessages(where = 'auto') {
     restoreAnchor(box, anchor);
   }
   renderJump();
+  noteShown();
 }
 
 function pendingEl(p) {
@@ -287,6 +303,16 @@ function renderConvList() {
     li.append(b);
     list.append(li);
   }
+  if (state.convMore) {
+    const li = el('li');
+    const b = el('button', 'conv-more', t(state.convReq ? 'conv.loading' : 'conv.more'));
+    b.type = 'button';
+    b.id = 'conv-more';
+    b.disabled = state.convReq !== null;
+    b.addEventListener('click', loadOlderConversations);
+    li.append(b);
+    list.append(li);
+  }
 }
 
 function renderOnline() {
@@ -359,7 +385,6 @@ function announce(text) {
 function openConv(key) {
   const c = conv(key);
   state.current = key;
-  c.unread = 0;
   c.unseen = 0;
   if (!c.to.room && !state.accounts.has(c.to.user)) fetchNames([c.to.user]);
   if (!c.loaded) loadHistory(c);
@@ -433,11 +458,145 @@ function onFrame(f) {
       }
       renderSide();
       break;
+    case 'conversations': onConversations(f); break;
+    case 'read': onRead(f); break;
     case 'error':
       if (f.id && state.historyReqs.has(f.id)) onHistoryError(f);
+      else if (f.id && state.readReqs.has(f.id)) onReadError(f);
+      else if (f.id && f.id === state.convReq) onConversationsError(f);
       else console.warn('natter:', f.code, f.message);
       break;
   }
+}
+
+// othersAfter counts c's messages the page holds from others after seq.
+function othersAfter(c, seq) {
+  let n = 0;
+  for (const m of c.messages.values()) if (m.seq > seq && m.from.id !== state.me.id) n++;
+  return n;
+}
+
+// onConversations takes the server's list (after every connect, and each
+// page of older ones asked for): every conversation the user has had, its
+// newest message and what is unread, as every device of theirs sees it.
+function onConversations(f) {
+  const asked = f.id && f.id === state.convReq;
+  if (asked) state.convReq = null;
+  for (const it of f.items) {
+    if (it.user && (it.user.account || it.user.name !== it.user.id)) learnName(it.user);
+    if (it.last) learnName(it.last.from);
+    const c = conv(keyOf(it.to, null));
+    const lastSeq = it.last?.seq || 0;
+    c.last = Math.max(c.last, lastSeq);
+    // A list older than a read this page sent or was told of is stale
+    // about what is unread; that read's frame says it.
+    if (it.read >= Math.max(c.readSeq, c.sentRead, c.shown)) {
+      c.readSeq = it.read;
+      // Whoever wrote last has read what came before: the server counts
+      // every message after the cursor, your own too.
+      const mineLast = it.last?.from.id === state.me.id;
+      c.unread = (mineLast ? 0 : it.unread) + othersAfter(c, Math.max(lastSeq, it.read));
+    }
+    c.counted = Math.max(c.counted, lastSeq);
+  }
+  if (asked || state.convCursor === 0) {
+    state.convMore = f.more;
+    const dated = f.items.filter((it) => it.last);
+    if (dated.length > 0) state.convCursor = dated[dated.length - 1].last.seq;
+    else state.convMore = false;
+  }
+  renderSide();
+  noteShown();
+}
+
+function onConversationsError(f) {
+  state.convReq = null;
+  if (f.code === 'rate_limited' || f.code === 'unavailable') setTimeout(loadOlderConversations, retryMs);
+  renderSide();
+}
+
+// loadOlderConversations asks for the page of conversations after the
+// oldest listed.
+function loadOlderConversations() {
+  if (state.convReq || !state.convMore || !state.conn?.live) return;
+  state.convReq = `c${++state.reqSeq}`;
+  state.conn.request({ type: 'conversations', id: state.convReq, before: state.convCursor });
+  renderSide();
+}
+
+// onRead: this user's read cursor of a conversation moved (on this device
+// or another): what is left unread is the server's count.
+function onRead(f) {
+  const c = conv(keyOf(f.to, null));
+  if (f.seq < c.readSeq) return; // an older read, overtaken
+  c.readSeq = f.seq;
+  // This page showed more than that read says: its own read follows.
+  if (f.seq >= c.shown) c.unread = f.unread;
+  renderSide();
+}
+
+// reading says whether the reader sees the open conversation's newest
+// messages: the tab shown, the drawer shut, the list at its bottom.
+function reading() {
+  return document.visibilityState === 'visible' && !drawerOpen() && isAtBottom($('messages'));
+}
+
+// noteShown records the newest message of the open conversation as read
+// when the reader sees it, and sends the cursor.
+function noteShown() {
+  if (!state.me) return;
+  const c = conv(state.current);
+  if (!c.loaded || c.messages.size === 0 || !reading()) return;
+  const seq = Math.max(...c.messages.keys());
+  if (seq <= c.shown) return;
+  c.shown = seq;
+  if (c.unread > 0) {
+    c.unread = 0;
+    renderSide();
+  }
+  flushRead(c);
+}
+
+// flushRead sends c's read cursor when it moved past what was sent, at
+// most once per readEveryMs per conversation (now, when leaving).
+function flushRead(c, leaving = false) {
+  if (state.convs.get(c.key) !== c || (c.readTimer && !leaving)) return;
+  if (c.shown <= Math.max(c.sentRead, c.readSeq)) return;
+  const wait = leaving ? 0 : c.readAt + readEveryMs - Date.now();
+  if (wait > 0) {
+    c.readTimer = setTimeout(() => { c.readTimer = null; flushRead(c); }, wait);
+    return;
+  }
+  if (!state.conn?.live) return; // onLive sends it
+  clearTimeout(c.readTimer);
+  c.readTimer = null;
+  const id = `r${++state.reqSeq}`;
+  state.readReqs.set(id, { c, prev: c.sentRead });
+  // Reads are not acknowledged: forget the request once a refusal would
+  // have come.
+  setTimeout(() => state.readReqs.delete(id), 30000);
+  c.readAt = Date.now();
+  c.sentRead = c.shown;
+  state.conn.request({ type: 'read', id, to: c.to, seq: c.shown });
+}
+
+// flushReads sends every read cursor still held back by the throttle: the
+// reader is leaving (logging out, hiding or closing the tab), and what
+// they saw here must not count as unread on their other devices.
+function flushReads() {
+  for (const c of state.convs.values()) flushRead(c, true);
+}
+
+// onReadError: a read refused for the moment is sent again later.
+function onReadError(f) {
+  const { c, prev } = state.readReqs.get(f.id);
+  state.readReqs.delete(f.id);
+  if (f.code !== 'rate_limited' && f.code !== 'unavailable') {
+    console.warn('natter: read refused:', f.code, f.message);
+    return;
+  }
+  if (c.sentRead > prev) c.sentRead = prev;
+  setTimeout(() => flushRead(c), retryMs);
 }
 
 function onMessage(f) {
@@ -445,11 +604,11 @@ function onMessage(f) {
   if (!key) return;
   const c = conv(key);
   const mine = f.from.id === state.me.id;
-  if (key !== state.current) {
-    if (!mine) {
-      c.unread++;
-      announce(t('announce.elsewhere', { name: labelOf(f.from), conv: titleOf(c) }));
-    }
+  // Unread unless the reader sees it come, or the server counted it.
+  const open = key === state.current;
+  if (!mine && !(open && reading()) && f.seq > Math.max(c.readSeq, c.counted, c.shown)) c.unread++;
+  if (!open) {
+    if (!mine) announce(t('announce.elsewhere', { name: labelOf(f.from), conv: titleOf(c) }));
     renderSide();
     return;
   }
@@ -495,6 +654,7 @@ function setDrawer(open) {
   $('scrim').hidden = !open;
   $('toggle-side').setAttribute('aria-expanded', String(open));
   if (open) $('side').querySelector('button')?.focus();
+  else noteShown();
 }
 
 function drawerOpen() { return $('side').classList.contains('open'); }
@@ -593,7 +753,12 @@ function startChat(user) {
   state.me = user;
   learnName(user);
   $('me').textContent = user.name;
+  for (const c of state.convs.values()) clearTimeout(c.readTimer);
   state.convs.clear();
+  state.readReqs.clear();
+  state.convReq = null;
+  state.convMore = false;
+  state.convCursor = 0;
   state.current = lobbyKey;
   showView('chat');
   state.conn = new Connection({
@@ -624,6 +789,8 @@ function startChat(user) {
 function onLive() {
   for (const req of state.historyReqs.values()) conv(req.key).loading = false;
   state.historyReqs.clear();
+  state.convReq = null;
+  for (const c of state.convs.values()) flushRead(c);
   const c = conv(state.current);
   if (!c.loaded) loadHistory(c);
   else loadOlderIfNeeded();
@@ -686,6 +853,7 @@ function wireForms() {
     } catch { form.querySelector('.form-error').textContent = t('err.network'); }
   });
   $('logout').addEventListener('click', async () => {
+    flushReads();
     try { await api('/api/logout', {}); } catch { /* the cookie expires anyway */ }
     endSession('');
   });
@@ -702,7 +870,13 @@ function wireChat() {
     const c = conv(state.current);
     if (c.unseen > 0 && isAtBottom(box)) { c.unseen = 0; renderJump(); }
     loadOlderIfNeeded();
+    noteShown();
   });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') noteShown();
+    else flushReads();
+  });
+  window.addEventListener('pagehide', flushReads);
   stickToBottom(box);
   $('jump').addEventListener('click', () => { renderMessages('bottom'); $('msg').focus(); });
   $('toggle-side').addEventListener('click', () => setDrawer(!drawerOpen()));
