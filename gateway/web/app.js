@@ -58,6 +58,7 @@ function conv(key) {
       sentRead: 0,           // newest seq sent in a read
       readAt: 0,             // when the last read was sent (ms)
       readTimer: null,
+      seen: 0,               // direct: the other person has read up to here
     };
     state.convs.set(key, c);
   }
@@ -214,6 +215,7 @@ function renderMessages(where = 'auto') {
     box.append(messageEl(m.from, d, m.text, m.from.id === state.me.id ? 'mine' : '', m.seq));
   }
   for (const p of c.pending.values()) box.append(pendingEl(p));
+  renderSeen();
   if (toBottom) {
     box.scrollTop = box.scrollHeight;
     c.unseen = 0;
@@ -250,6 +252,21 @@ function sendErrorText(p) {
     return t('err.quota_exceeded', { time: at.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }) });
   }
   return has(`err.${p.code}`) ? t(`err.${p.code}`) : (p.message || p.code || '');
+}
+
+// renderSeen marks, in a direct conversation, the last of your messages
+// the other person has read.
+function renderSeen() {
+  const box = $('messages');
+  for (const m of box.querySelectorAll('.seen')) m.remove();
+  const c = conv(state.current);
+  if (c.to.room || c.seen === 0) return;
+  const mine = [...box.querySelectorAll('.msg.mine[data-seq]')].filter((e) => Number(e.dataset.seq) <= c.seen);
+  const last = mine[mine.length - 1];
+  if (!last) return;
+  const mark = el('span', 'mark seen', t('seen'));
+  mark.title = t('seen.by', { name: labelOf(userOf(c.to.user)) });
+  last.querySelector('.meta').append(mark);
 }
 
 function messageEl(from, date, text, cls, seq) {
@@ -460,6 +477,7 @@ function onFrame(f) {
       break;
     case 'conversations': onConversations(f); break;
     case 'read': onRead(f); break;
+    case 'seen': onSeen(f); break;
     case 'error':
       if (f.id && state.historyReqs.has(f.id)) onHistoryError(f);
       else if (f.id && state.readReqs.has(f.id)) onReadError(f);
@@ -533,6 +551,14 @@ function onRead(f) {
   // This page showed more than that read says: its own read follows.
   if (f.seq >= c.shown) c.unread = f.unread;
   renderSide();
+}
+
+// onSeen: the other person of a direct conversation read up to f.seq.
+function onSeen(f) {
+  const c = conv(keyOf(f.to, null));
+  if (f.seq <= c.seen) return;
+  c.seen = f.seq;
+  if (c.key === state.current) renderSeen();
 }
 
 // reading says whether the reader sees the open conversation's newest
