@@ -365,3 +365,40 @@ func TestBrowserQuotaRefusal(t *testing.T) {
 	shot(t, b, "3-refused-zh-1280x800")
 	b.checkClean(t, axe, "refused send in Chinese")
 }
+
+// TestConversationsUnreadCountsOthers: a user's own messages are never
+// unread to them, even sent from a socket that never sends read (a bot, a
+// page closed at once): sending is reading, as chat apps have it, so what
+// they answered is read too. Alice wrote twice, bob answered: one unread
+// for alice, none for bob. (The page shows it so for a conversation
+// whose last message is the user's; the server counts every message
+// after the cursor.)
+func TestConversationsUnreadCountsOthers(t *testing.T) {
+	s := startBrowserStack(t)
+	gw := s.gateways[0]
+	aliceID, aliceCookie := registerLogin(t, gw, "alice", "Alice", "own-words-2026")
+	bobID, bobCookie := registerLogin(t, gw, "bob", "Bob", "own-words-2026")
+	alice, _ := dialChat(t, gw, aliceCookie, 0)
+	bob, _ := dialChat(t, gw, bobCookie, 0)
+	alice.say(t, "a1", toUser(bobID), "hello bob")
+	alice.say(t, "a2", toUser(bobID), "are you there?")
+	bob.say(t, "b1", toUser(aliceID), "here")
+	for _, u := range []struct {
+		name, cookie, other string
+		want                float64
+	}{{"alice", aliceCookie, bobID, 1}, {"bob", bobCookie, aliceID, 0}} {
+		c, _ := dialChat(t, gw, u.cookie, 0)
+		c.waitFor(t, u.name+"'s conversations", func(o map[string]any) bool {
+			if o["type"] != "conversations" {
+				return false
+			}
+			for _, it := range o["items"].([]any) {
+				it := it.(map[string]any)
+				if to := it["to"].(map[string]any); to["user"] == u.other && it["unread"] != u.want {
+					t.Errorf("%s's conversation: unread %v, want %v (the other person's messages after the user's last)", u.name, it["unread"], u.want)
+				}
+			}
+			return true
+		})
+	}
+}
