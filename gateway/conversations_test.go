@@ -163,6 +163,11 @@ func TestTyping(t *testing.T) {
 	e := startChat(t, 2, nil)
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	bob, _ := e.dial(t, e.gws[1], "bob")
+	// Typing to someone she never wrote to reaches no one; to bob, once
+	// she has, it does.
+	carol, _ := e.dial(t, e.gws[1], "carol")
+	alice.send(t, `{"type":"typing","to":{"user":"carol"}}`)
+	sendOK(t, alice, "d0", `{"user":"bob"}`, "hi")
 	alice.send(t, `{"type":"typing","to":{"user":"bob"}}`)
 	f := bob.nextOf(t, "typing")
 	if f["to"].(map[string]any)["user"] != "alice" || f["user"].(map[string]any)["name"] != "Alice" {
@@ -182,10 +187,22 @@ func TestTyping(t *testing.T) {
 			break
 		}
 	}
-	// Nothing of it was stored: the conversation holds the message alone.
+	// Nothing of it was stored: the conversation holds the messages alone.
 	again, _ := e.dial(t, e.gws[0], "bob")
 	items, _ := conversations(t, again.nextConversations(t))
-	if items[0].to != "user:alice" || items[0].unread != 1 {
-		t.Fatalf("bob's conversation with alice: %+v, want the one message", items[0])
+	if items[0].to != "user:alice" || items[0].unread != 2 {
+		t.Fatalf("bob's conversation with alice: %+v, want the two messages", items[0])
+	}
+	// Carol, whom alice never wrote to, got no typing: her next frame is
+	// the lobby message sent now.
+	sendOK(t, alice, "l1", `{"room":"lobby"}`, "all")
+	for {
+		f := carol.next(t)
+		if f["type"] == "typing" {
+			t.Fatalf("carol got %v", f)
+		}
+		if f["type"] == "message" && f["id"] == "l1" {
+			break
+		}
 	}
 }

@@ -26,13 +26,24 @@ func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	last, err := g.helloSeq(ctx)
-	if err != nil {
+	// Only a conversation with messages has a cursor, and only up to its
+	// latest: no cursor (or read receipt) for a conversation that never
+	// was, and a cursor moves at most as many times as it has messages.
+	last, err := g.stream.GetLastMsgForSubject(ctx, conversationSubject(c.user.ID, f.To))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		c.reply(errorFrame(f.ID, chat.CodeBadSeq, "this conversation has no message to read"))
+		return
+	case err != nil:
 		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
 		return
+	case f.Seq > last.Sequence:
+		c.reply(errorFrame(f.ID, chat.CodeBadSeq, "seq is beyond the conversation's latest message"))
+		return
 	}
-	if f.Seq > last {
-		c.reply(errorFrame(f.ID, chat.CodeBadSeq, "seq is beyond the last message stored"))
+	// A read behind the latest message counts the rest with a consumer:
+	// it costs what a history page does.
+	if f.Seq < last.Sequence && !c.charge(f.ID, "read") {
 		return
 	}
 	moved, err := g.moveReadCursor(ctx, c.user.ID, *f.To, f.Seq)
@@ -68,24 +79,38 @@ func (g *Gateway) moveReadCursor(ctx context.Context, user string, to chat.To, s
 // of the latest message, where the count is the subject's; a read further
 // back counts the rest with a consumer starting after it.
 func (g *Gateway) cursorAt(ctx context.Context, subject string, seq uint64) (cursor, uint64, error) {
-	counts, err := g.subjectCounts(ctx, subject)
-	if err != nil {
-		return cursor{}, 0, err
+	var at cursor
+	var after uint64
+	// Messages stored while counting would make the count at the cursor
+	// too low: counted again until the subject holds still, a few times.
+	for range cursorCounts {
+		counts, err := g.subjectCounts(ctx, subject)
+		if err != nil {
+			return cursor{}, 0, err
+		}
+		total := counts[subject]
+		last, err := g.stream.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && last.Sequence <= seq) {
+			return cursor{Seq: seq, N: total}, 0, nil
+		}
+		if err != nil {
+			return cursor{}, 0, err
+		}
+		if after, err = g.countAfter(ctx, subject, seq); err != nil {
+			return cursor{}, 0, err
+		}
+		at = cursor{Seq: seq, N: total - min(after, total)}
+		again, err := g.subjectCounts(ctx, subject)
+		if err != nil || again[subject] == total {
+			return at, after, err
+		}
 	}
-	total := counts[subject]
-	last, err := g.stream.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && last.Sequence <= seq) {
-		return cursor{Seq: seq, N: total}, 0, nil
-	}
-	if err != nil {
-		return cursor{}, 0, err
-	}
-	after, err := g.countAfter(ctx, subject, seq)
-	if err != nil {
-		return cursor{}, 0, err
-	}
-	return cursor{Seq: seq, N: total - min(after, total)}, after, nil
+	return at, after, nil
 }
+
+// cursorCounts bounds the counts of one cursor placement in a
+// conversation that keeps changing.
+const cursorCounts = 3
 
 // countAfter counts subject's messages stored after seq, as a consumer
 // starting there says.
