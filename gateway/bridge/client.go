@@ -47,7 +47,8 @@ type client struct {
 	strikes int  // rate-limited frames in a row; reader goroutine only
 	started bool // a first frame was read; reader goroutine only
 
-	lastTyping time.Time // when a typing frame was last relayed; reader goroutine only
+	lastTyping time.Time   // when a typing frame was last relayed; reader goroutine only
+	listing    atomic.Bool // a requested conversations page is being listed
 
 	// Live delivery starts held: a reconnecting client's first frame is
 	// resume, whose replay must come before anything live. mu guards state

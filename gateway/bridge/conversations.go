@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -32,32 +33,58 @@ const (
 
 // sendConversations sends c a page of its user's conversations: after
 // hello (before 0), or when the client asks for the next (before the
-// last item's last.seq).
+// last item's last.seq). It waits at most listingWait for a turn (then
+// unavailable), and gives up when the socket closes.
 func (g *Gateway) sendConversations(c *client, id string, before uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), listingWait+readTimeout)
+	defer cancel()
+	go func() { // the listing ends with the socket
+		select {
+		case <-c.conn.Closing():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	wait := time.NewTimer(listingWait)
+	defer wait.Stop()
 	select {
 	case g.listings <- struct{}{}:
 		defer func() { <-g.listings }()
-	case <-c.conn.Closing():
+	case <-wait.C:
+		c.reply(errorFrame(id, chat.CodeUnavailable, "the gateway is busy listing conversations; ask again"))
 		return
+	case <-ctx.Done():
+		return // the socket closed
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-	defer cancel()
 	items, more, err := g.listConversations(ctx, c.user.ID, before)
 	if err != nil {
-		g.log.Warn("conversations not listed", "user", c.user.ID, "err", err)
-		c.reply(errorFrame(id, chat.CodeUnavailable, "could not list your conversations; ask again"))
+		if !c.conn.IsClosing() {
+			g.log.Warn("conversations not listed", "user", c.user.ID, "err", err)
+			c.reply(errorFrame(id, chat.CodeUnavailable, "could not list your conversations; ask again"))
+		}
 		return
 	}
 	c.reply(chat.ConversationsFrame{Type: chat.FrameConversations, ID: id, Items: items, More: more})
 }
 
-// handleConversations answers a client's request for a page: it costs
-// HistoryCost of the send rate, as a history page does.
+// listingWait bounds how long a listing waits for its turn.
+const listingWait = 5 * time.Second
+
+// handleConversations answers a client's request for a page, off the
+// reader (a listing takes stream round trips), one at a time per socket;
+// it costs HistoryCost of the send rate, as a history page does.
 func (g *Gateway) handleConversations(c *client, f chat.ClientFrame) {
 	if !c.charge(f.ID, "conversations") {
 		return
 	}
-	g.sendConversations(c, f.ID, f.Before)
+	if !c.listing.CompareAndSwap(false, true) {
+		c.reply(errorFrame(f.ID, chat.CodeRateLimited, "a conversations request of this socket is under way"))
+		return
+	}
+	go func() {
+		defer c.listing.Store(false)
+		g.sendConversations(c, f.ID, f.Before)
+	}()
 }
 
 // listConversations is user's page of conversations whose latest message
