@@ -115,7 +115,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	ready := append([]ops.Check{{Name: "nats", Run: natsconn.Ready(nc)}}, gw.Checks()...)
 	if cfg.OpsAddr != "" {
-		go func() { _ = ops.ListenAndServe(ctx, log.With("server", "ops"), cfg.OpsAddr, site.Ops(reg, ready)) }()
+		go func() {
+			if err := ops.ListenAndServe(ctx, log.With("server", "ops"), cfg.OpsAddr, site.Ops(reg, ready)); err != nil {
+				fail(fmt.Errorf("ops listener: %w", err)) // no metrics is no silent state
+			}
+		}()
 	}
 	err = ops.ListenAndServe(ctx, log, cfg.HTTPAddr, site.Public(reg, gw, apiproxy.New(log, cfg.AuthURL, cfg.Proxies), ready, cfg.OpsAddr == ""))
 	// Sockets are hijacked connections: the HTTP shutdown leaves them to us.
