@@ -54,9 +54,9 @@ func (l *Limits) Flags(fs *config.Set) {
 func (l Limits) Validate() error {
 	// A history answer, or one message at its longest, must fit in a
 	// queue with room to spare, or a reader keeping up would be closed.
-	if l.QueueBytes < 2*max(l.HistoryBytes, maxMessageFrame(l.MaxTextChars)) {
-		return fmt.Errorf("send queue bytes %d: want at least twice the history answer (%d) and the longest message frame (%d)",
-			l.QueueBytes, l.HistoryBytes, maxMessageFrame(l.MaxTextChars))
+	if l.QueueBytes < 2*max(l.HistoryBytes, maxMessageFrame(l.MaxTextChars), maxConversationsFrame) {
+		return fmt.Errorf("send queue bytes %d: want at least twice the history answer (%d), the longest message frame (%d) and a page of conversations (%d)",
+			l.QueueBytes, l.HistoryBytes, maxMessageFrame(l.MaxTextChars), maxConversationsFrame)
 	}
 	// One message at its longest must fit in a user's hourly bytes.
 	if l.UserSendsPerMinute < 1 || l.UserBytesPerHour < maxMessageFrame(l.MaxTextChars) {
@@ -72,6 +72,10 @@ func (l Limits) Validate() error {
 	}
 	return nil
 }
+
+// maxConversationsFrame bounds a page of conversations: each item a
+// preview and two users, with room to spare.
+const maxConversationsFrame = conversationsPage * (6*chat.PreviewChars + 1024)
 
 // maxMessageFrame bounds the encoded delivery frame of a message of
 // chars characters: each may take 6 bytes in JSON (a control character
