@@ -30,7 +30,7 @@ type cursor struct {
 }
 
 // maxCursors bounds the cursors kept per user, and so the size of their
-// entry: past it the lowest (the conversations read longest ago) go.
+// entry: past it the lowest (furthest back in the stream) go.
 const maxCursors = 1000
 
 // cursorRetries bounds the compare-and-set attempts of one move (the

@@ -17,12 +17,13 @@ import (
 
 // hub maps what arrives on NATS to the local sockets that should see it.
 // A gateway subscribes once per room and once per locally connected user
-// (two subjects: the user is either side of a sorted dm pair), decodes and
+// (three subjects: the user is either side of a sorted dm pair, and their
+// user events: read cursors, receipts, typing), decodes and
 // encodes each message once, and fans the same bytes out to every local
 // socket concerned. The room's and the users' subscriptions all deliver to
 // one channel (live), emptied by one goroutine into an unbounded queue that
 // another dispatches: a subscription with a callback would hold a
-// goroutine per subscription, two per connected user, and one channel
+// goroutine per subscription, three per connected user, and one channel
 // keeps the order the server sent them in, which is the stream's. A
 // socket's live messages then come in seq order across conversations, as
 // resume needs (a client resumes after the highest seq it saw: a room
@@ -282,7 +283,7 @@ func (h *hub) join(c *client, hello []byte) error {
 }
 
 // subscribeUser subscribes to the live dm subjects of user id and to
-// their user events (read cursors, receipts), and waits until the server
+// their user events (read cursors, receipts, typing), and waits until the server
 // has the subscriptions, so nothing sent to the user after their hello
 // can miss them.
 func (h *hub) subscribeUser(id string) ([]*nats.Subscription, error) {

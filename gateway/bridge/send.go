@@ -150,7 +150,9 @@ func (a *sendAcks) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
 // quotaTimeout bounds the KV round trip of a quota lease.
 const quotaTimeout = 2 * time.Second
 
-// spend charges one send of size stored bytes to the user's quotas:
+// spend charges one send of size stored bytes to the user's quotas
+// (before it is stored: a send that then fails, or a retry of an id
+// already stored, is charged again; the page retries only refusals):
 // sends per minute and stored bytes per hour, each across all of the
 // user's sockets and gateways (see package quota). A refusal says when
 // sending resumes; a bucket that cannot be reached refuses the send as

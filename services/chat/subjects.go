@@ -126,7 +126,8 @@ func DMSubject(a, b string) (string, error) {
 }
 
 // UserEventsSubject is where gateways tell each other what every socket of
-// user must get now (their read cursors moving, read receipts): core
+// user must get now (their read cursors moving, read receipts, someone
+// typing to them): core
 // NATS, never stored. Its messages are whole encoded server frames.
 func UserEventsSubject(user string) (string, error) {
 	if err := ValidID(user); err != nil {
