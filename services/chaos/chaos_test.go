@@ -1,0 +1,281 @@
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/natter/natter/services/chaos"
+	"github.com/natter/natter/services/chat"
+)
+
+// loadEnv lifts the per-user limits the suite's load would hit: a few
+// users send many messages each, faster than people type.
+var loadEnv = []string{
+	"SEND_RATE=1000", "SEND_BURST=1000", "FLOOD_STRIKES=1000000", "SOCKETS_PER_USER=1000",
+	"USER_SENDS_PER_MINUTE=1000000", "USER_BYTES_PER_HOUR=1000000000",
+}
+
+// Figures every scenario promises.
+const (
+	// recoverP99 bounds the p99 of a socket's time from its end to the
+	// next one live and resumed, and of a send's time to its ack.
+	recoverP99 = 5 * time.Second
+	// settleWait bounds how long after the load every send must be acked
+	// and every acked message delivered; what is missing then is lost.
+	settleWait = 60 * time.Second
+)
+
+// loaded runs load on f in the background; stop ends it and waits for
+// it (and may be called again).
+func loaded(f *chaos.Fleet, l chaos.Load) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.Run(l, quit)
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-done
+	}
+}
+
+// ackedAtLeast waits until n sends are acked in all.
+func ackedAtLeast(t *testing.T, f *chaos.Fleet, n int, timeout time.Duration) {
+	t.Helper()
+	if !chaos.Eventually(timeout, func() bool { return f.Ledger.Acked() >= n }) {
+		t.Fatalf("only %d of %d sends acked after %s", f.Ledger.Acked(), n, timeout)
+	}
+}
+
+// finish stops the load, lets deliveries settle, counts, records the row
+// and fails t on anything lost, duplicated, out of order, leaked or
+// phantom.
+func finish(t *testing.T, f *chaos.Fleet, stop func(), name string, s uint64) chaos.Result {
+	t.Helper()
+	if stop != nil {
+		stop()
+	}
+	f.Settle(settleWait)
+	r := f.Ledger.Check(name, s)
+	record(t, r)
+	if !r.Clean() {
+		t.Errorf("%s: lost %d, duplicated %d, out of order %d, leaked %d, phantom %d, unacked %d",
+			name, r.Lost, r.Duplicated, r.OutOfOrder, r.Leaked, r.Phantom, r.Unacked)
+	}
+	if r.Acked == 0 {
+		t.Errorf("%s: nothing acked", name)
+	}
+	return r
+}
+
+// TestChaosGatewayKill: one of two gateways is killed (-9) while messages
+// flow; its clients reconnect to the other one and resume.
+func TestChaosGatewayKill(t *testing.T) {
+	s := seed(t, 1)
+	clients := size(100, 500)
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, GatewayEnv: loadEnv})
+	users := chaos.Register(t, st.Gateways[1].URL, "gk", clients)
+	f := chaos.StartFleet(t, users, 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: size(20.0, 40.0), Max: 5000, DM: 0.3, Filler: 40})
+	defer stop()
+	ackedAtLeast(t, f, size(60, 200), time.Minute)
+	st.Gateways[0].Kill(t)
+	t.Logf("killed gateway-a (pid %d) after %d acks", st.Gateways[0].PID(), f.Ledger.Acked())
+	f.WaitLive(t, 30*time.Second)
+	ackedAtLeast(t, f, f.Ledger.Acked()+size(60, 200), time.Minute)
+	r := finish(t, f, stop, "1. gateway kill -9", s)
+	if r.Recovers < clients/2-clients/10 {
+		t.Errorf("%d reconnects: the dead gateway's clients (about %d) did not all reconnect", r.Recovers, clients/2)
+	}
+	if r.RecoverP99 > recoverP99 {
+		t.Errorf("reconnect-and-resume p99 %s, want under %s", r.RecoverP99, recoverP99)
+	}
+}
+
+// TestChaosNATSNodeKill: on the 3-node cluster (R3), a node is killed
+// (-9), a different one each time, and restarted once the cluster is
+// whole again, under continuous sends.
+func TestChaosNATSNodeKill(t *testing.T) {
+	s := seed(t, 2)
+	kills := size(3, 20)
+	st := chaos.StartStack(t, bin, chaos.Options{Cluster: true, Gateways: 2, Presence: 2, GatewayEnv: loadEnv})
+	admin := st.Admin(t)
+	users := chaos.Register(t, st.Gateways[0].URL, "nk", size(20, 100))
+	f := chaos.StartFleet(t, users, 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 40})
+	defer stop()
+	rng := chaos.NewRand(s)
+	victim := -1
+	for k := range kills {
+		victim = (victim + 1 + rng.IntN(len(st.Nodes)-1)) % len(st.Nodes)
+		before := f.Ledger.Acked()
+		n := st.Nodes[victim]
+		n.Kill(t)
+		// The other two carry on: sends are acked without the node.
+		ackedAtLeast(t, f, before+20, time.Minute)
+		n.Restart(t)
+		n.WaitHealthy(t)
+		if !chaos.Eventually(time.Minute, func() bool { return chaos.StreamWhole(admin, 3) == nil }) {
+			t.Fatalf("kill %d: stream not whole a minute after %s returned: %v", k+1, n.Name, chaos.StreamWhole(admin, 3))
+		}
+		t.Logf("kill %d of %d: %s, %d acks meanwhile", k+1, kills, n.Name, f.Ledger.Acked()-before)
+	}
+	r := finish(t, f, stop, "2. NATS node kill -9", s)
+	if r.AckP99 > recoverP99 {
+		t.Errorf("send-to-ack p99 %s (the stall a sender sees), want under %s", r.AckP99, recoverP99)
+	}
+	if r.RecoverP99 > recoverP99 {
+		t.Errorf("reconnect-and-resume p99 %s, want under %s", r.RecoverP99, recoverP99)
+	}
+}
+
+// TestChaosAuthDown: auth is killed (-9) for a while and started again:
+// live chats carry on, logins are refused with 503 and Retry-After, and
+// everything works again afterwards without restarting anything else.
+func TestChaosAuthDown(t *testing.T) {
+	s := seed(t, 5)
+	outage := size(5*time.Second, 30*time.Second)
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, GatewayEnv: loadEnv})
+	users := chaos.Register(t, st.Gateways[0].URL, "ad", size(40, 200))
+	// Late joins a socket only while auth is down, with a token from before.
+	late := users[len(users)-1]
+	f := chaos.StartFleet(t, users[:len(users)-1], 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 40})
+	defer stop()
+	ackedAtLeast(t, f, 40, time.Minute)
+
+	st.Auth.Kill(t)
+	downAt := time.Now()
+	before := f.Ledger.Acked()
+	login := probeLogin(st.Gateways[0].URL, users[0].Account)
+	sock := probeSocket(st.Gateways[1].URL, late)
+	// Live chats carry on while auth is down.
+	ackedAtLeast(t, f, before+40, outage)
+	<-time.After(time.Until(downAt.Add(outage))) // the outage's length
+	st.Auth.Restart(t)
+	chaos.WaitReady(t, st.AuthURL)
+	r := finish(t, f, stop, "5. auth down", s)
+	t.Logf("while auth was down: login answered %d (Retry-After %q); a new socket answered %d (Retry-After %q); refusals %v",
+		login.status, login.retryAfter, sock.status, sock.retryAfter, f.Ledger.Refusals())
+	if r.AckP99 > recoverP99 {
+		t.Errorf("send-to-ack p99 %s while auth was down, want under %s", r.AckP99, recoverP99)
+	}
+	if sock.status != http.StatusSwitchingProtocols && !(sock.status == http.StatusServiceUnavailable && sock.retryAfter != "") {
+		t.Errorf("a new socket while auth was down: %d (Retry-After %q), want 101 or 503 with Retry-After", sock.status, sock.retryAfter)
+	}
+	// Back without restarting the gateways: logins and new sockets work.
+	if _, err := chaos.Login(st.Gateways[0].URL, users[0].Account); err != nil {
+		t.Errorf("login after auth returned: %v", err)
+	}
+	if got := probeSocket(st.Gateways[0].URL, late); got.status != http.StatusSwitchingProtocols {
+		t.Errorf("a new socket after auth returned: %d", got.status)
+	}
+}
+
+// TestChaosSlowReaders: a tenth of the clients stop reading. They are
+// closed with 4009 (and, reading again, resume without loss); the
+// others' delivery p99 stays within 20% of a run without them.
+func TestChaosSlowReaders(t *testing.T) {
+	s := seed(t, 7)
+	clients := size(60, 300)
+	// A small queue per socket, so a reader that stops is found out in
+	// seconds, not after megabytes.
+	env := append([]string{"SEND_QUEUE=64"}, loadEnv...)
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, GatewayEnv: env})
+	users := chaos.Register(t, st.Gateways[0].URL, "sr", clients)
+	slow := func(i int) bool { return i%10 == 9 }
+	small := chaos.NewDialer(8 << 10)
+	f := chaos.StartFleetWith(t, users, 1, st.GatewayURLs(), s, func(i int) *websocket.Dialer {
+		if slow(i) {
+			return small
+		}
+		return nil
+	})
+	l := chaos.Load{Rate: size(40.0, 60.0), Max: 100000, Filler: 400, Senders: clients}
+	phase := size(8*time.Second, 20*time.Second)
+
+	base := measure(t, f, l, phase)
+	for _, c := range f.Clients {
+		if slow(c.Index) {
+			c.StopReading()
+		}
+	}
+	with := measure(t, f, l, phase)
+	for _, c := range f.Clients {
+		if slow(c.Index) {
+			c.ReadAgain()
+		}
+	}
+	stop := loaded(f, chaos.Load{Rate: 1, Max: 0})
+	r := finish(t, f, stop, "7. slow readers", s)
+	_ = r
+	t.Logf("delivery p99 without slow readers %s, with %s", base, with)
+	if limit := base + base/5; with > limit {
+		t.Errorf("delivery p99 with slow readers %s, want within 20%% of %s (%s)", with, base, limit)
+	}
+	closed := 0
+	for _, c := range f.Clients {
+		if slow(c.Index) && slices.Contains(c.Closes(), chat.CloseTooSlow) {
+			closed++
+		}
+	}
+	if want := clients / 10; closed != want {
+		t.Errorf("%d of %d slow readers closed with %d", closed, want, chat.CloseTooSlow)
+	}
+}
+
+// measure runs l for d with delivery latencies recorded and returns their
+// p99, once every send of the phase has been acked.
+func measure(t *testing.T, f *chaos.Fleet, l chaos.Load, d time.Duration) time.Duration {
+	t.Helper()
+	f.Ledger.ResetLatencies()
+	f.Ledger.Measure(true)
+	stop := loaded(f, l)
+	<-time.After(d) // the phase's length, not a wait for an outcome
+	stop()
+	if !chaos.Eventually(30*time.Second, func() bool { _, unacked := f.Ledger.Missing(); return unacked == 0 }) {
+		t.Fatal("sends of the phase not acked within 30s")
+	}
+	f.Ledger.Measure(false)
+	return f.Ledger.DeliveryP99()
+}
+
+// probe is what a login or socket handshake got back.
+type probe struct {
+	status     int
+	retryAfter string
+}
+
+// probeLogin tries to log account in through gateway.
+func probeLogin(gateway, account string) probe {
+	code, h, _, err := chaos.PostJSONHeader(gateway+"/api/login", fmt.Sprintf(`{"account":%q,"password":"chaos-suite-pw-7"}`, account))
+	if err != nil {
+		return probe{status: -1, retryAfter: err.Error()}
+	}
+	return probe{status: code, retryAfter: h.Get("Retry-After")}
+}
+
+// probeSocket opens (and closes) a socket to gateway as u.
+func probeSocket(gateway string, u chaos.User) probe {
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + u.Token}, "Origin": {gateway}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, resp, err := chaos.NewDialer(0).DialContext(ctx, "ws"+strings.TrimPrefix(gateway, "http")+"/ws", h)
+	if err == nil {
+		_ = conn.Close()
+	}
+	if resp == nil {
+		return probe{status: -1, retryAfter: fmt.Sprint(err)}
+	}
+	return probe{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+}

@@ -1,0 +1,189 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/servicetest"
+)
+
+// natsPasswords are the cluster's users' passwords, given to the servers
+// and services as deploy/nats/accounts.conf expects them.
+var natsPasswords = map[string]string{
+	"gateway": "gw-secret", "auth": "auth-secret", "presence": "pres-secret",
+	"watch": "watch-secret", "admin": "admin-secret", "sys": "sys-secret",
+}
+
+// Node is one nats-server process.
+type Node struct {
+	*Proc
+	Name   string
+	Client string // host:port
+	HTTP   string // monitoring host:port
+	// Route is the cluster address (empty on a single node).
+	Route string
+}
+
+// URL is the node's client URL.
+func (n *Node) URL() string { return "nats://" + n.Client }
+
+// WaitHealthy polls the node's /healthz (JetStream included) until 200.
+func (n *Node) WaitHealthy(t testing.TB) {
+	t.Helper()
+	servicetest.WaitStatus(t, "http://"+n.HTTP+"/healthz", 200, readyWait)
+}
+
+// startSingleNode runs one nats-server with JetStream in store (a temp
+// dir when empty), without accounts, as the dev stack does.
+func startSingleNode(t testing.TB, bin, store string) *Node {
+	t.Helper()
+	if store == "" {
+		store = t.TempDir()
+	}
+	addrs := servicetest.FreeAddrs(t, 2)
+	n := &Node{Name: "nats", Client: addrs[0], HTTP: addrs[1]}
+	conf := fmt.Sprintf("server_name: nats\nlisten: %s\nhttp: %s\nmax_payload: 1MB\njetstream {\n  store_dir: %q\n}\n",
+		n.Client, n.HTTP, filepath.Join(store, "jetstream"))
+	path := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Proc = StartProc(t, n.Name, filepath.Join(bin, "nats-server"), []string{"-c", path})
+	n.WaitHealthy(t)
+	return n
+}
+
+// StartCluster starts the 3-node cluster of deploy/nats: the
+// deployment's own files, with only addresses and the store directory
+// changed, and waits until every node is healthy.
+func StartCluster(t testing.TB, bin string) []*Node {
+	t.Helper()
+	src, err := os.ReadFile("../../deploy/nats/nats.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts, err := os.ReadFile("../../deploy/nats/accounts.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := servicetest.FreeAddrs(t, 9)
+	nodes := make([]*Node, 3)
+	for i := range nodes {
+		nodes[i] = &Node{Name: fmt.Sprintf("nats-%d", i), Client: addrs[i], HTTP: addrs[3+i], Route: addrs[6+i]}
+	}
+	for _, n := range nodes {
+		dir := t.TempDir()
+		conf, err := nodeConf(string(src), n, nodes, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "nats.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), accounts, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.Proc = StartProc(t, n.Name, filepath.Join(bin, "nats-server"), []string{"-c", path}, natsServerEnv(n.Name)...)
+	}
+	for _, n := range nodes {
+		n.WaitHealthy(t)
+	}
+	return nodes
+}
+
+// nodeConf is deploy/nats/nats.conf for node n on loopback, storing in dir.
+func nodeConf(src string, n *Node, nodes []*Node, dir string) (string, error) {
+	conf := src
+	for _, r := range []struct{ old, new string }{
+		{"listen: 0.0.0.0:4222", "listen: " + n.Client},
+		{"http: 0.0.0.0:8222", "http: " + n.HTTP},
+		{"store_dir: /data/jetstream", fmt.Sprintf("store_dir: %q", filepath.Join(dir, "jetstream"))},
+		{"listen: 0.0.0.0:6222", "listen: " + n.Route},
+		{"nats://nats-0.nats:6222", "nats://" + nodes[0].Route},
+		{"nats://nats-1.nats:6222", "nats://" + nodes[1].Route},
+		{"nats://nats-2.nats:6222", "nats://" + nodes[2].Route},
+	} {
+		if strings.Count(conf, r.old) != 1 {
+			return "", fmt.Errorf("deploy/nats/nats.conf no longer has %q once: update the chaos suite with it", r.old)
+		}
+		conf = strings.Replace(conf, r.old, r.new, 1)
+	}
+	return conf, nil
+}
+
+func natsServerEnv(name string) []string {
+	env := []string{"SERVER_NAME=" + name}
+	for user, pw := range natsPasswords {
+		env = append(env, "NATS_"+strings.ToUpper(user)+"_PASSWORD="+pw)
+	}
+	return env
+}
+
+// Admin connects to the stack's NATS as its administrator (the admin
+// user on the cluster), to read stream state; closed when the test ends.
+func (s *Stack) Admin(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	opts := []nats.Option{nats.Name("chaos-admin"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	if s.cluster {
+		opts = append(opts, nats.UserInfo("admin", natsPasswords["admin"]))
+	}
+	nc, err := nats.Connect(s.NATSURL(), opts...)
+	if err != nil {
+		t.Fatalf("admin connection: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// StreamLeader is the name of the node leading the CHAT stream.
+func StreamLeader(js jetstream.JetStream) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, chat.StreamName)
+	if err != nil {
+		return "", fmt.Errorf("stream info: %w", err)
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return "", fmt.Errorf("stream %s has no leader now", chat.StreamName)
+	}
+	return info.Cluster.Leader, nil
+}
+
+// StreamWhole reports nil once the CHAT stream has a leader and every
+// replica is current.
+func StreamWhole(js jetstream.JetStream, replicas int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, chat.StreamName)
+	if err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	info := st.CachedInfo()
+	if replicas <= 1 {
+		return nil
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != replicas-1 {
+		return fmt.Errorf("CHAT cluster %+v: want a leader and %d replicas", info.Cluster, replicas-1)
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return fmt.Errorf("CHAT replica %s current=%v offline=%v", r.Name, r.Current, r.Offline)
+		}
+	}
+	return nil
+}

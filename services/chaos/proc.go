@@ -1,0 +1,192 @@
+// Package chaos is natter's fault suite: it runs the built binaries, real
+// nats-server processes and the dev stack's FerretDB, drives websocket
+// clients that speak the browser protocol with resume exactly as the page
+// does (gateway/web/conn.js), breaks one part at a time (kill -9, SIGSTOP,
+// outage, slow readers, a full disk, a partition) and counts, from the
+// clients' side, what was lost, shown twice or shown out of order.
+//
+// The scenarios are the tests of this package (chaos_test.go). By default
+// they run small (the short versions `make test` runs); CHAOS=full runs
+// them at full size (`make chaos`). Every scenario prints its seed;
+// CHAOS_SEED=<n> replays one with the same choices (which clients send to
+// whom, which node fails when, the clients' backoff jitter).
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/servicetest"
+)
+
+// stopWait is how long a process may take to exit after SIGTERM before
+// the suite kills it.
+const stopWait = 15 * time.Second
+
+// Proc is one process the suite started. It is only ever signalled by its
+// own PID: the suite never ends a process it did not start.
+type Proc struct {
+	Name string
+	path string
+	args []string
+	env  []string
+	cmd  *exec.Cmd
+	out  *servicetest.Buffer
+	// exited is closed when the current run of the process has ended.
+	exited chan struct{}
+	paused bool
+}
+
+// StartProc runs path with args and env (on top of a clean environment),
+// stopped with SIGTERM when the test ends; its output is printed if the
+// test failed.
+func StartProc(t testing.TB, name, path string, args []string, env ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, path: path, args: args, env: env, out: &servicetest.Buffer{}}
+	if err := p.start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		p.Stop(t)
+		if t.Failed() {
+			t.Logf("%s output (last 8 KiB):\n%s", name, tail(p.out.String(), 8<<10))
+		}
+	})
+	return p
+}
+
+func (p *Proc) start() error {
+	p.cmd = exec.Command(p.path, p.args...)
+	p.cmd.Env = append(cleanEnv(), p.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("exec %s: %w", p.path, err)
+	}
+	exited := make(chan struct{})
+	p.exited = exited
+	cmd := p.cmd
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	return nil
+}
+
+// PID is the process id of the current run.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Output is everything the process has written so far, over all runs.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Running reports whether the current run has not exited.
+func (p *Proc) Running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill ends the process the hard way (SIGKILL: no shutdown, no flush) and
+// waits for it to be gone.
+func (p *Proc) Kill(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("kill -9 %s (pid %d): %v", p.Name, p.PID(), err)
+	}
+	<-p.exited
+	p.paused = false
+}
+
+// Pause stops the process (SIGSTOP): it holds its sockets but does nothing.
+func (p *Proc) Pause(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s (pid %d): %v", p.Name, p.PID(), err)
+	}
+	p.paused = true
+}
+
+// Continue resumes a paused process (SIGCONT).
+func (p *Proc) Continue(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %s (pid %d): %v", p.Name, p.PID(), err)
+	}
+	p.paused = false
+}
+
+// Restart starts the process again, with the same arguments and
+// environment, after it was killed.
+func (p *Proc) Restart(t testing.TB) {
+	t.Helper()
+	if p.Running() {
+		t.Fatalf("restart %s: still running (pid %d)", p.Name, p.PID())
+	}
+	if err := p.start(); err != nil {
+		t.Fatalf("restart %s: %v", p.Name, err)
+	}
+}
+
+// Stop ends the process as an operator would (SIGTERM), killing it if it
+// has not exited within stopWait.
+func (p *Proc) Stop(t testing.TB) {
+	if !p.Running() {
+		return
+	}
+	if p.paused {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(stopWait):
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.exited
+		t.Logf("%s (pid %d) did not stop within %s of SIGTERM: killed", p.Name, p.PID(), stopWait)
+	}
+}
+
+// cleanEnv is the test's environment without any setting a service reads,
+// so a developer's shell cannot change what the suite runs.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "PATH", k == "HOME", k == "TMPDIR", k == "GORACE", k == "GOTRACEBACK":
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+// BinDir is where the built binaries are: NATTER_BIN (as `make build`
+// leaves them in bin/), checked to hold every one the suite runs.
+func BinDir() (string, error) {
+	dir := os.Getenv("NATTER_BIN")
+	if dir == "" {
+		return "", errors.New("NATTER_BIN is not set: run `make build` and set NATTER_BIN=$PWD/bin")
+	}
+	for _, name := range []string{"devstack", "auth", "presence", "gateway", "nats-server"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("binary %s missing in %s (run `make build`): %w", name, dir, err)
+		}
+	}
+	return dir, nil
+}
