@@ -28,8 +28,12 @@ const (
 	retryLaterMs = 2000
 )
 
-// dialTimeout bounds one websocket handshake.
-const dialTimeout = 5 * time.Second
+// dialTimeout bounds one websocket handshake: long, as a browser's,
+// so a gateway that takes seconds to answer 503 is heard.
+const dialTimeout = 20 * time.Second
+
+// writeTimeout bounds one frame's write.
+const writeTimeout = 5 * time.Second
 
 // Client is one browser tab: a websocket to a gateway that reconnects with
 // the page's backoff, resumes from the last seq it saw as its first frame,
@@ -58,6 +62,7 @@ type Client struct {
 	closes   []int
 	statuses []int // HTTP statuses of refused handshakes
 	retryAft []string
+	history  []string // socket ends and starts, for reports
 
 	stop chan struct{}
 	done chan struct{}
@@ -174,7 +179,14 @@ func (c *Client) session(conn *websocket.Conn) int {
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		c.conn, c.live, c.downAt = nil, false, time.Now()
+		now := time.Now()
+		c.conn, c.live = nil, false
+		// Recovery counts from the first drop: a socket that ends
+		// again before it is live (a failed resume) does not restart it.
+		if c.downAt.IsZero() {
+			c.downAt = now
+		}
+		c.history = append(c.history, "down "+now.Format(clock))
 		c.mu.Unlock()
 		_ = conn.Close()
 	}()
@@ -312,7 +324,11 @@ func (c *Client) onError(conn *websocket.Conn, f serverFrame) {
 	_, mine := c.outbox[f.ID]
 	c.mu.Unlock()
 	if f.ID == "" || !mine {
-		c.ledger.note(fmt.Sprintf("client %d: error %s", c.Index, f.Code))
+		// (unavailable without an id: a resume that failed; the
+		// gateway closes the socket and the client resumes again.)
+		if f.Code != chat.CodeUnavailable {
+			c.ledger.note(fmt.Sprintf("client %d: error %s (id %q)", c.Index, f.Code, f.ID))
+		}
 		return
 	}
 	if f.Code == chat.CodeUnavailable || f.Code == chat.CodeRateLimited {
@@ -359,6 +375,7 @@ func (c *Client) onPresence(f serverFrame) {
 func (c *Client) goLive(conn *websocket.Conn, now time.Time) {
 	c.mu.Lock()
 	c.live = true
+	c.history = append(c.history, fmt.Sprintf("live %s after %d", now.Format(clock), c.lastSeq))
 	if !c.downAt.IsZero() {
 		c.ledger.recovered(now.Sub(c.downAt))
 		c.downAt = time.Time{}
@@ -386,7 +403,7 @@ func (c *Client) write(conn *websocket.Conn, frame []byte) error {
 	if c.conn != conn {
 		return errors.New("socket gone")
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(dialTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	return conn.WriteMessage(websocket.TextMessage, frame)
 }
 
@@ -497,4 +514,11 @@ func stringAfter(line []byte, key string) (string, bool) {
 		return "", false
 	}
 	return string(rest[:end]), true
+}
+
+// state describes the client for a report: live, last seq, close codes.
+func (c *Client) state() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("live=%v last seq %d, closes %v, refused handshakes %v, history %v", c.live, c.lastSeq, c.closes, c.statuses, c.history)
 }

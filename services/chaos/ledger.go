@@ -36,10 +36,12 @@ type sendRec struct {
 	to      chat.To
 	at      time.Time
 	seq     uint64 // 0 until acked
+	ackAt   time.Time
 	refused string
 }
 
 type clientRec struct {
+	client   *Client
 	user     string
 	baseline uint64 // seq of its first hello: later messages are its to see
 	hellos   int
@@ -62,7 +64,7 @@ func NewLedger() *Ledger {
 func (l *Ledger) Add(c *Client) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.clients[c.Index] = &clientRec{user: c.User.ID, counts: map[uint64]int{}, lastConv: map[string]uint64{}, meta: map[uint64]Delivery{}}
+	l.clients[c.Index] = &clientRec{client: c, user: c.User.ID, counts: map[uint64]int{}, lastConv: map[string]uint64{}, meta: map[uint64]Delivery{}}
 	l.users[c.User.ID] = append(l.users[c.User.ID], c.Index)
 }
 
@@ -99,7 +101,7 @@ func (l *Ledger) acked(user, id string, seq uint64, at time.Time) {
 	}
 	switch {
 	case s.seq == 0:
-		s.seq = seq
+		s.seq, s.ackAt = seq, at
 		l.ackLat = append(l.ackLat, at.Sub(s.at))
 		if prev, dup := l.bySeq[seq]; dup {
 			l.noteLocked(fmt.Sprintf("seq %d acked for %v and %s/%s", seq, prev, user, id))

@@ -2,6 +2,9 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -186,4 +189,73 @@ func StreamWhole(js jetstream.JetStream, replicas int) error {
 		}
 	}
 	return nil
+}
+
+// ClusterWhole reports nil once every node answers /healthz with 200
+// (JetStream current on it) and the JetStream meta group has a leader
+// and every peer current: what an operator waits for before touching
+// the next node.
+func ClusterWhole(nodes []*Node) error {
+	for _, n := range nodes {
+		if err := getJSON("http://"+n.HTTP+"/healthz", nil); err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
+		}
+	}
+	// Only the meta leader knows whether its followers are current.
+	for _, n := range nodes {
+		var jsz metaInfo
+		if err := getJSON("http://"+n.HTTP+"/jsz", &jsz); err != nil {
+			return fmt.Errorf("%s /jsz: %w", n.Name, err)
+		}
+		if jsz.Meta == nil || jsz.Meta.Leader == "" {
+			return fmt.Errorf("%s knows no JetStream meta leader", n.Name)
+		}
+		if jsz.Meta.Leader != n.Name {
+			continue
+		}
+		if len(jsz.Meta.Replicas) != len(nodes)-1 {
+			return fmt.Errorf("meta group has %d followers, want %d", len(jsz.Meta.Replicas), len(nodes)-1)
+		}
+		for _, r := range jsz.Meta.Replicas {
+			if !r.Current || r.Offline {
+				return fmt.Errorf("meta peer %s current=%v offline=%v", r.Name, r.Current, r.Offline)
+			}
+		}
+		return nil
+	}
+	return errors.New("no node is the meta leader")
+}
+
+// metaInfo is what ClusterWhole reads of a node's /jsz.
+type metaInfo struct {
+	Meta *struct {
+		Leader   string `json:"leader"`
+		Replicas []struct {
+			Name    string `json:"name"`
+			Current bool   `json:"current"`
+			Offline bool   `json:"offline"`
+		} `json:"replicas"`
+	} `json:"meta_cluster"`
+}
+
+// getJSON gets url, wants 200, and decodes the body into v (if not nil).
+func getJSON(url string, v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	}
+	if v == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -55,6 +55,7 @@ func StartProc(t testing.TB, name, path string, args []string, env ...string) *P
 	}
 	t.Cleanup(func() {
 		p.Stop(t)
+		p.keepLog(t)
 		if t.Failed() {
 			t.Logf("%s output (last 8 KiB):\n%s", name, tail(p.out.String(), 8<<10))
 		}
@@ -189,4 +190,21 @@ func BinDir() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// keepLog writes the process's whole output to
+// $CHAOS_LOGS/<test>/<name>.log when CHAOS_LOGS is set.
+func (p *Proc) keepLog(t testing.TB) {
+	dir := os.Getenv("CHAOS_LOGS")
+	if dir == "" {
+		return
+	}
+	dir = filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("CHAOS_LOGS: %v", err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, p.Name+".log"), []byte(p.out.String()), 0o644); err != nil {
+		t.Logf("CHAOS_LOGS: %v", err)
+	}
 }

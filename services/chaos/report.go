@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ func (l *Ledger) Check(scenario string, seed uint64) Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := Result{Scenario: scenario, Seed: seed, Clients: len(l.clients), Duplicated: l.doubleStored}
+	lostBy := map[uint64]int{} // seq -> clients that never got it
 	for k, s := range l.sends {
 		r.Sent++
 		switch {
@@ -58,6 +60,11 @@ func (l *Ledger) Check(scenario string, seed uint64) Result {
 			switch n := c.counts[s.seq]; {
 			case n == 0:
 				r.Lost++
+				lostBy[s.seq]++
+				if r.Lost <= 3 {
+					l.noteLocked(fmt.Sprintf("lost: seq %d (%s/%s to %+v, sent %s, acked %s) never reached client %d: %s",
+						s.seq, k.user, k.id, s.to, s.at.Format(clock), s.ackAt.Format(clock), i, c.client.state()))
+				}
 			case n > 1:
 				r.Duplicated += n - 1
 			}
@@ -72,11 +79,19 @@ func (l *Ledger) Check(scenario string, seed uint64) Result {
 			}
 		}
 	}
+	if len(lostBy) > 0 {
+		seqs := slices.Sorted(maps.Keys(lostBy))
+		var b strings.Builder
+		for _, q := range seqs[:min(len(seqs), 40)] {
+			fmt.Fprintf(&b, " %d(x%d)", q, lostBy[q])
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("%d seqs lost, seq(clients missing it):%s", len(seqs), b.String()))
+	}
 	r.Recovers = len(l.recover)
 	r.RecoverP99, r.RecoverMax = percentile(l.recover, .99), percentile(l.recover, 1)
 	r.AckP99, r.AckMax = percentile(l.ackLat, .99), percentile(l.ackLat, 1)
 	r.DeliveryP99 = percentile(l.delivLat, .99)
-	r.Notes = slices.Clone(l.notes)
+	r.Notes = append(slices.Clone(l.notes), r.Notes...)
 	return r
 }
 
@@ -133,6 +148,9 @@ func (r Result) Summary() string {
 	}
 	return b.String()
 }
+
+// clock is how reports show times of day.
+const clock = "15:04:05.000"
 
 func ms(d time.Duration) string {
 	if d == 0 {
