@@ -171,6 +171,8 @@ func TestChaosAuthDown(t *testing.T) {
 	st.Auth.Restart(t)
 	chaos.WaitReady(t, st.AuthURL)
 	r := finish(t, f, stop, "5. auth down", s)
+	// (That logins get 503 with Retry-After meanwhile is checked by
+	// TestChaosLoginWhileAuthDown, on its own.)
 	t.Logf("while auth was down: login answered %d (Retry-After %q); a new socket answered %d (Retry-After %q); refusals %v",
 		login.status, login.retryAfter, sock.status, sock.retryAfter, f.Ledger.Refusals())
 	if r.AckP99 > recoverP99 {
@@ -193,13 +195,16 @@ func TestChaosAuthDown(t *testing.T) {
 // others' delivery p99 stays within 20% of a run without them.
 func TestChaosSlowReaders(t *testing.T) {
 	s := seed(t, 7)
-	clients := size(60, 300)
+	clients := size(30, 100)
 	// A small queue per socket, so a reader that stops is found out in
 	// seconds, not after megabytes.
 	env := append([]string{"SEND_QUEUE=64"}, loadEnv...)
 	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, GatewayEnv: env})
 	users := chaos.Register(t, st.Gateways[0].URL, "sr", clients)
-	slow := func(i int) bool { return i%10 == 9 }
+	// The last tenth stop reading; only the others send (a client that
+	// does not read never sees its acks).
+	readers := clients - clients/10
+	slow := func(i int) bool { return i >= readers }
 	small := chaos.NewDialer(8 << 10)
 	f := chaos.StartFleetWith(t, users, 1, st.GatewayURLs(), s, func(i int) *websocket.Dialer {
 		if slow(i) {
@@ -207,9 +212,13 @@ func TestChaosSlowReaders(t *testing.T) {
 		}
 		return nil
 	})
-	l := chaos.Load{Rate: size(40.0, 60.0), Max: 100000, Filler: 400, Senders: clients}
-	phase := size(8*time.Second, 20*time.Second)
+	// Texts near the longest allowed: a reader that stops is found out
+	// only once the gateway's kernel send buffer for its socket (up to
+	// tcp_wmem's 4 MiB on loopback) and then its queue are full.
+	l := chaos.Load{Rate: size(100.0, 80.0), Max: 100000, Filler: 3950, Senders: readers}
+	phase := size(12*time.Second, 20*time.Second)
 
+	measure(t, f, l, 2*time.Second) // warm up: not counted
 	base := measure(t, f, l, phase)
 	for _, c := range f.Clients {
 		if slow(c.Index) {
@@ -226,13 +235,23 @@ func TestChaosSlowReaders(t *testing.T) {
 	r := finish(t, f, stop, "7. slow readers", s)
 	_ = r
 	t.Logf("delivery p99 without slow readers %s, with %s", base, with)
-	if limit := base + base/5; with > limit {
+	limit := base + base/5
+	if !full() {
+		// A short phase on a shared machine: 10 ms of noise allowed.
+		limit = max(limit, base+10*time.Millisecond)
+	}
+	if with > limit {
 		t.Errorf("delivery p99 with slow readers %s, want within 20%% of %s (%s)", with, base, limit)
 	}
 	closed := 0
 	for _, c := range f.Clients {
-		if slow(c.Index) && slices.Contains(c.Closes(), chat.CloseTooSlow) {
+		if !slow(c.Index) {
+			continue
+		}
+		if slices.Contains(c.Closes(), chat.CloseTooSlow) {
 			closed++
+		} else {
+			t.Logf("slow client %d closes %v", c.Index, c.Closes())
 		}
 	}
 	if want := clients / 10; closed != want {
@@ -284,4 +303,22 @@ func probeSocket(gateway string, u chaos.User) probe {
 		return probe{status: -1, retryAfter: fmt.Sprint(err)}
 	}
 	return probe{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+}
+
+// TestChaosLoginWhileAuthDown: while auth is down, a login through the
+// gateway is refused with 503 and a Retry-After, so the page (and any
+// client) knows to come back, and a websocket with a valid token opens
+// (tokens are checked offline) or is refused the same way.
+func TestChaosLoginWhileAuthDown(t *testing.T) {
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 1})
+	u := chaos.Register(t, st.Gateways[0].URL, "ld", 1)[0]
+	st.Auth.Kill(t)
+	login := probeLogin(st.Gateways[0].URL, u.Account)
+	if login.status != http.StatusServiceUnavailable || login.retryAfter == "" {
+		t.Errorf("login while auth is down: %d, Retry-After %q; want 503 with a Retry-After", login.status, login.retryAfter)
+	}
+	sock := probeSocket(st.Gateways[0].URL, u)
+	if sock.status != http.StatusSwitchingProtocols && (sock.status != http.StatusServiceUnavailable || sock.retryAfter == "") {
+		t.Errorf("socket while auth is down: %d, Retry-After %q; want 101, or 503 with a Retry-After", sock.status, sock.retryAfter)
+	}
 }
