@@ -251,3 +251,12 @@ func (l *Ledger) Acked() int {
 	defer l.mu.Unlock()
 	return len(l.bySeq)
 }
+
+// NewLedgerFor is a ledger of one client, index i of user u, for clients
+// a scenario starts by themselves.
+func NewLedgerFor(i int, u User) *Ledger {
+	l := NewLedger()
+	l.clients[i] = &clientRec{user: u.ID, counts: map[uint64]int{}, lastConv: map[string]uint64{}, meta: map[uint64]Delivery{}}
+	l.users[u.ID] = []int{i}
+	return l
+}
