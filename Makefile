@@ -8,7 +8,7 @@ PKGS     = $(addsuffix /...,$(addprefix ./,$(MODULES)))
 # axe-core, injected into the page by the browser tests
 AXE     := services/e2e/node_modules/axe-core/axe.min.js
 
-.PHONY: all build dev test check-prereqs lint bench bench-peers clean
+.PHONY: all build dev test check-prereqs lint bench bench-peers chaos clean
 
 all: build
 
@@ -73,6 +73,18 @@ bench-peers: build
 	CENTRIFUGO_BIN="$(CENTRIFUGO_BIN)" NATTER_DIR="$(CURDIR)" \
 	  USER_SENDS_PER_MINUTE=1000000000 USER_BYTES_PER_HOUR=1000000000000 SOCKETS_PER_USER=100000 \
 	  "$(PEERS_DIR)/side-by-side.sh"
+
+## chaos: the fault suite at full size (services/chaos; under 20 minutes):
+## kill, pause and cut every part under load, then print a table of what
+## was lost, duplicated or out of order (also in CHAOS_REPORT); every
+## scenario logs its seed (CHAOS_SEED=<n> replays it). `make test` runs
+## the short version of scenarios 1, 2, 5 and 7.
+CHAOS_REPORT ?= $(CURDIR)/.chaos/report.md
+chaos: build
+	@mkdir -p $(dir $(CHAOS_REPORT))
+	cd services && CHAOS=full CHAOS_REPORT=$(CHAOS_REPORT) NATTER_BIN=$(BIN) $(GO) test -tags chaos -count=1 -timeout 20m -v -run '^TestChaos' ./chaos/ \
+		| grep -E '^(=== RUN|--- |\s+(chaos_test\.go|note:)|PASS|FAIL|ok)|^\|' ; status=$${PIPESTATUS[0]}; \
+		echo; cat $(CHAOS_REPORT) 2>/dev/null; exit $$status
 
 clean:
 	rm -rf $(BIN)
