@@ -118,11 +118,3 @@ func seed(t *testing.T, fixed uint64) uint64 {
 	t.Logf("seed %d (replay: CHAOS_SEED=%d go test -run '^%s$' ./services/chaos)", s, s, t.Name())
 	return s
 }
-
-// fullOnly skips a scenario outside `make chaos`.
-func fullOnly(t *testing.T) {
-	t.Helper()
-	if !full() {
-		t.Skip("full suite only: CHAOS=full (make chaos)")
-	}
-}

@@ -1,0 +1,156 @@
+//go:build chaos
+
+// The scenarios of `make chaos` alone (built with -tags chaos): longer
+// than make test can spend.
+
+package chaos_test
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/chaos"
+)
+
+// TestChaosNATSNodePause: each node of the cluster in turn, the CHAT
+// stream's leader first, is stopped (SIGSTOP) for a while and let go
+// (SIGCONT), under continuous sends.
+func TestChaosNATSNodePause(t *testing.T) {
+	s := seed(t, 3)
+	st := chaos.StartStack(t, bin, chaos.Options{Cluster: true, Gateways: 2, Presence: 2, GatewayEnv: loadEnv})
+	admin := st.Admin(t)
+	users := chaos.Register(t, st.Gateways[0].URL, "np", 100)
+	f := chaos.StartFleet(t, users, 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 40})
+	defer stop()
+	ackedAtLeast(t, f, 40, time.Minute)
+	leader, err := chaos.StreamLeader(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := []*chaos.Node{}
+	for _, n := range st.Nodes {
+		if n.Name == leader {
+			order = append([]*chaos.Node{n}, order...)
+		} else {
+			order = append(order, n)
+		}
+	}
+	for _, n := range order {
+		n.Pause(t)
+		pausedAt := time.Now()
+		<-time.After(10 * time.Second) // the pause's length
+		n.Continue(t)
+		whole := func() error { return errors.Join(chaos.ClusterWhole(st.Nodes), chaos.StreamWhole(admin, 3)) }
+		if !chaos.Eventually(time.Minute, func() bool { return whole() == nil }) {
+			t.Fatalf("cluster not whole a minute after %s continued: %v", n.Name, whole())
+		}
+		t.Logf("paused %s at %s for 10 s; whole again at %s", n.Name, pausedAt.Format("15:04:05.000"), time.Now().Format("15:04:05.000"))
+	}
+	ackedAtLeast(t, f, f.Ledger.Acked()+40, time.Minute)
+	r := finish(t, f, stop, "3. NATS node pause (leader first)", s)
+	if r.AckP99 > recoverP99 {
+		t.Errorf("send-to-ack p99 %s (the stall a sender sees), want under %s", r.AckP99, recoverP99)
+	}
+}
+
+// TestChaosMongoDown: the dev stack's FerretDB is killed (-9) for 30 s
+// and started again: live chats carry on, logins are refused with 503
+// and Retry-After, and logins work again afterwards without restarts.
+func TestChaosMongoDown(t *testing.T) {
+	s := seed(t, 6)
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, GatewayEnv: loadEnv})
+	users := chaos.Register(t, st.Gateways[0].URL, "md", 100)
+	f := chaos.StartFleet(t, users, 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 40})
+	defer stop()
+	ackedAtLeast(t, f, 40, time.Minute)
+	st.Mongo.Kill(t)
+	downAt := time.Now()
+	before := f.Ledger.Acked()
+	var login probe
+	// Auth notices on its next query; a login is its next query.
+	chaos.Eventually(10*time.Second, func() bool {
+		login = probeLogin(st.Gateways[0].URL, users[0].Account)
+		return login.status != http.StatusOK
+	})
+	ackedAtLeast(t, f, before+40, 30*time.Second)
+	<-time.After(time.Until(downAt.Add(30 * time.Second))) // the outage's length
+	st.RestartMongo(t)
+	r := finish(t, f, stop, "6. MongoDB (FerretDB) down 30 s", s)
+	t.Logf("while MongoDB was down: login answered %d (Retry-After %q); refusals %v", login.status, login.retryAfter, f.Ledger.Refusals())
+	if login.status != http.StatusServiceUnavailable || login.retryAfter == "" {
+		t.Errorf("login while MongoDB is down: %d, Retry-After %q; want 503 with a Retry-After", login.status, login.retryAfter)
+	}
+	if r.AckP99 > recoverP99 {
+		t.Errorf("send-to-ack p99 %s while MongoDB was down, want under %s", r.AckP99, recoverP99)
+	}
+	if !chaos.Eventually(30*time.Second, func() bool {
+		_, err := chaos.Login(st.Gateways[0].URL, users[0].Account)
+		return err == nil
+	}) {
+		t.Error("no login works 30 s after MongoDB returned")
+	}
+}
+
+// TestChaosPresenceKill: the presence service is killed (-9) during a
+// storm of sockets opening and closing, and started again once the storm
+// is over: within 5 s of its restart, every socket shows exactly the
+// users that have a socket open.
+func TestChaosPresenceKill(t *testing.T) {
+	s := seed(t, 4)
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, Presence: 1, GatewayEnv: loadEnv})
+	const observers, stormers, cycles = 20, 60, 6
+	users := chaos.Register(t, st.Gateways[0].URL, "pk", observers+stormers)
+	watch := chaos.StartFleet(t, users[:observers], 1, st.GatewayURLs(), s)
+	rng := chaos.NewRand(s)
+	killAfter := 1 + rng.IntN(cycles-2) // a cycle of the storm's middle
+	var wg sync.WaitGroup
+	var stayed sync.Map // user id -> true: its last socket stays open
+	killed := make(chan struct{})
+	kill := sync.OnceFunc(func() { close(killed) })
+	for i, u := range users[observers:] {
+		wg.Go(func() { storm(t, st.GatewayURLs(), u, observers+i, s, cycles, killAfter, kill, &stayed) })
+	}
+	<-killed
+	st.Presence[0].Kill(t)
+	t.Logf("killed presence during the storm's cycle %d", killAfter)
+	wg.Wait()
+	st.Presence[0].Restart(t)
+	restarted := time.Now()
+	truth := map[string]bool{}
+	for _, u := range users[:observers] {
+		truth[u.ID] = true
+	}
+	stayed.Range(func(k, _ any) bool { truth[k.(string)] = true; return true })
+	var wrong int
+	var first string // the first wrong list seen, for the log
+	converged := chaos.Eventually(40*time.Second, func() bool {
+		wrong = 0
+		for _, c := range watch.Clients {
+			if on := c.Online(); !maps.Equal(on, truth) {
+				wrong++
+				if first == "" {
+					first = presenceDiff(on, truth)
+				}
+			}
+		}
+		return wrong == 0
+	})
+	t.Logf("first wrong online list after the restart: %s", first)
+	took := time.Since(restarted)
+	record(t, chaos.Result{Scenario: "4. presence kill -9 in a connect storm", Seed: s, Clients: observers + stormers,
+		Notes: []string{fmt.Sprintf("online lists right %.2f s after the restart", took.Seconds())}})
+	t.Logf("every socket's online list was right %s after presence restarted", took)
+	if !converged {
+		t.Fatalf("%d of %d sockets show a wrong online list 30 s after presence restarted", wrong, observers)
+	}
+	if took > 5*time.Second {
+		t.Errorf("online lists right only %s after presence restarted, want within 5 s", took)
+	}
+}
