@@ -154,3 +154,41 @@ func TestChaosPresenceKill(t *testing.T) {
 		t.Errorf("online lists right only %s after presence restarted, want within 5 s", took)
 	}
 }
+
+// presenceDiff counts the ghosts and the missing of a shown online list.
+func presenceDiff(shown, truth map[string]bool) string {
+	ghosts, missing := 0, 0
+	for id := range shown {
+		if !truth[id] {
+			ghosts++
+		}
+	}
+	for id := range truth {
+		if !shown[id] {
+			missing++
+		}
+	}
+	return fmt.Sprintf("%d shown, %d online: %d ghosts, %d missing", len(shown), len(truth), ghosts, missing)
+}
+
+// storm opens and closes u's socket cycles times (leaving every other
+// user's last one open); the first user to reach cycle killAfter calls
+// kill.
+func storm(t *testing.T, gws []string, u chaos.User, i int, s uint64, cycles, killAfter int, kill func(), stayed *sync.Map) {
+	for cycle := range cycles {
+		c := chaos.NewClient(i, u, gws, s+uint64(cycle), chaos.NewLedgerFor(i, u), chaos.NewDialer(0))
+		c.Start()
+		if !chaos.Eventually(30*time.Second, c.Live) {
+			t.Errorf("storm client %d not live within 30 s", i)
+		}
+		if cycle == killAfter {
+			kill()
+		}
+		if cycle == cycles-1 && i%2 == 0 {
+			stayed.Store(u.ID, true)
+			t.Cleanup(c.Stop)
+			return
+		}
+		c.Stop()
+	}
+}
