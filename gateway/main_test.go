@@ -133,7 +133,8 @@ func TestAPIProxy(t *testing.T) {
 		t.Errorf("X-Forwarded-For at auth = %q, want the client's real address 127.0.0.1", xff)
 	}
 
-	// Auth down: a clear JSON error, not a hang or an HTML page.
+	// Auth down: 503 with when to retry and a clear JSON error, not a
+	// hang or an HTML page.
 	auth.Close()
 	resp, err = http.Post(gw.URL+"/api/login", "application/json", strings.NewReader(`{}`))
 	if err != nil {
@@ -143,8 +144,11 @@ func TestAPIProxy(t *testing.T) {
 	var e struct {
 		Error struct{ Code, Message string }
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusBadGateway || e.Error.Code != "unavailable" {
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusServiceUnavailable || e.Error.Code != "unavailable" {
 		t.Fatalf("auth down: %d %+v %v", resp.StatusCode, e, err)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("auth down: no Retry-After")
 	}
 }
 

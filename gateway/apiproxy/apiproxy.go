@@ -14,6 +14,10 @@ import (
 	"github.com/natter/natter/services/ops"
 )
 
+// retryAfter is what a refused request is told to wait, in seconds: auth
+// restarting or failing over takes about that.
+const retryAfter = "2"
+
 // New forwards /api/ to auth unchanged. Rewrite drops any
 // X-Forwarded-* a client sent and sets X-Forwarded-For to the peer's
 // address; only a peer among the trusted proxies (the load balancer in
@@ -33,7 +37,10 @@ func New(log *slog.Logger, target *url.URL, trusted []netip.Prefix) http.Handler
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("auth unreachable", "path", r.URL.Path, "err", err)
-			ops.WriteError(w, http.StatusBadGateway, "unavailable", "the auth service is unreachable; try again shortly")
+			// 503 with when to retry: clients (the page, a load balancer)
+			// wait rather than give up, as for any unavailable service.
+			w.Header().Set("Retry-After", retryAfter)
+			ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the auth service is unreachable; try again shortly")
 		},
 	}
 }

@@ -132,6 +132,10 @@ func (g *Gateway) dropSocket(c *client) {
 	g.clients.Done()
 }
 
+// retryAfter is what a refused handshake is told to wait, in seconds: a
+// gateway starting, or the stream failing over, takes about that.
+const retryAfter = "2"
+
 // serveWS checks origin, token and revocation, all before upgrading, then
 // runs the socket until it closes.
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -149,6 +153,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}()
 	lastSeq, err := g.helloSeq(r.Context())
 	if err != nil {
+		w.Header().Set("Retry-After", retryAfter)
 		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
 		return
 	}
@@ -179,6 +184,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) (*token.Clai
 		return nil, false
 	}
 	if !g.ready.IsOpen() || !g.keys.IsOpen() {
+		w.Header().Set("Retry-After", retryAfter)
 		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is starting; try again shortly")
 		return nil, false
 	}
