@@ -14,6 +14,7 @@ export class Connection {
     this.h = handlers;
     this.ws = null;
     this.lastSeq = 0;          // highest message seq seen
+    this.helloSeen = false;    // a hello came: later sockets resume, even from 0
     this.outbox = new Map();   // id -> send frame, until acked
     this.live = false;         // hello (and resumed) done: sends may go
     this.attempt = 0;
@@ -33,7 +34,9 @@ export class Connection {
     let resuming = false;
     ws.onopen = () => {
       // resume must be the first frame: replay comes before anything live.
-      if (this.lastSeq > 0) {
+      // After any hello, even of an empty stream (seq 0), a reconnect
+      // resumes: what was stored while away is replayed, not lost.
+      if (this.helloSeen) {
         resuming = true;
         ws.send(JSON.stringify({ type: 'resume', after: this.lastSeq }));
       }
@@ -44,6 +47,7 @@ export class Connection {
         let f;
         try { f = JSON.parse(line); } catch { continue; }
         if (f.type === 'hello') {
+          this.helloSeen = true;
           this.attempt = 0;
           this.h.onState('connected');
           // Everything up to hello's seq is history, fetched per
@@ -128,5 +132,6 @@ export class Connection {
     this.ws = null;
     this.outbox.clear();
     this.lastSeq = 0;
+    this.helloSeen = false;
   }
 }
