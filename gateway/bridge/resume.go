@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -59,14 +60,87 @@ func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 	for {
 		state, err := r.round()
 		switch {
-		case err != nil:
-			return r.last, false, err
+		case err == nil && state == replayDone:
+			// The consumer may sit on a replica still catching up: what
+			// the stream's leader held when the replay began must have
+			// been sent, or the replay goes on.
+			var missed bool
+			if missed, err = g.missed(ctx, c.user.ID, r.last, info.State.LastSeq); err == nil && !missed {
+				return r.last, complete, nil
+			}
+			if err == nil {
+				r.dropConsumer()
+				err = r.waitStalled()
+			}
 		case state == replayCut:
 			return r.last, false, nil // the rest through history
-		case state == replayDone:
-			return r.last, complete, nil
+		}
+		if err != nil {
+			return r.last, false, err
 		}
 	}
+}
+
+// missed says whether the stream's leader holds a message user may see
+// with a seq in (last, upTo]. A replay consumer on a replica still
+// catching up (right after a NATS node failed) can report nothing
+// pending while the leader has more; a stored message asked of the
+// leader (not a direct get, which any replica answers) cannot.
+func (g *Gateway) missed(ctx context.Context, user string, last, upTo uint64) (bool, error) {
+	if last >= upTo {
+		return false, nil
+	}
+	for _, filter := range replayFilters(user) {
+		seq, err := g.nextStored(ctx, filter, last+1)
+		if err != nil {
+			return false, err
+		}
+		if seq != 0 && seq <= upTo {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// nextStored is the seq of the first message on filter at or after from,
+// as the stream's leader has it (0: none).
+func (g *Gateway) nextStored(ctx context.Context, filter string, from uint64) (uint64, error) {
+	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": filter})
+	m, err := g.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+chat.StreamName, req)
+	if err != nil {
+		return 0, fmt.Errorf("message get: %w", err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return 0, fmt.Errorf("message get: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
+		return 0, nil
+	case resp.Error != nil:
+		return 0, fmt.Errorf("message get: %s", resp.Error.Description)
+	case resp.Message == nil:
+		return 0, errors.New("message get: empty answer")
+	}
+	return resp.Message.Seq, nil
+}
+
+// errCodeNoMessage is JetStream's "no message found".
+const errCodeNoMessage = 10037
+
+// replayFilters are the stored subjects of everything user may see: the
+// lobby, and their direct conversations on either side.
+func replayFilters(user string) []string {
+	room, _ := chat.RoomSubject(chat.Lobby)
+	return []string{room, "chat.dm." + user + ".*", "chat.dm.*." + user}
 }
 
 // replayRun is one replay under way: its consumer and how far it got.
@@ -211,9 +285,8 @@ func (r *replayRun) dropConsumer() {
 // the next one asks for a consumer of another name, placed afresh; the
 // attempts end with ctx.
 func (g *Gateway) replayConsumer(ctx context.Context, user string, after uint64) (jetstream.Consumer, error) {
-	room, _ := chat.RoomSubject(chat.Lobby)
 	cfg := jetstream.ConsumerConfig{
-		FilterSubjects:    []string{room, "chat.dm." + user + ".*", "chat.dm.*." + user},
+		FilterSubjects:    replayFilters(user),
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       after + 1,
 		AckPolicy:         jetstream.AckNonePolicy,
