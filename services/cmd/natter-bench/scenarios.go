@@ -445,6 +445,8 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Int(&sockets, "sockets", "", 5000, "idle sockets to hold")
 	fs.Int(&c.users, "users", "", 1000, "distinct users the sockets belong to")
 	fs.Duration(&hold, "hold", "", 20*time.Second, "how long to hold them")
+	var natsPID int
+	fs.Int(&natsPID, "nats-pid", "", 0, "pid of the NATS server: its CPU time while the sockets are held is reported too")
 	if err := fs.Parse(args[1:]); err != nil {
 		return result{}, false, err
 	}
@@ -467,13 +469,14 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer closeAll(socks)
 	time.Sleep(settle)
-	cpu0 := cpuSeconds(c.gatewayPID)
+	cpu0, natsCPU0, start := cpuSeconds(c.gatewayPID), cpuSeconds(natsPID), time.Now()
 	select {
 	case <-ctx.Done():
 	case <-time.After(hold):
 	}
 	after := rssKiB(c.gatewayPID)
 	cpu := cpuSeconds(c.gatewayPID) - cpu0
+	held := time.Since(start).Seconds()
 	r := result{Scenario: fmt.Sprintf("idle: %d sockets held %s", sockets, hold), Figures: map[string]float64{
 		"sockets":                float64(sockets),
 		"gateway_rss_before_kib": before,
@@ -485,7 +488,15 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 		// gateway reuses it and looks cheaper than it is.
 		"kib_per_socket_upper": after / float64(sockets),
 		"gateway_cpu_s_idle":   cpu,
+		// Share of one core while held: the presence heartbeat is most of
+		// an idle gateway's work (and of its NATS server's).
+		"gateway_cpu_pct_idle": 100 * cpu / held,
 	}}
+	if natsPID > 0 {
+		natsCPU := cpuSeconds(natsPID) - natsCPU0
+		r.Figures["nats_cpu_s_idle"] = natsCPU
+		r.Figures["nats_cpu_pct_idle"] = 100 * natsCPU / held
+	}
 	if before > freshRSSKiB {
 		r.Notes = append(r.Notes, fmt.Sprintf("the gateway held %.0f MiB before: kib_per_socket is only valid on a fresh gateway; kib_per_socket_upper is an upper bound", before/1024))
 	}
