@@ -11,7 +11,9 @@
 //	message stream            CHAT over chat.room.>, chat.dm.>  file storage, dedupe by Nats-Msg-Id
 //	live delivery             live.chat.room.<room>,         Message, republished by CHAT once
 //	                          live.chat.dm.<lo>.<hi>         stored, header Nats-Sequence = seq
-//	presence state            KV bucket "presence"           PresenceEntry, per-key expiry
+//	presence state            KV bucket "presence"           gateway/<gateway>: PresenceLease, expires
+//	                                                         without heartbeat; <user>.<gateway>.<conn>:
+//	                                                         PresenceEntry, live while its lease is
 //	revoked tokens            KV bucket "revoked"            Revocation, key = token id (jti), or
 //	                                                         user.<user> for every token of a user
 //	                                                         issued up to a second (RevokedUserKey)

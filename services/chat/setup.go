@@ -28,10 +28,10 @@ const (
 	// DefaultMaxMessageBytes bounds one stored message (a 4,000-character
 	// text is at most 16,000 bytes of UTF-8, plus the envelope).
 	DefaultMaxMessageBytes = 64 * 1024
-	// DefaultPresenceHeartbeat is how often gateways refresh their sockets'
-	// presence entries.
+	// DefaultPresenceHeartbeat is how often a gateway refreshes its
+	// presence lease (one key per gateway, whatever its sockets).
 	DefaultPresenceHeartbeat = 5 * time.Second
-	// DefaultPresenceTTL is how long a presence entry lives without a
+	// DefaultPresenceTTL is how long a gateway's lease lives without a
 	// heartbeat: 2.5 heartbeats, so one lost heartbeat is not an absence.
 	DefaultPresenceTTL = 12500 * time.Millisecond
 )
@@ -144,7 +144,7 @@ func republishString(r *jetstream.RePublish) string {
 
 // PresenceOptions are the settings of the presence bucket.
 type PresenceOptions struct {
-	TTL      time.Duration // an entry without heartbeat expires after TTL
+	TTL      time.Duration // a gateway lease without heartbeat expires after TTL
 	Replicas int
 }
 
@@ -180,22 +180,40 @@ func DefaultPresenceOptions() PresenceOptions {
 func PresenceBucketConfig(o PresenceOptions) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      PresenceBucket,
-		Description: "natter presence: one key per live socket, refreshed by its gateway",
+		Description: "natter presence: one lease per gateway, refreshed by it, and one key per live socket",
 		History:     1,
-		// Every put restarts a key's age: a socket whose gateway stops
-		// heartbeating disappears after TTL, whatever way the gateway died.
+		// Every put restarts a key's age: a gateway's lease disappears
+		// after TTL once the gateway stops refreshing it, whatever way it
+		// died. Socket keys are written with a per-key TTL of "never"
+		// (they live by their gateway's lease, see services/presencekv).
 		TTL: o.TTL,
-		// Expiry leaves a delete marker, so watchers see the user leave.
+		// Expiry leaves a delete marker, so watchers see the lease go;
+		// it also enables the per-key TTL that exempts socket keys.
 		LimitMarkerTTL: o.TTL,
 		Storage:        jetstream.FileStorage,
 		Replicas:       o.Replicas,
 	}
 }
 
+// PresenceKV is the presence bucket and the JetStream context it lives
+// in: socket keys are published with a per-key TTL of "never", which the
+// KV API cannot set.
+type PresenceKV struct {
+	jetstream.KeyValue
+	js jetstream.JetStream
+}
+
+// JetStream is the context the bucket was opened with.
+func (p *PresenceKV) JetStream() jetstream.JetStream { return p.js }
+
 // EnsurePresenceBucket creates the presence bucket, or checks that the
 // existing one has the configuration o asks for.
-func EnsurePresenceBucket(ctx context.Context, js jetstream.JetStream, o PresenceOptions) (jetstream.KeyValue, error) {
-	return ensureBucket(ctx, js, PresenceBucketConfig(o))
+func EnsurePresenceBucket(ctx context.Context, js jetstream.JetStream, o PresenceOptions) (*PresenceKV, error) {
+	kv, err := ensureBucket(ctx, js, PresenceBucketConfig(o))
+	if err != nil {
+		return nil, err
+	}
+	return &PresenceKV{KeyValue: kv, js: js}, nil
 }
 
 // RevokedBucketConfig is the revoked-tokens bucket: one key per revoked

@@ -95,7 +95,7 @@ func TestEnsurePresenceBucket(t *testing.T) {
 }
 
 func TestPresenceEntryExpires(t *testing.T) {
-	// The bucket's TTL is what removes a dead gateway's sockets: an entry
+	// The bucket's TTL is what removes a dead gateway's lease: an entry
 	// not refreshed disappears, and a watcher is told.
 	ns := natstest.Start(t)
 	js := natstest.JetStream(t, ns.URL())

@@ -150,6 +150,19 @@ func PresenceKey(user, gateway, conn string) (string, error) {
 	return user + "." + gateway + "." + conn, nil
 }
 
+// PresenceGatewayPrefix begins every gateway lease key. It holds no '.',
+// so a lease key never reads as a socket key (<user>.<gateway>.<conn>),
+// and '/' is no id character, so no user id can begin with it.
+const PresenceGatewayPrefix = "gateway/"
+
+// PresenceGatewayKey is the KV key of gateway's lease: "gateway/<id>".
+func PresenceGatewayKey(gateway string) (string, error) {
+	if err := ValidID(gateway); err != nil {
+		return "", fmt.Errorf("gateway: %w", err)
+	}
+	return PresenceGatewayPrefix + gateway, nil
+}
+
 // PresenceEventSubject is the subject a presence replica publishes user's
 // change on.
 func PresenceEventSubject(user string) (string, error) {

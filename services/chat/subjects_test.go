@@ -57,6 +57,8 @@ func TestSubjectBuilders(t *testing.T) {
 		{"presence key bad conn", func() (string, error) { return PresenceKey("u1", "gw1", "c.1") }, "", "conn: invalid id"},
 		{"revoked user key", func() (string, error) { return RevokedUserKey("u1") }, "user.u1", ""},
 		{"revoked user key wildcard", func() (string, error) { return RevokedUserKey("u1.>") }, "", "user: invalid id"},
+		{"presence gateway key", func() (string, error) { return PresenceGatewayKey("gw1") }, "gateway/gw1", ""},
+		{"presence gateway key bad id", func() (string, error) { return PresenceGatewayKey("gw.1") }, "", "gateway: invalid id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -73,11 +73,25 @@ type PresenceUserResponse struct {
 	Sockets int       `json:"sockets"`
 }
 
-// PresenceEntry is the value of one PresenceKey: one live socket.
+// PresenceEntry is the value of one PresenceKey: one socket. It is live
+// while its gateway's lease (PresenceLease) holds the same Epoch. An
+// entry without Epoch is of a gateway from before leases, refreshed
+// per socket: live until it expires.
 type PresenceEntry struct {
 	User    string    `json:"user"`
 	Gateway string    `json:"gateway"`
 	Conn    string    `json:"conn"`
+	Since   time.Time `json:"since"`
+	Epoch   string    `json:"epoch,omitempty"`
+}
+
+// PresenceLease is the value of one PresenceGatewayKey: a gateway alive,
+// refreshed every heartbeat. Epoch is new each time the gateway creates
+// its lease (at its first socket, or after the lease expired), so sockets
+// written under an expired lease never count again.
+type PresenceLease struct {
+	Gateway string    `json:"gateway"`
+	Epoch   string    `json:"epoch"`
 	Since   time.Time `json:"since"`
 }
 
