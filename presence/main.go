@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer natsconn.Drain(nc, natsconn.DrainTimeout)
 	reg := ops.NewRegistry()
-	svc := newService(log, nc, js, reg)
+	svc := newService(log, nc, js, reg, cfg.Presence.TTL)
 	setup := ops.Setup(ctx, log, "bucket", ops.SetupRetry, func(ctx context.Context) error {
 		kv, err := chat.EnsurePresenceBucket(ctx, js, cfg.Presence)
 		if err != nil {
@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				fail(err)
 			}
 		}()
+		go svc.clean(ctx, kv, cfg.Presence.TTL)
 		return nil
 	}, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	ms, err := svc.addMicro(nc, ver)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
@@ -28,7 +27,7 @@ const (
 type presenceEnv struct {
 	ns  *natstest.Server
 	nc  *nats.Conn
-	kv  jetstream.KeyValue
+	kv  *chat.PresenceKV
 	env map[string]string
 }
 

@@ -34,22 +34,27 @@ type service struct {
 
 	changes     *prometheus.CounterVec
 	expirations prometheus.Counter
+	cleaned     prometheus.Counter
 }
 
-func newService(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, reg prometheus.Registerer) *service {
+// newService follows a bucket whose leases live ttl without heartbeat.
+func newService(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, reg prometheus.Registerer, ttl time.Duration) *service {
 	s := &service{
-		log: log, js: js, tracker: newTracker(), auth: authclient.New(nc, authclient.Config{Timeout: namesTimeout}), loaded: ops.NewGate("state"),
+		log: log, js: js, tracker: newTracker(pendingGrace(ttl)), auth: authclient.New(nc, authclient.Config{Timeout: namesTimeout}), loaded: ops.NewGate("state"),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "presence_changes_total", Help: "Users coming online or going offline, as this replica saw them.",
 		}, []string{"online"}),
 		expirations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "presence_expirations_total", Help: "Users gone offline because their last socket's entry expired (gateway gone without goodbye).",
+			Name: "presence_expirations_total", Help: "Users gone offline because their last socket's gateway lease expired (gateway gone without goodbye).",
+		}),
+		cleaned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_dead_sockets_deleted_total", Help: "Socket keys of expired gateway leases this replica deleted from the bucket.",
 		}),
 	}
-	reg.MustRegister(s.changes, s.expirations,
+	reg.MustRegister(s.changes, s.expirations, s.cleaned,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_users_online", Help: "Users with at least one socket."},
 			func() float64 { u, _ := s.tracker.counts(); return float64(u) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_sockets_online", Help: "Sockets in the presence bucket."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presence_sockets_online", Help: "Live sockets in the presence bucket (their gateway's lease holds)."},
 			func() float64 { _, n := s.tracker.counts(); return float64(n) }),
 	)
 	return s
@@ -80,12 +85,47 @@ func (s *service) follow(ctx context.Context, kv jetstream.KeyValue) error {
 				s.loaded.Open()
 				continue
 			}
-			c, changed := s.tracker.apply(e)
-			if changed && live {
-				s.report(ctx, c)
+			for _, c := range s.tracker.apply(e) {
+				if live {
+					s.report(ctx, c)
+				}
 			}
 		}
 	}
+}
+
+// pendingGrace is how long a socket key may wait for its gateway's lease:
+// a live gateway refreshes its lease more often than ttl, so a socket
+// whose lease has not shown within two ttls has a dead gateway.
+func pendingGrace(ttl time.Duration) time.Duration { return 2 * ttl }
+
+// clean deletes, every period, the socket keys of gateways whose lease
+// is gone: nobody else removes a dead gateway's keys. Every replica does
+// it; a delete names the revision it saw, so a key is deleted once and
+// a replica that comes second is refused, harmlessly.
+func (s *service) clean(ctx context.Context, kv jetstream.KeyValue, period time.Duration) {
+	ops.Every(ctx, period, func(ctx context.Context) {
+		dead := s.tracker.sweep()
+		for key, rev := range dead {
+			err := kv.Delete(ctx, key, jetstream.LastRevision(rev))
+			if err != nil && !wrongRevision(err) {
+				if ctx.Err() == nil {
+					s.log.Warn("presence cleanup failed; retrying next period", "keys_left", len(dead), "err", err)
+				}
+				return
+			}
+			s.tracker.deleted(key, rev)
+			s.cleaned.Inc()
+		}
+	})
+}
+
+// wrongRevision is a delete refused because the key is no longer at the
+// revision it named: deleted by another replica, or gone.
+func wrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // report publishes a change on presence.events.<user>. Every replica
