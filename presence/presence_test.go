@@ -87,6 +87,13 @@ func (e *presenceEnv) gateway(t *testing.T, id string) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g := &gateway{reg: reg}
+	g.start(t)
+	return g
+}
+
+// start runs the gateway's heartbeat (again, after stop).
+func (g *gateway) start(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() {
@@ -97,11 +104,11 @@ func (e *presenceEnv) gateway(t *testing.T, id string) *gateway {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				_, _ = reg.Heartbeat(ctx)
+				_, _ = g.reg.Heartbeat(ctx)
 			}
 		}
 	}()
-	return &gateway{reg: reg, stop: cancel}
+	g.stop = cancel
 }
 
 func (g *gateway) add(t *testing.T, user, conn string) {
@@ -254,6 +261,48 @@ func TestCrashedGatewayUsersGoOffline(t *testing.T) {
 		t.Fatalf("heartbeat of the paused gateway: %d lost, %v", lost, err)
 	}
 	e.waitOnline(t, 5*time.Second, map[string]int{"bob": 1, "carol": 1})
+	// Presence deletes the dead lease's socket keys: nobody else would.
+	e.waitKeysGone(t, 10*time.Second, "alice.gwcrash.a1", "bob.gwcrash.b1")
+	// Its next socket starts a new lease, and counts.
+	crashing.start(t)
+	crashing.add(t, "alice", "a2")
+	e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1, "bob": 1, "carol": 1})
+}
+
+// waitKeysGone polls until none of keys is in the bucket.
+func (e *presenceEnv) waitKeysGone(t *testing.T, timeout time.Duration, keys ...string) {
+	t.Helper()
+	poll.Until(t, timeout, func() error {
+		for _, k := range keys {
+			if _, err := e.kv.Get(context.Background(), k); err == nil {
+				return fmt.Errorf("%s still in the bucket", k)
+			}
+		}
+		return nil
+	})
+}
+
+func TestGatewayDiedWhilePresenceWasDown(t *testing.T) {
+	e := newEnv(t)
+	p := e.startPresence(t)
+	gw, ok := e.gateway(t, "gwdead"), e.gateway(t, "gwok")
+	gw.add(t, "alice", "a1")
+	ok.add(t, "bob", "b1")
+	e.waitOnline(t, 5*time.Second, map[string]int{"alice": 1, "bob": 1})
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway dies and its lease expires while no presence runs:
+	// its socket key is still in the bucket, with no lease to live by.
+	gw.stop()
+	e.waitKeysGone(t, 10*time.Second, "gateway/gwdead")
+	if _, err := e.kv.Get(context.Background(), "alice.gwdead.a1"); err != nil {
+		t.Fatalf("the dead gateway's socket key: %v", err)
+	}
+	e.startPresence(t)
+	e.waitOnline(t, testHeartbeat, map[string]int{"bob": 1})
+	// And it is deleted once it has waited out the grace for its lease.
+	e.waitKeysGone(t, pendingGrace(testTTL)+10*time.Second, "alice.gwdead.a1")
 }
 
 func TestRestartKeepsTheList(t *testing.T) {

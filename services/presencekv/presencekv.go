@@ -1,63 +1,182 @@
 // Package presencekv keeps a gateway's live sockets in the presence
-// bucket: one key per socket, created on connect, refreshed by heartbeat,
-// deleted on disconnect. A gateway that dies simply stops heartbeating and
-// its keys expire (the bucket's TTL). Heartbeats compare and set on each
-// key's revision, so an entry that already expired (a gateway paused past
-// the TTL) is never brought back: its socket is reported lost instead.
+// bucket at the cost of one write per gateway per heartbeat, whatever
+// its number of sockets.
+//
+// The bucket holds two kinds of key:
+//
+//   - gateway/<gateway>: the gateway's lease (chat.PresenceLease), created
+//     with its first socket and refreshed every heartbeat. Without refresh
+//     it expires after the bucket's TTL (PRESENCE_TTL).
+//   - <user>.<gateway>.<conn>: one per socket (chat.PresenceEntry), written
+//     once when the socket opens, with a per-key TTL of "never", and
+//     deleted when it closes. It is never refreshed.
+//
+// A socket is online while its gateway's lease holds the epoch its entry
+// names (the presence service's tracker applies the rule). A gateway that
+// dies, whatever the way, stops refreshing: its lease expires within TTL,
+// so its users go offline within TTL + one heartbeat unless they have a
+// socket elsewhere, and the presence service deletes its socket keys.
+//
+// Refreshes compare and set on the lease's revision, so a lease that
+// expired (a gateway paused past TTL, or cut off from NATS that long) is
+// never brought back: the next heartbeat reports every socket of that
+// lease lost (the gateway closes them, and their clients reconnect), and
+// the next socket creates a lease with a new epoch, under which the old
+// sockets' keys never count again. A refresh whose answer was lost (a
+// timeout) may have been stored all the same, so a failed compare is
+// checked against the lease's current value before its sockets are given
+// up: one lost answer must not close every socket of the gateway.
 package presencekv
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
 )
 
-// Registry is one gateway's sockets in the bucket.
+// ErrLeaseLost reports a socket added under a lease that expired
+// meanwhile: it is not online; the client should reconnect.
+var ErrLeaseLost = errors.New("presence lease lost")
+
+// Registry is one gateway's lease and sockets in the bucket.
 type Registry struct {
-	kv      jetstream.KeyValue
-	gateway string
+	kv       jetstream.KeyValue
+	js       jetstream.JetStream
+	gateway  string
+	leaseKey string
+	prefix   string // subject prefix of the bucket's keys
+
+	create sync.Mutex // one lease creation at a time
 
 	mu    sync.Mutex
+	lease *lease           // nil until the first socket, and after a loss
 	socks map[string]*sock // by key
 }
 
+// lease is one epoch of the gateway's lease.
+type lease struct {
+	epoch string
+	value []byte
+	rev   uint64 // guarded by Registry.mu
+}
+
 type sock struct {
-	rev    uint64
-	value  []byte
+	epoch  string
 	onLost func()
 }
 
 // New returns the registry of gateway (a chat.ValidID) in kv.
-func New(kv jetstream.KeyValue, gateway string) (*Registry, error) {
-	if err := chat.ValidID(gateway); err != nil {
+func New(kv *chat.PresenceKV, gateway string) (*Registry, error) {
+	leaseKey, err := chat.PresenceGatewayKey(gateway)
+	if err != nil {
 		return nil, fmt.Errorf("gateway id: %w", err)
 	}
-	return &Registry{kv: kv, gateway: gateway, socks: map[string]*sock{}}, nil
+	return &Registry{
+		kv: kv, js: kv.JetStream(), gateway: gateway, leaseKey: leaseKey,
+		prefix: "$KV." + kv.Bucket() + ".", socks: map[string]*sock{},
+	}, nil
 }
 
 // Add announces a socket of user; onLost is called (once) if a heartbeat
-// finds its entry expired.
+// finds the gateway's lease expired.
 func (r *Registry) Add(ctx context.Context, user, conn string, onLost func()) error {
 	key, err := chat.PresenceKey(user, r.gateway, conn)
 	if err != nil {
 		return err
 	}
-	value, _ := json.Marshal(chat.PresenceEntry{User: user, Gateway: r.gateway, Conn: conn, Since: time.Now().UTC()})
-	rev, err := r.kv.Create(ctx, key, value)
+	l, err := r.ensureLease(ctx)
 	if err != nil {
+		return err
+	}
+	value, _ := json.Marshal(chat.PresenceEntry{User: user, Gateway: r.gateway, Conn: conn, Since: time.Now().UTC(), Epoch: l.epoch})
+	if err := r.putSocket(ctx, key, value); err != nil {
 		return fmt.Errorf("presence add: %w", err)
 	}
 	r.mu.Lock()
-	r.socks[key] = &sock{rev: rev, value: value, onLost: onLost}
+	current := r.lease == l
+	if current {
+		r.socks[key] = &sock{epoch: l.epoch, onLost: onLost}
+	}
 	r.mu.Unlock()
+	if !current {
+		// The heartbeat found the lease expired while this socket was
+		// being written: it counts nowhere, and its key is garbage.
+		_ = r.kv.Delete(ctx, key)
+		return fmt.Errorf("presence add: %w", ErrLeaseLost)
+	}
 	return nil
+}
+
+// putSocket stores a socket's entry with a per-key TTL of "never": the
+// bucket's TTL is for leases; a socket lives by its gateway's lease.
+func (r *Registry) putSocket(ctx context.Context, key string, value []byte) error {
+	m := nats.NewMsg(r.prefix + key)
+	m.Data = value
+	m.Header.Set(jetstream.MsgTTLHeader, "never")
+	_, err := r.js.PublishMsg(ctx, m)
+	return err
+}
+
+// ensureLease returns the current lease, creating one if there is none.
+func (r *Registry) ensureLease(ctx context.Context) (*lease, error) {
+	if l := r.current(); l != nil {
+		return l, nil
+	}
+	r.create.Lock()
+	defer r.create.Unlock()
+	if l := r.current(); l != nil {
+		return l, nil // created while this one waited
+	}
+	l, err := r.newLease(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("presence lease: %w", err)
+	}
+	r.mu.Lock()
+	r.lease = l
+	r.mu.Unlock()
+	return l, nil
+}
+
+func (r *Registry) current() *lease {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lease
+}
+
+// newLease creates the lease key with a new epoch. A live lease already
+// there can only be this gateway's own (gateway ids are unique), from a
+// creation whose answer was lost: it is adopted, since no socket names
+// its epoch yet.
+func (r *Registry) newLease(ctx context.Context) (*lease, error) {
+	epoch := newEpoch()
+	value, _ := json.Marshal(chat.PresenceLease{Gateway: r.gateway, Epoch: epoch, Since: time.Now().UTC()})
+	rev, err := r.kv.Create(ctx, r.leaseKey, value)
+	if err == nil {
+		return &lease{epoch: epoch, value: value, rev: rev}, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, err
+	}
+	e, err := r.kv.Get(ctx, r.leaseKey)
+	if err != nil {
+		return nil, err
+	}
+	var l chat.PresenceLease
+	if json.Unmarshal(e.Value(), &l) != nil || l.Gateway != r.gateway || l.Epoch == "" {
+		return nil, fmt.Errorf("lease key %s holds %q", r.leaseKey, e.Value())
+	}
+	return &lease{epoch: l.Epoch, value: e.Value(), rev: e.Revision()}, nil
 }
 
 // Remove withdraws a socket.
@@ -79,46 +198,82 @@ func (r *Registry) Remove(ctx context.Context, user, conn string) error {
 	return nil
 }
 
-// Heartbeat refreshes every socket's entry. Entries gone from the bucket
-// (expired) are dropped and their onLost called. It returns how many were
-// lost, and stops at the first other error (NATS unreachable): the next
-// heartbeat tries again, and entries that expire meanwhile are lost then.
+// Heartbeat refreshes the gateway's lease: one write, whatever the number
+// of sockets. If the lease expired, every socket under it is dropped and
+// its onLost called; Heartbeat returns how many. Other errors (NATS
+// unreachable) are returned: the next heartbeat tries again, and if the
+// lease expires meanwhile its sockets are lost then.
 func (r *Registry) Heartbeat(ctx context.Context) (int, error) {
+	l := r.current()
+	if l == nil {
+		return 0, nil // no socket yet, or none since the last loss
+	}
 	r.mu.Lock()
-	keys := make([]string, 0, len(r.socks))
-	for k := range r.socks {
-		keys = append(keys, k)
+	rev := l.rev
+	r.mu.Unlock()
+	rev, err := r.kv.Update(ctx, r.leaseKey, l.value, rev)
+	if revisionMismatch(err) {
+		rev, err = r.recheck(ctx, l)
+	}
+	switch {
+	case errors.Is(err, ErrLeaseLost):
+		return r.lost(l), nil
+	case err != nil:
+		return 0, fmt.Errorf("presence heartbeat: %w", err)
+	}
+	r.mu.Lock()
+	l.rev = rev
+	r.mu.Unlock()
+	return 0, nil
+}
+
+// recheck follows a refresh that found another revision than the last
+// one it knew: if the lease still holds this epoch (an earlier refresh
+// was stored though its answer was lost), it is refreshed from there;
+// if it is gone, the lease is lost.
+func (r *Registry) recheck(ctx context.Context, l *lease) (uint64, error) {
+	e, err := r.kv.Get(ctx, r.leaseKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, ErrLeaseLost
+	case err != nil:
+		return 0, err
+	case !bytes.Equal(e.Value(), l.value):
+		return 0, ErrLeaseLost
+	}
+	rev, err := r.kv.Update(ctx, r.leaseKey, l.value, e.Revision())
+	if revisionMismatch(err) {
+		return 0, ErrLeaseLost // expired between the read and the write
+	}
+	return rev, err
+}
+
+// revisionMismatch is an update that found another revision than the one
+// it named (10071 on one node, 10164 on a replicated bucket).
+func revisionMismatch(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.Is(err, jetstream.ErrKeyNotFound)
+}
+
+// lost drops lease l and its sockets, calls their onLost, and returns
+// how many there were. The next socket creates a lease with a new epoch.
+func (r *Registry) lost(l *lease) int {
+	var lost []func()
+	r.mu.Lock()
+	if r.lease == l {
+		r.lease = nil
+	}
+	for key, s := range r.socks {
+		if s.epoch == l.epoch {
+			lost = append(lost, s.onLost)
+			delete(r.socks, key)
+		}
 	}
 	r.mu.Unlock()
-	lost := 0
-	for _, key := range keys {
-		r.mu.Lock()
-		s, ok := r.socks[key]
-		r.mu.Unlock()
-		if !ok {
-			continue // removed meanwhile
-		}
-		rev, err := r.kv.Update(ctx, key, s.value, s.rev)
-		switch {
-		case err == nil:
-			r.mu.Lock()
-			s.rev = rev
-			r.mu.Unlock()
-		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
-			// The entry expired (or was removed): do not resurrect it.
-			r.mu.Lock()
-			_, still := r.socks[key]
-			delete(r.socks, key)
-			r.mu.Unlock()
-			if still {
-				lost++
-				s.onLost()
-			}
-		default:
-			return lost, fmt.Errorf("presence heartbeat: %w", err)
-		}
+	for _, f := range lost {
+		f()
 	}
-	return lost, nil
+	return len(lost)
 }
 
 // Len is the number of sockets registered.
@@ -126,4 +281,11 @@ func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.socks)
+}
+
+// newEpoch names a lease: 72 random bits, so no two leases share one.
+func newEpoch() string {
+	b := make([]byte, 9)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -2,7 +2,9 @@ package presencekv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,25 +16,85 @@ import (
 	"github.com/natter/natter/services/poll"
 )
 
-func TestAddHeartbeatRemove(t *testing.T) {
+func newBucket(t *testing.T, ttl time.Duration) (*chat.PresenceKV, *natstest.Server) {
+	t.Helper()
 	ns := natstest.Start(t)
+	kv, err := chat.EnsurePresenceBucket(context.Background(), natstest.JetStream(t, ns.URL()), chat.PresenceOptions{TTL: ttl, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv, ns
+}
+
+func newRegistry(t *testing.T, kv *chat.PresenceKV, gateway string) *Registry {
+	t.Helper()
+	r, err := New(kv, gateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// lastSeq is the bucket's last stream sequence: one more per write.
+func lastSeq(t *testing.T, kv *chat.PresenceKV) uint64 {
+	t.Helper()
+	st, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
+}
+
+func entry[T any](t *testing.T, kv *chat.PresenceKV, key string) (T, error) {
+	t.Helper()
+	var v T
+	e, err := kv.Get(context.Background(), key)
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		t.Fatalf("%s = %s: %v", key, e.Value(), err)
+	}
+	return v, nil
+}
+
+func waitGone(t *testing.T, kv *chat.PresenceKV, key string) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, func() error {
+		if _, err := kv.Get(context.Background(), key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("%s still there (%v)", key, err)
+		}
+		return nil
+	})
+}
+
+func TestAddHeartbeatRemove(t *testing.T) {
+	kv, _ := newBucket(t, 2*time.Second)
 	ctx := context.Background()
-	kv, err := chat.EnsurePresenceBucket(ctx, natstest.JetStream(t, ns.URL()), chat.PresenceOptions{TTL: 2 * time.Second, Replicas: 1})
-	if err != nil {
-		t.Fatal(err)
+	r := newRegistry(t, kv, "gw1")
+	for i := range 100 {
+		if err := r.Add(ctx, fmt.Sprintf("u%d", i), "c", func() { t.Errorf("u%d lost", i) }); err != nil {
+			t.Fatal(err)
+		}
 	}
-	r, err := New(kv, "gw1")
-	if err != nil {
-		t.Fatal(err)
+	lease, err := entry[chat.PresenceLease](t, kv, "gateway/gw1")
+	if err != nil || lease.Gateway != "gw1" || lease.Epoch == "" {
+		t.Fatalf("lease = %+v, %v", lease, err)
 	}
-	if err := r.Add(ctx, "alice", "c1", func() { t.Error("c1 lost") }); err != nil {
-		t.Fatal(err)
+	sock, err := entry[chat.PresenceEntry](t, kv, "u7.gw1.c")
+	if err != nil || sock.User != "u7" || sock.Epoch != lease.Epoch {
+		t.Fatalf("socket entry = %+v, %v; want epoch %s", sock, err, lease.Epoch)
 	}
-	var lost atomic.Int32
-	if err := r.Add(ctx, "bob", "c2", func() { lost.Add(1) }); err != nil {
-		t.Fatal(err)
+	// A heartbeat is one write, whatever the number of sockets.
+	before := lastSeq(t, kv)
+	if n, err := r.Heartbeat(ctx); err != nil || n != 0 {
+		t.Fatalf("heartbeat: %d lost, %v", n, err)
 	}
-	// Heartbeats keep entries alive past the TTL.
+	if d := lastSeq(t, kv) - before; d != 1 {
+		t.Fatalf("a heartbeat of 100 sockets wrote %d messages, want 1", d)
+	}
+	// Heartbeats keep the lease alive past the TTL; socket entries, never
+	// refreshed, do not expire.
 	beat := time.NewTicker(500 * time.Millisecond) // a heartbeat period, as a gateway runs it
 	defer beat.Stop()
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-beat.C {
@@ -40,31 +102,116 @@ func TestAddHeartbeatRemove(t *testing.T) {
 			t.Fatalf("heartbeat: %d lost, %v", n, err)
 		}
 	}
-	if _, err := kv.Get(ctx, "alice.gw1.c1"); err != nil {
-		t.Fatalf("entry with heartbeats: %v", err)
+	for _, key := range []string{"gateway/gw1", "u0.gw1.c", "u99.gw1.c"} {
+		if _, err := kv.Get(ctx, key); err != nil {
+			t.Fatalf("%s after 1.5 TTL with heartbeats: %v", key, err)
+		}
 	}
-	if err := r.Remove(ctx, "alice", "c1"); err != nil {
+	if err := r.Remove(ctx, "u0", "c"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Get(ctx, "alice.gw1.c1"); err == nil {
-		t.Fatal("removed entry still there")
+	if _, err := kv.Get(ctx, "u0.gw1.c"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("removed entry: %v", err)
 	}
+	if r.Len() != 99 {
+		t.Fatalf("registry holds %d sockets, want 99", r.Len())
+	}
+}
 
-	// A paused gateway: no heartbeat past the TTL. The entry expires, and
-	// the next heartbeat does not bring it back: it reports the socket lost.
-	poll.Until(t, 10*time.Second, func() error {
-		if _, err := kv.Get(ctx, "bob.gw1.c2"); err == nil {
-			return errors.New("entry not expired yet")
+func TestPausedGatewayDoesNotResurrect(t *testing.T) {
+	kv, _ := newBucket(t, 2*time.Second)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	var lost atomic.Int32
+	for _, u := range []string{"alice", "bob"} {
+		if err := r.Add(ctx, u, "c", func() { lost.Add(1) }); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if n, err := r.Heartbeat(ctx); err != nil || n != 1 || lost.Load() != 1 {
-		t.Fatalf("heartbeat after expiry: %d lost (callback %d), %v", n, lost.Load(), err)
 	}
-	if _, err := kv.Get(ctx, "bob.gw1.c2"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("expired entry resurrected: %v", err)
+	old, _ := entry[chat.PresenceLease](t, kv, "gateway/gw1")
+
+	// Paused: no heartbeat past the TTL. The lease expires; the next
+	// heartbeat does not bring it back but reports both sockets lost.
+	waitGone(t, kv, "gateway/gw1")
+	if n, err := r.Heartbeat(ctx); err != nil || n != 2 || lost.Load() != 2 {
+		t.Fatalf("heartbeat after expiry: %d lost (callbacks %d), %v", n, lost.Load(), err)
+	}
+	if _, err := kv.Get(ctx, "gateway/gw1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("expired lease resurrected: %v", err)
 	}
 	if r.Len() != 0 {
 		t.Fatalf("registry still holds %d sockets", r.Len())
+	}
+	if n, err := r.Heartbeat(ctx); err != nil || n != 0 {
+		t.Fatalf("heartbeat without lease: %d lost, %v", n, err)
+	}
+
+	// The next socket starts a lease of a new epoch: the keys of the old
+	// one (left for the presence service to delete) never count again.
+	if err := r.Add(ctx, "alice", "c2", func() {}); err != nil {
+		t.Fatal(err)
+	}
+	now, err := entry[chat.PresenceLease](t, kv, "gateway/gw1")
+	if err != nil || now.Epoch == old.Epoch {
+		t.Fatalf("lease after the loss = %+v (%v), old epoch %s", now, err, old.Epoch)
+	}
+	if s, _ := entry[chat.PresenceEntry](t, kv, "alice.gw1.c2"); s.Epoch != now.Epoch {
+		t.Fatalf("new socket's epoch %q, lease's %q", s.Epoch, now.Epoch)
+	}
+}
+
+func TestRefreshWithLostAnswerKeepsTheLease(t *testing.T) {
+	kv, _ := newBucket(t, 10*time.Second)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	if err := r.Add(ctx, "alice", "c", func() { t.Error("alice lost") }); err != nil {
+		t.Fatal(err)
+	}
+	// A refresh stored whose answer never came back (a timeout): the
+	// registry's revision is behind the bucket's.
+	e, err := kv.Get(ctx, "gateway/gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "gateway/gw1", e.Value(), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if n, err := r.Heartbeat(ctx); err != nil || n != 0 {
+			t.Fatalf("heartbeat after a refresh with a lost answer: %d lost, %v", n, err)
+		}
+	}
+	if r.Len() != 1 {
+		t.Fatalf("registry holds %d sockets, want 1", r.Len())
+	}
+}
+
+func TestHeartbeatAcrossNATSRestart(t *testing.T) {
+	kv, ns := newBucket(t, 30*time.Second)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	if err := r.Add(ctx, "alice", "c", func() { t.Error("alice lost") }); err != nil {
+		t.Fatal(err)
+	}
+	// An outage shorter than the TTL: heartbeats fail while it lasts,
+	// then go on from the same lease; nothing is lost.
+	ns.Stop()
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	if _, err := r.Heartbeat(hctx); err == nil {
+		t.Error("heartbeat with NATS down succeeded")
+	}
+	cancel()
+	ns.Restart(t)
+	poll.Until(t, 20*time.Second, func() error {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		n, err := r.Heartbeat(hctx)
+		if n != 0 {
+			t.Fatalf("%d sockets lost across a short outage", n)
+		}
+		return err
+	})
+	if _, err := kv.Get(ctx, "alice.gw1.c"); err != nil {
+		t.Fatalf("socket entry after the outage: %v", err)
 	}
 }
