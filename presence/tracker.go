@@ -87,10 +87,18 @@ type change struct {
 	expired bool // the last socket's lease (or entry) expired: no goodbye
 }
 
-// apply takes one bucket update and returns the changes it makes.
+// apply takes one bucket update and returns the changes it makes, by
+// user id: a lease's expiry (or a new epoch) changes several users at
+// the same revision.
 func (t *tracker) apply(e jetstream.KeyValueEntry) []change {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	out := t.applyLocked(e)
+	slices.SortFunc(out, func(a, b change) int { return strings.Compare(a.user, b.user) })
+	return out
+}
+
+func (t *tracker) applyLocked(e jetstream.KeyValueEntry) []change {
 	t.rev = max(t.rev, e.Revision())
 	key := e.Key()
 	put := e.Operation() == jetstream.KeyValuePut

@@ -38,7 +38,10 @@ type Message struct {
 // PresenceEvent is published on presence.changed.<user> when a user comes
 // online (first socket anywhere) or goes offline (last socket gone). Rev
 // is the presence bucket revision that made the change: events and
-// PresenceList snapshots are ordered by it.
+// PresenceList snapshots are ordered by it. Several users' events may
+// share a Rev (a gateway's lease expiring takes all its users offline at
+// once): an event is older than what a receiver has applied only if its
+// Rev is smaller; a list at Rev already reflects every event at Rev.
 type PresenceEvent struct {
 	User   User      `json:"user"`
 	Online bool      `json:"online"`
