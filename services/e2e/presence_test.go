@@ -111,6 +111,7 @@ func TestPresenceOfAPausedThenKilledGateway(t *testing.T) {
 	aliceCookie, alice := s.login(t, "alice", "Alice")
 	bobCookie, _ := s.login(t, "bob", "Bob")
 	carolCookie, carol := s.login(t, "carol", "Carol")
+	daveCookie, dave := s.login(t, "dave", "Dave")
 	bobSock, _ := dialChat(t, b, bobCookie, 0) // watches the others
 	aliceSock, _ := dialChat(t, a, aliceCookie, 0)
 	carolA, _ := dialChat(t, a, carolCookie, 0)
@@ -145,11 +146,36 @@ func TestPresenceOfAPausedThenKilledGateway(t *testing.T) {
 	s.waitSockets(t, carol, 2)
 
 	// Killed: no goodbye. Its users go offline when its lease expires,
-	// and presence deletes its socket keys.
+	// all at the revision of its expiry, and presence deletes its socket
+	// keys.
+	dialChat(t, a, daveCookie, 0)
+	bobSock.waitPresence(t, "Dave", true)
+	changes, err := s.nc.SubscribeSync(chat.PresenceChangedSubjects)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := gwA.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	bobSock.waitPresence(t, "Alice", false)
+	offline := map[string]uint64{}
+	for len(offline) < 2 {
+		m, err := changes.NextMsg(20 * time.Second)
+		if err != nil {
+			t.Fatalf("offline changes after the kill: %v (got %v)", err, offline)
+		}
+		var ev chat.PresenceEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Online {
+			t.Fatalf("change after the kill: %s", m.Data)
+		}
+		offline[ev.User.Name] = ev.Rev
+	}
+	// Several changes at one revision: receivers must apply them all
+	// (chat.PresenceEvent).
+	if offline["Alice"] == 0 || offline["Alice"] != offline["Dave"] {
+		t.Errorf("offline changes after the kill: %v, want Alice and Dave at one revision", offline)
+	}
+	s.waitSockets(t, alice, 0)
+	s.waitSockets(t, dave, 0)
 	s.waitSockets(t, carol, 1)
 	kv, err := s.js.KeyValue(t.Context(), chat.PresenceBucket)
 	if err != nil {
