@@ -52,8 +52,8 @@ func (h *hub) onPresence(m *nats.Msg) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if ev.Rev <= h.presRev {
-		return // already reflected in a newer list or change
+	if ev.Rev < h.presRev {
+		return // older than a list or change already applied; an equal Rev is another user's change of the same bucket update
 	}
 	h.presRev = ev.Rev
 	h.setOnline(ev.User, ev.Online)

@@ -176,6 +176,13 @@ func TestPresenceOfAPausedThenKilledGateway(t *testing.T) {
 	}
 	s.waitSockets(t, alice, 0)
 	s.waitSockets(t, dave, 0)
+	gone := map[string]bool{}
+	bobSock.waitFor(t, "alice and dave offline", func(o map[string]any) bool {
+		if u, ok := o["user"].(map[string]any); ok && o["type"] == "presence" && o["online"] == false {
+			gone[u["name"].(string)] = true
+		}
+		return gone["Alice"] && gone["Dave"]
+	})
 	s.waitSockets(t, carol, 1)
 	kv, err := s.js.KeyValue(t.Context(), chat.PresenceBucket)
 	if err != nil {
