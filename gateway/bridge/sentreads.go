@@ -3,17 +3,18 @@ package bridge
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/natter/natter/services/chat"
 )
 
-// sentReads moves a sender's read cursor to each message they send:
+// sentReads moves a sender's read cursor to the messages they send:
 // sending is reading, so a user's own messages, and what came before
-// them, are never unread to them, whichever device or client (a page
+// them, are not unread to them, whichever device or client (a page
 // closed at once, a bot) sent them. The acks note the sends; one worker
-// moves the cursors in the background, a user's sends to one
-// conversation coalesced into one move, so a busy sender costs a few KV
-// updates, not one per send, and no send waits for it.
+// moves the cursors in the background, at most once a second, a user's
+// sends to one conversation coalesced into one move, so a busy sender
+// costs a few KV updates a second, and no send waits for it.
 type sentReads struct {
 	mu      sync.Mutex
 	pending map[sentKey]uint64 // the highest seq sent, per user and conversation
@@ -51,7 +52,10 @@ func (s *sentReads) take() map[sentKey]uint64 {
 }
 
 // moveSentReads is the worker: until ctx ends it moves the noted cursors,
-// and tells every socket of each user whose cursor moved.
+// at most once per sentReadEvery (a move behind the conversation's latest
+// message counts the rest with a consumer: paced, a busy sender costs one
+// a second at most), and tells every socket of each user whose cursor
+// moved.
 func (g *Gateway) moveSentReads(ctx context.Context) {
 	for {
 		select {
@@ -66,5 +70,14 @@ func (g *Gateway) moveSentReads(ctx context.Context) {
 			}
 			cancel()
 		}
+		select {
+		case <-time.After(sentReadEvery):
+		case <-ctx.Done():
+			return
+		}
 	}
 }
+
+// sentReadEvery paces the worker: a user's sends to one conversation
+// within it are one move.
+const sentReadEvery = time.Second
