@@ -26,6 +26,10 @@ var natsPasswords = map[string]string{
 	"watch": "watch-secret", "admin": "admin-secret", "sys": "sys-secret",
 }
 
+// NATSPassword is the password of user (gateway, auth, presence, watch,
+// admin, sys) in the clusters StartCluster runs.
+func NATSPassword(user string) string { return natsPasswords[user] }
+
 // Node is one nats-server process.
 type Node struct {
 	*Proc

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natter/natter/services/chaos"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/mongotest"
 	"github.com/natter/natter/services/natsconn"
@@ -25,103 +25,10 @@ import (
 	"github.com/natter/natter/services/servicetest"
 )
 
-// natsPasswords are the cluster test's NATS users' passwords, given to the
-// servers and services as deploy/nats/accounts.conf expects them.
-var natsPasswords = map[string]string{
-	"gateway": "gw-secret", "auth": "auth-secret", "presence": "pres-secret",
-	"watch": "watch-secret", "admin": "admin-secret", "sys": "sys-secret",
-}
-
-func natsServerEnv(name string) []string {
-	env := []string{"SERVER_NAME=" + name}
-	for user, pw := range natsPasswords {
-		env = append(env, "NATS_"+strings.ToUpper(user)+"_PASSWORD="+pw)
-	}
-	return env
-}
-
-// natsNode is one nats-server process of the cluster, run from the files
-// of deploy/nats with its addresses moved to free loopback ports.
-type natsNode struct {
-	name   string
-	conf   string
-	client string // host:port
-	http   string
-	proc   *service
-}
-
-func (n *natsNode) url() string { return "nats://" + n.client }
-
-func (n *natsNode) start(t *testing.T) {
-	t.Helper()
-	n.proc = startProcess(t, filepath.Join(binDir, "nats-server"), []string{"-c", n.conf}, natsServerEnv(n.name)...)
-}
-
-// kill stops the node the hard way: SIGKILL, no lame duck, no flush.
-func (n *natsNode) kill(t *testing.T) {
-	t.Helper()
-	if err := n.proc.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-n.proc.exited
-}
-
-// startCluster writes each node's configuration from deploy/nats (the
-// deployment's own files: only addresses and the store directory
-// change) and starts three nats-server processes.
-func startCluster(t *testing.T) []*natsNode {
-	t.Helper()
-	src, err := os.ReadFile("../../deploy/nats/nats.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accounts, err := os.ReadFile("../../deploy/nats/accounts.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := servicetest.FreeAddrs(t, 9)
-	nodes := make([]*natsNode, 3)
-	routes := make([]string, 3)
-	for i := range nodes {
-		nodes[i] = &natsNode{name: fmt.Sprintf("nats-%d", i), client: addrs[i], http: addrs[3+i]}
-		routes[i] = addrs[6+i]
-	}
-	for i, n := range nodes {
-		dir := t.TempDir()
-		conf := string(src)
-		for _, r := range []struct{ old, new string }{
-			{"listen: 0.0.0.0:4222", "listen: " + n.client},
-			{"http: 0.0.0.0:8222", "http: " + n.http},
-			{"store_dir: /data/jetstream", fmt.Sprintf("store_dir: %q", filepath.Join(dir, "jetstream"))},
-			{"listen: 0.0.0.0:6222", "listen: " + routes[i]},
-			{"nats://nats-0.nats:6222", "nats://" + routes[0]},
-			{"nats://nats-1.nats:6222", "nats://" + routes[1]},
-			{"nats://nats-2.nats:6222", "nats://" + routes[2]},
-		} {
-			if strings.Count(conf, r.old) != 1 {
-				t.Fatalf("deploy/nats/nats.conf no longer has %q once: update this test with it", r.old)
-			}
-			conf = strings.Replace(conf, r.old, r.new, 1)
-		}
-		n.conf = filepath.Join(dir, "nats.conf")
-		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), accounts, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		n.start(t)
-	}
-	for _, n := range nodes {
-		servicetest.WaitStatus(t, "http://"+n.http+"/healthz", 200, 60*time.Second)
-	}
-	return nodes
-}
-
 // connectAs opens a NATS connection as one of the deployment's users.
 func connectAs(t *testing.T, url, user, name string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url, append([]nats.Option{nats.UserInfo(user, natsPasswords[user]), nats.Name(name),
+	nc, err := nats.Connect(url, append([]nats.Option{nats.UserInfo(user, chaos.NATSPassword(user)), nats.Name(name),
 		nats.MaxReconnects(-1), nats.ReconnectWait(200 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", user, err)
@@ -134,13 +41,13 @@ func connectAs(t *testing.T, url, user, name string, opts ...nats.Option) *nats.
 // deploy/nats: R3 stream and buckets, two gateways on different nodes,
 // two presence replicas, auth; then kills a node while messages flow.
 func TestClusterDeployment(t *testing.T) {
-	nodes := startCluster(t)
+	nodes := chaos.StartCluster(t, binDir)
 	db := mongotest.Start(t)
-	all := nodes[0].url() + "," + nodes[1].url() + "," + nodes[2].url()
+	all := nodes[0].URL() + "," + nodes[1].URL() + "," + nodes[2].URL()
 	addrs := servicetest.FreeAddrs(t, 5)
 	common := []string{"JS_REPLICAS=3", "LOG_FORMAT=json"}
 	creds := func(user string) []string {
-		return append([]string{"NATS_USER=" + user, "NATS_PASSWORD=" + natsPasswords[user]}, common...)
+		return append([]string{"NATS_USER=" + user, "NATS_PASSWORD=" + chaos.NATSPassword(user)}, common...)
 	}
 	procs := map[string]*service{}
 	procs["auth"] = startService(t, "auth", append(creds("auth"), "TRUSTED_PROXIES=127.0.0.1", "NATS_URL="+all, "MONGO_URI="+db.URI(), "HTTP_ADDR="+addrs[0],
@@ -148,18 +55,18 @@ func TestClusterDeployment(t *testing.T) {
 		"ARGON2_MEMORY_KIB=4096", "ARGON2_ITERATIONS=1")...)
 	// Each replica and gateway starts on its own node; they learn the
 	// others from the cluster, as they would from a multi-URL NATS_URL.
-	procs["presence-1"] = startService(t, "presence", append(creds("presence"), "NATS_URL="+nodes[1].url(), "HTTP_ADDR="+addrs[1])...)
-	procs["presence-2"] = startService(t, "presence", append(creds("presence"), "NATS_URL="+nodes[2].url(), "HTTP_ADDR="+addrs[2])...)
+	procs["presence-1"] = startService(t, "presence", append(creds("presence"), "NATS_URL="+nodes[1].URL(), "HTTP_ADDR="+addrs[1])...)
+	procs["presence-2"] = startService(t, "presence", append(creds("presence"), "NATS_URL="+nodes[2].URL(), "HTTP_ADDR="+addrs[2])...)
 	gwA, gwB := "http://"+addrs[3], "http://"+addrs[4]
 	// Alice sends faster than a person types: above the default rate.
 	gwEnv := append(creds("gateway"), "AUTH_URL=http://"+addrs[0], "SEND_RATE=500", "SEND_BURST=500", "USER_SENDS_PER_MINUTE=1000000", "USER_BYTES_PER_HOUR=1000000000")
-	procs["gateway-a"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[0].url(), "HTTP_ADDR="+addrs[3])...)
-	procs["gateway-b"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[1].url(), "HTTP_ADDR="+addrs[4])...)
+	procs["gateway-a"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[0].URL(), "HTTP_ADDR="+addrs[3])...)
+	procs["gateway-b"] = startService(t, "gateway", append(gwEnv, "NATS_URL="+nodes[1].URL(), "HTTP_ADDR="+addrs[4])...)
 	for _, a := range addrs {
 		servicetest.WaitStatus(t, "http://"+a+"/readyz", 200, 60*time.Second)
 	}
 
-	admin := connectAs(t, nodes[2].url(), "admin", "cluster-test-admin")
+	admin := connectAs(t, nodes[2].URL(), "admin", "cluster-test-admin")
 	js, err := jetstream.New(admin)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +83,7 @@ func TestClusterDeployment(t *testing.T) {
 		}
 	}
 
-	t.Run("gateway permissions", func(t *testing.T) { checkGatewayPermissions(t, nodes[0].url(), js) })
+	t.Run("gateway permissions", func(t *testing.T) { checkGatewayPermissions(t, nodes[0].URL(), js) })
 
 	// Two people, each on their own gateway and NATS node.
 	cookie := map[string]string{}
@@ -225,9 +132,9 @@ func TestClusterDeployment(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
-		for _, line := range strings.Split(n.proc.out.String(), "\n") {
+		for _, line := range strings.Split(n.Output(), "\n") {
 			if strings.Contains(line, "Violation") && !strings.Contains(line, "permission-probe") {
-				t.Errorf("%s: %s", n.name, line)
+				t.Errorf("%s: %s", n.Name, line)
 			}
 		}
 	}
@@ -237,7 +144,7 @@ func TestClusterDeployment(t *testing.T) {
 // bob's gateway is killed. Every acknowledged message reaches bob exactly
 // once (his socket is closed with 4011 and resumes), presence stays
 // right, and the cluster is whole again when the node returns.
-func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, gwB string, cookie map[string]string, aliceID, bobID string) {
+func nodeFailure(t *testing.T, nodes []*chaos.Node, js jetstream.JetStream, gwA, gwB string, cookie map[string]string, aliceID, bobID string) {
 	const total = 150
 	const killAt = 40
 
@@ -251,8 +158,8 @@ func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, g
 	defer sender.close()
 	for i := 1; i <= total; i++ {
 		if i == killAt {
-			nodes[1].kill(t)
-			t.Logf("killed %s after %d acknowledged messages", nodes[1].name, len(acked))
+			nodes[1].Kill(t)
+			t.Logf("killed %s after %d acknowledged messages", nodes[1].Name, len(acked))
 		}
 		id := fmt.Sprintf("m%03d", i)
 		seq, err := sender.send(sendCtx, id, fmt.Sprintf("message %d", i))
@@ -294,7 +201,7 @@ func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, g
 
 	// Presence stays right: both online, one socket each (bob's old socket
 	// went away, his new one counts), asked of the surviving nodes.
-	watch := connectAs(t, nodes[0].url(), "watch", "cluster-test-watch")
+	watch := connectAs(t, nodes[0].URL(), "watch", "cluster-test-watch")
 	poll.Until(t, 30*time.Second, func() error {
 		var list chat.PresenceList
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -313,8 +220,8 @@ func nodeFailure(t *testing.T, nodes []*natsNode, js jetstream.JetStream, gwA, g
 	})
 
 	// The node comes back with its store and catches up.
-	nodes[1].start(t)
-	servicetest.WaitStatus(t, "http://"+nodes[1].http+"/healthz", 200, 60*time.Second)
+	nodes[1].Restart(t)
+	nodes[1].WaitHealthy(t)
 	poll.Until(t, 60*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

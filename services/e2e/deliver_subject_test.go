@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natter/natter/services/chaos"
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natsconn"
 	"github.com/natter/natter/services/poll"
@@ -49,8 +50,8 @@ func (l *listener) messages() []string {
 // one service's account a reply still lands where its requester says: a
 // gateway can mislead other gateways; deploy/README.md says why.)
 func TestClusterDeliverSubjects(t *testing.T) {
-	nodes := startCluster(t)
-	url := nodes[0].url()
+	nodes := chaos.StartCluster(t, binDir)
+	url := nodes[0].URL()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
