@@ -60,8 +60,9 @@ type Registry struct {
 	create sync.Mutex // one lease creation at a time
 
 	mu    sync.Mutex
-	lease *lease           // nil until the first socket, and after a loss
-	socks map[string]*sock // by key
+	lease *lease              // nil until the first socket, and after a loss
+	socks map[string]*sock    // by key
+	stale map[string]struct{} // keys of closed sockets whose delete failed
 }
 
 // lease is one epoch of the gateway's lease.
@@ -84,7 +85,7 @@ func New(kv *chat.PresenceKV, gateway string) (*Registry, error) {
 	}
 	return &Registry{
 		kv: kv, js: kv.JetStream(), gateway: gateway, leaseKey: leaseKey,
-		prefix: "$KV." + kv.Bucket() + ".", socks: map[string]*sock{},
+		prefix: "$KV." + kv.Bucket() + ".", socks: map[string]*sock{}, stale: map[string]struct{}{},
 	}, nil
 }
 
@@ -193,9 +194,31 @@ func (r *Registry) Remove(ctx context.Context, user, conn string) error {
 		return nil
 	}
 	if err := r.kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("presence remove: %w", err)
+		// A socket key never expires while the lease holds: deleted at
+		// the next heartbeat instead, or it would count for good.
+		r.mu.Lock()
+		r.stale[key] = struct{}{}
+		r.mu.Unlock()
+		return fmt.Errorf("presence remove (retried at the next heartbeat): %w", err)
 	}
 	return nil
+}
+
+// deleteStale deletes the keys of closed sockets whose delete failed.
+func (r *Registry) deleteStale(ctx context.Context) {
+	r.mu.Lock()
+	keys := make([]string, 0, len(r.stale))
+	for k := range r.stale {
+		keys = append(keys, k)
+	}
+	r.mu.Unlock()
+	for _, k := range keys {
+		if err := r.kv.Delete(ctx, k); err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+			r.mu.Lock()
+			delete(r.stale, k)
+			r.mu.Unlock()
+		}
+	}
 }
 
 // Heartbeat refreshes the gateway's lease: one write, whatever the number
@@ -204,6 +227,7 @@ func (r *Registry) Remove(ctx context.Context, user, conn string) error {
 // unreachable) are returned: the next heartbeat tries again, and if the
 // lease expires meanwhile its sockets are lost then.
 func (r *Registry) Heartbeat(ctx context.Context) (int, error) {
+	r.deleteStale(ctx)
 	l := r.current()
 	if l == nil {
 		return 0, nil // no socket yet, or none since the last loss

@@ -215,3 +215,34 @@ func TestHeartbeatAcrossNATSRestart(t *testing.T) {
 		t.Fatalf("socket entry after the outage: %v", err)
 	}
 }
+
+// A socket closed while NATS is away cannot delete its key then; since a
+// socket key never expires while the lease holds, the next heartbeat
+// deletes it, or the user would stay online for good.
+func TestRemoveDuringOutageDeletedAtNextHeartbeat(t *testing.T) {
+	kv, ns := newBucket(t, 30*time.Second)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	for _, c := range []string{"c1", "c2"} {
+		if err := r.Add(ctx, "bob", c, func() { t.Error("bob lost") }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.Stop()
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := r.Remove(rctx, "bob", "c1"); err == nil {
+		t.Error("remove with NATS down succeeded")
+	}
+	cancel()
+	ns.Restart(t)
+	poll.Until(t, 20*time.Second, func() error {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := r.Heartbeat(hctx)
+		return err
+	})
+	waitGone(t, kv, "bob.gw1.c1")
+	if _, err := kv.Get(ctx, "bob.gw1.c2"); err != nil {
+		t.Fatalf("the open socket's entry: %v", err)
+	}
+}
