@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/natter/natter/services/chaos"
+	"github.com/natter/natter/services/chat"
 )
 
 // TestChaosNATSNodePause: each node of the cluster in turn, the CHAT
@@ -190,5 +192,71 @@ func storm(t *testing.T, gws []string, u chaos.User, i int, s uint64, cycles, ki
 			return
 		}
 		c.Stop()
+	}
+}
+
+// diskSize is the disk-full scenario's filesystem: a few times what the
+// stack stores in it before it is filled.
+const diskSize = 64 << 20
+
+// TestChaosDiskFull: NATS keeps JetStream on a small filesystem of its
+// own (a tmpfs of diskSize), which something else fills up under
+// continuous sends. Sends are refused with unavailable (and retried by
+// the clients with the same id); nothing acknowledged is lost; when the
+// space returns, sends are stored again and every retried send is
+// acknowledged once, without restarting any natter service.
+//
+// nats-server (v2.15.2) keeps a stream's store write error until it
+// restarts: a store that hit ENOSPC refuses writes after the space is
+// back. So once the space returns, the scenario waits for sends to be
+// acked by themselves and, when none is, restarts nats-server (SIGTERM,
+// as an operator would); the note in the table says which it was.
+func TestChaosDiskFull(t *testing.T) {
+	s := seed(t, 8)
+	store := chaos.SmallFS(t, diskSize)
+	// The CHAT stream's own cap well inside the disk, as deploy/ has it
+	// (its oldest messages go past it): here the disk fills from outside.
+	env := append([]string{fmt.Sprintf("CHAT_MAX_BYTES=%d", diskSize/8)}, loadEnv...)
+	st := chaos.StartStack(t, bin, chaos.Options{Gateways: 2, GatewayEnv: env, NATSStore: store})
+	users := chaos.Register(t, st.Gateways[0].URL, "df", 60)
+	f := chaos.StartFleet(t, users, 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 200})
+	defer stop()
+	ackedAtLeast(t, f, 40, time.Minute)
+
+	refusedBefore := f.Ledger.Refusals()[chat.CodeUnavailable]
+	filler := chaos.FillFS(t, store)
+	fullAt := time.Now()
+	ackedFull := f.Ledger.Acked()
+	t.Logf("filesystem full at %s after %d acks", fullAt.Format("15:04:05.000"), ackedFull)
+	if !chaos.Eventually(time.Minute, func() bool { return f.Ledger.Refusals()[chat.CodeUnavailable] >= refusedBefore+20 }) {
+		t.Fatalf("disk full: only %d sends refused with %s within a minute (refusals %v)",
+			f.Ledger.Refusals()[chat.CodeUnavailable]-refusedBefore, chat.CodeUnavailable, f.Ledger.Refusals())
+	}
+	// The disk stays full a while under sends.
+	<-time.After(time.Until(fullAt.Add(15 * time.Second))) // the outage's length
+	ackedWhileFull := f.Ledger.Acked() - ackedFull
+	refused := f.Ledger.Refusals()[chat.CodeUnavailable] - refusedBefore
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freedAt := time.Now()
+	before := f.Ledger.Acked()
+	how := "by itself"
+	if !chaos.Eventually(15*time.Second, func() bool { return f.Ledger.Acked() >= before+20 }) {
+		how = "after nats-server restarted"
+		n := st.Nodes[0]
+		n.Stop(t)
+		n.Restart(t)
+		n.WaitHealthy(t)
+	}
+	ackedAtLeast(t, f, before+40, time.Minute)
+	t.Logf("space back at %s; sends acked again %s at %s", freedAt.Format("15:04:05.000"), how, time.Now().Format("15:04:05.000"))
+	finish(t, f, stop, "8. disk full (JetStream on a 64 MiB tmpfs)", s)
+	t.Logf("note: disk full 15 s: %d sends refused with unavailable (retried), %d acked meanwhile; stored again %s once space returned",
+		refused, ackedWhileFull, how)
+	if free, err := chaos.FreeBytes(store); err == nil {
+		t.Logf("filesystem free at the end: %d of %d bytes", free, diskSize)
 	}
 }

@@ -50,16 +50,22 @@ func (n *Node) WaitHealthy(t testing.TB) {
 }
 
 // startSingleNode runs one nats-server with JetStream in store (a temp
-// dir when empty), without accounts, as the dev stack does.
+// dir when empty), without accounts, as the dev stack does. In a store
+// of the test's choosing (a small filesystem) it writes as deploy/nats
+// does, every message synced before it is acknowledged, so what the
+// suite finds acked was on the disk.
 func startSingleNode(t testing.TB, bin, store string) *Node {
 	t.Helper()
+	sync := ""
 	if store == "" {
 		store = t.TempDir()
+	} else {
+		sync = "  sync_interval: always\n"
 	}
 	addrs := servicetest.FreeAddrs(t, 2)
 	n := &Node{Name: "nats", Client: addrs[0], HTTP: addrs[1]}
-	conf := fmt.Sprintf("server_name: nats\nlisten: %s\nhttp: %s\nmax_payload: 1MB\njetstream {\n  store_dir: %q\n}\n",
-		n.Client, n.HTTP, filepath.Join(store, "jetstream"))
+	conf := fmt.Sprintf("server_name: nats\nlisten: %s\nhttp: %s\nmax_payload: 1MB\njetstream {\n  store_dir: %q\n%s}\n",
+		n.Client, n.HTTP, filepath.Join(store, "jetstream"), sync)
 	path := filepath.Join(t.TempDir(), "nats.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
