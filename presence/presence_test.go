@@ -321,6 +321,47 @@ func TestRestartKeepsTheList(t *testing.T) {
 	e.waitOnline(t, testHeartbeat, map[string]int{"bob": 1})
 }
 
+// TestRestartReportsChangesMadeWhileDown: gateways learn changes only
+// from reports, so a presence that restarts reports what changed while
+// it was down (once its state is loaded), not only what changes later.
+// Before, gateways showed those users wrongly until their 30 s resync.
+func TestRestartReportsChangesMadeWhileDown(t *testing.T) {
+	e := newEnv(t)
+	p := e.startPresence(t)
+	events := e.events(t)
+	gw := e.gateway(t, "gw1")
+	gw.add(t, "alice", "a1")
+	gw.add(t, "carol", "c1")
+	for range 2 {
+		nextEvent(t, events, 10*time.Second)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	gw.add(t, "bob", "b1")
+	gw.remove(t, "alice", "a1")
+	gw.add(t, "alice", "a2") // gone and back: no change to report
+	gw.remove(t, "carol", "c1")
+	p = e.startPresence(t)
+	got := map[string]bool{}
+	for range 2 {
+		ev := nextEvent(t, events, 5*time.Second)
+		got[ev.User.ID] = ev.Online
+	}
+	if want := map[string]bool{"bob": true, "carol": false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("changes reported after the restart %v, want %v", got, want)
+	}
+	// Reported once: a second restart finds nothing to report.
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.startPresence(t)
+	gw.add(t, "marker", "m1")
+	if ev := nextEvent(t, events, 5*time.Second); ev.User.ID != "marker" {
+		t.Fatalf("after the reconciled changes: %+v, want marker's join", ev)
+	}
+}
+
 func TestTwoReplicasReportEachChangeOnce(t *testing.T) {
 	e := newEnv(t)
 	e.startPresence(t)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -82,6 +84,9 @@ func (s *service) follow(ctx context.Context, kv jetstream.KeyValue) error {
 				live = true
 				users, _ := s.tracker.counts()
 				s.log.Info("presence state loaded", "users_online", users)
+				// Before any later change: reconcile's changes are at
+				// the loaded state's revision, below every later one.
+				s.reconcile(ctx)
 				s.loaded.Open()
 				continue
 			}
@@ -93,6 +98,107 @@ func (s *service) follow(ctx context.Context, kv jetstream.KeyValue) error {
 		}
 	}
 }
+
+// reconcileTimeout bounds reading what was last reported.
+const reconcileTimeout = 10 * time.Second
+
+// reconcile reports what changed while no replica was reporting (this
+// one restarted, say, after a crash): gateways learn changes only from
+// reports, and without these would show the users who came or went
+// meanwhile wrongly until their periodic resync. It compares the state
+// just loaded with the last change reported of each user (the PRESENCE
+// stream keeps them an hour) and reports the differences at the loaded
+// state's revision. A report newer than that state means another
+// replica is live and reporting: nothing was missed, nothing is sent.
+func (s *service) reconcile(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
+	defer cancel()
+	list, rev := s.tracker.online()
+	reported, newer, err := s.lastReported(ctx, rev)
+	if err != nil {
+		s.log.Warn("changes while presence was down not reported; gateways resync later", "err", err)
+		return
+	}
+	if newer {
+		return
+	}
+	var out []change
+	online := make(map[string]bool, len(list))
+	for _, u := range list {
+		online[u.ID] = true
+		if !reported[u.ID] {
+			out = append(out, change{user: u.ID, online: true, rev: rev})
+		}
+	}
+	for id, on := range reported {
+		if on && !online[id] {
+			out = append(out, change{user: id, online: false, rev: rev})
+		}
+	}
+	slices.SortFunc(out, func(a, b change) int { return strings.Compare(a.user, b.user) })
+	for _, c := range out {
+		s.report(ctx, c)
+	}
+	if len(out) > 0 {
+		s.log.Info("reported the changes made while presence was down", "changes", len(out), "rev", rev)
+	}
+}
+
+// lastReported is the state each user was last reported in (true:
+// online), from the PRESENCE stream's last message per user, and whether
+// any of them is newer than rev.
+func (s *service) lastReported(ctx context.Context, rev uint64) (map[string]bool, bool, error) {
+	out := map[string]bool{}
+	stream, err := s.js.Stream(ctx, chat.PresenceStream)
+	if err != nil {
+		return nil, false, err
+	}
+	if stream.CachedInfo().State.Msgs == 0 {
+		return out, false, nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{chat.PresenceEventSubjects},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	// The last message of each subject, in stream order; the count is
+	// bounded by the users reported within the stream's max age.
+	for {
+		batch, err := cons.Fetch(reportedBatch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, false, err
+		}
+		n, pending := 0, uint64(0)
+		for m := range batch.Messages() {
+			n++
+			var ev chat.PresenceEvent
+			if json.Unmarshal(m.Data(), &ev) != nil {
+				continue
+			}
+			if ev.Rev > rev {
+				return nil, true, nil
+			}
+			out[ev.User.ID] = ev.Online
+			if meta, err := m.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, false, err
+		}
+		if n == 0 || pending == 0 {
+			return out, false, nil
+		}
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// reportedBatch is how many last reports one fetch asks for.
+const reportedBatch = 1000
 
 // pendingGrace is how long a socket key may wait for its gateway's lease:
 // a live gateway refreshes its lease more often than ttl, so a socket
