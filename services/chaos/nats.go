@@ -71,6 +71,7 @@ func startSingleNode(t testing.TB, bin, store string) *Node {
 		t.Fatal(err)
 	}
 	n.Proc = StartProc(t, n.Name, filepath.Join(bin, "nats-server"), []string{"-c", path})
+	n.Listens(n.Client, n.HTTP)
 	n.WaitHealthy(t)
 	return n
 }
@@ -107,6 +108,7 @@ func StartCluster(t testing.TB, bin string) []*Node {
 			t.Fatal(err)
 		}
 		n.Proc = StartProc(t, n.Name, filepath.Join(bin, "nats-server"), []string{"-c", path}, natsServerEnv(n.Name)...)
+		n.Listens(n.Client, n.HTTP, n.Route)
 	}
 	for _, n := range nodes {
 		n.WaitHealthy(t)

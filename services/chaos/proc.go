@@ -15,6 +15,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,10 @@ type Proc struct {
 	// exited is closed when the current run of the process has ended.
 	exited chan struct{}
 	paused bool
+	// ports are the addresses the process listens on; held are the
+	// sockets the suite keeps bound to them while it is down (see hold).
+	ports []string
+	held  []int
 }
 
 // StartProc runs path with args and env (on top of a clean environment),
@@ -55,6 +60,7 @@ func StartProc(t testing.TB, name, path string, args []string, env ...string) *P
 	}
 	t.Cleanup(func() {
 		p.Stop(t)
+		p.release()
 		p.keepLog(t)
 		if t.Failed() {
 			t.Logf("%s output (last 8 KiB):\n%s", name, tail(p.out.String(), 8<<10))
@@ -105,6 +111,55 @@ func (p *Proc) Kill(t testing.TB) {
 	}
 	<-p.exited
 	p.paused = false
+	p.hold(t)
+}
+
+// Listens records the addresses the process listens on, held by the
+// suite while the process is down so it can come back on them.
+func (p *Proc) Listens(addrs ...string) { p.ports = append(p.ports, addrs...) }
+
+// hold keeps the stopped process's addresses until Restart: the suite's
+// ports are picked at random below the ephemeral range, and on a machine
+// shared with other test runs another one may pick a port of a process
+// that is down (seen: a NATS node that could not come back, its
+// monitoring port taken). The socket is bound, without SO_REUSEADDR,
+// and not listening: nobody else can bind the port, and a connection to
+// it is refused, as to a process that is down.
+func (p *Proc) hold(t testing.TB) {
+	for _, addr := range p.ports {
+		fd, err := bindOnly(addr)
+		if err != nil {
+			t.Logf("%s is down and %s is not free: %v", p.Name, addr, err)
+			continue
+		}
+		p.held = append(p.held, fd)
+	}
+}
+
+// bindOnly is a TCP socket bound to addr (an IPv4 host:port), not
+// listening.
+func bindOnly(addr string) (int, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return -1, fmt.Errorf("not an IPv4 address: %q", addr)
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		_ = syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// release gives back the ports hold kept.
+func (p *Proc) release() {
+	for _, fd := range p.held {
+		_ = syscall.Close(fd)
+	}
+	p.held = nil
 }
 
 // Pause stops the process (SIGSTOP): it holds its sockets but does nothing.
@@ -132,6 +187,7 @@ func (p *Proc) Restart(t testing.TB) {
 	if p.Running() {
 		t.Fatalf("restart %s: still running (pid %d)", p.Name, p.PID())
 	}
+	p.release()
 	if err := p.start(); err != nil {
 		t.Fatalf("restart %s: %v", p.Name, err)
 	}
@@ -154,6 +210,7 @@ func (p *Proc) Stop(t testing.TB) {
 		<-p.exited
 		t.Logf("%s (pid %d) did not stop within %s of SIGTERM: killed", p.Name, p.PID(), stopWait)
 	}
+	p.hold(t)
 }
 
 // cleanEnv is the test's environment without any setting a service reads,

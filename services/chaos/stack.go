@@ -71,11 +71,13 @@ func StartStack(t testing.TB, bin string, o Options) *Stack {
 		// limits a test's hundreds of registrations would hit raised.
 		"ARGON2_MEMORY_KIB=64", "ARGON2_ITERATIONS=1", "HASH_WORKERS=4",
 		"REGISTRATIONS_PER_ADDRESS=1000000", "LOGIN_FAILURES_PER_ADDRESS=1000000")...)
+	s.Auth.Listens(addrs[0])
 	waitReady(t, s.AuthURL)
 	for i := range max(1, o.Presence) {
 		addr := addrs[1+i]
 		p := StartProc(t, fmt.Sprintf("presence-%d", i), filepath.Join(bin, "presence"), nil,
 			append(s.creds("presence", i), "HTTP_ADDR="+addr)...)
+		p.Listens(addr)
 		s.Presence = append(s.Presence, p)
 		waitReady(t, "http://"+addr)
 	}
@@ -84,6 +86,7 @@ func StartStack(t testing.TB, bin string, o Options) *Stack {
 		env := append(s.creds("gateway", i), "HTTP_ADDR="+addr, "AUTH_URL="+s.AuthURL)
 		env = append(env, o.GatewayEnv...)
 		g := &Gateway{Proc: StartProc(t, fmt.Sprintf("gateway-%c", 'a'+i), filepath.Join(bin, "gateway"), nil, env...), URL: "http://" + addr}
+		g.Listens(addr)
 		s.Gateways = append(s.Gateways, g)
 		waitReady(t, g.URL)
 	}
@@ -126,6 +129,7 @@ func (s *Stack) startMongo(t testing.TB) {
 	s.mongoURI = "mongodb://" + addr + "/"
 	s.Mongo = StartProc(t, "ferretdb", filepath.Join(s.Bin, "devstack"),
 		[]string{"-nats-addr", "", "-monitor-addr", "", "-mongo-addr", addr, "-data", t.TempDir()}, "LOG_LEVEL=warn")
+	s.Mongo.Listens(addr)
 	WaitTCP(t, addr)
 }
 
