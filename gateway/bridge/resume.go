@@ -105,14 +105,29 @@ func (g *Gateway) missed(ctx context.Context, user string, last, upTo uint64) (b
 // nextStored is the seq of the first message on filter at or after from,
 // as the stream's leader has it (0: none).
 func (g *Gateway) nextStored(ctx context.Context, filter string, from uint64) (uint64, error) {
+	m, err := g.storedAt(ctx, filter, from)
+	return m.seq, err
+}
+
+// storedMsg is a stored message as a message get returns it (seq 0: none).
+type storedMsg struct {
+	seq  uint64
+	data []byte
+}
+
+// storedAt is the first message on filter at or after from, asked of the
+// stream's leader: it answers as long as the stream has a leader, with
+// no JetStream meta leader needed (unlike a consumer's creation).
+func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (storedMsg, error) {
 	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": filter})
 	m, err := g.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+chat.StreamName, req)
 	if err != nil {
-		return 0, fmt.Errorf("message get: %w", err)
+		return storedMsg{}, fmt.Errorf("message get: %w", err)
 	}
 	var resp struct {
 		Message *struct {
-			Seq uint64 `json:"seq"`
+			Seq  uint64 `json:"seq"`
+			Data []byte `json:"data"` // base64 in the answer
 		} `json:"message"`
 		Error *struct {
 			ErrCode     int    `json:"err_code"`
@@ -120,17 +135,17 @@ func (g *Gateway) nextStored(ctx context.Context, filter string, from uint64) (u
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return 0, fmt.Errorf("message get: %w", err)
+		return storedMsg{}, fmt.Errorf("message get: %w", err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
-		return 0, nil
+		return storedMsg{}, nil
 	case resp.Error != nil:
-		return 0, fmt.Errorf("message get: %s", resp.Error.Description)
-	case resp.Message == nil:
-		return 0, errors.New("message get: empty answer")
+		return storedMsg{}, fmt.Errorf("message get: %s", resp.Error.Description)
+	case resp.Message == nil || resp.Message.Seq == 0:
+		return storedMsg{}, errors.New("message get: empty answer")
 	}
-	return resp.Message.Seq, nil
+	return storedMsg{seq: resp.Message.Seq, data: resp.Message.Data}, nil
 }
 
 // errCodeNoMessage is JetStream's "no message found".
@@ -155,6 +170,11 @@ type replayRun struct {
 	pending   uint64    // messages the consumer still has for us
 	known     bool      // pending has been learned
 	stalled   time.Time // since when the consumer has held them back
+	// byGet: the replay reads message by message from the stream's
+	// leader (see roundByGet), after a consumer could not be had; next
+	// is then the next message of each filter above last, as read.
+	byGet bool
+	next  map[string]storedMsg
 }
 
 // What a replay round leaves to do.
@@ -169,10 +189,17 @@ const (
 // round sends one batch of the consumer's messages, starting a consumer
 // from the last message sent if there is none.
 func (r *replayRun) round() (replayState, error) {
+	if r.byGet {
+		return r.roundByGet()
+	}
 	if r.cons == nil {
 		cons, err := r.g.replayConsumer(r.ctx, r.c.user.ID, r.last)
 		if err != nil {
-			return replayMore, err
+			// No consumer now (no meta leader, for 4-9 s after its
+			// node fails): the stream's leader alone can replay.
+			r.g.log.Warn("replay consumer not created; replaying by message gets", "user", r.c.user.ID, "err", err)
+			r.byGet = true
+			return r.roundByGet()
 		}
 		r.cons, r.delivered, r.pending, r.known = cons, 0, 0, false
 	}
@@ -198,6 +225,43 @@ func (r *replayRun) round() (replayState, error) {
 	r.stalled = time.Time{}
 	if n == 0 || r.pending == 0 {
 		return replayDone, nil
+	}
+	return replayMore, nil
+}
+
+// roundByGet sends up to replayBatch messages, each asked of the stream's
+// leader (storedAt) as the first above the last sent on one of the
+// user's filters, lowest seq first: one request per message, with no
+// consumer and so no JetStream meta leader needed.
+func (r *replayRun) roundByGet() (replayState, error) {
+	if r.next == nil {
+		r.next = map[string]storedMsg{}
+	}
+	filters := replayFilters(r.c.user.ID)
+	for range replayBatch {
+		var low storedMsg
+		for _, f := range filters {
+			m, ok := r.next[f]
+			if !ok || (m.seq != 0 && m.seq <= r.last) {
+				var err error
+				if m, err = r.g.storedAt(r.ctx, f, r.last+1); err != nil {
+					return replayMore, err
+				}
+				r.next[f] = m
+			}
+			if m.seq != 0 && (low.seq == 0 || m.seq < low.seq) {
+				low = m
+			}
+		}
+		switch {
+		case low.seq == 0:
+			return replayDone, nil
+		case r.sent >= r.g.limits.MaxReplay:
+			return replayCut, nil
+		}
+		if err := r.send(low.data, low.seq); err != nil {
+			return replayMore, err
+		}
 	}
 	return replayMore, nil
 }
@@ -252,13 +316,16 @@ func (r *replayRun) send(data []byte, seq uint64) error {
 // waitStalled paces asking again a consumer that has messages it did not
 // hand over yet: a new consumer on a node still catching up (seen right
 // after a NATS node failed) answers "none" for a moment. After
-// replayStall the replay fails: the socket is closed and the client
-// resumes with a fresh consumer.
+// replayStall the replay goes on without it, by message gets from the
+// stream's leader.
 func (r *replayRun) waitStalled() error {
 	if r.stalled.IsZero() {
 		r.stalled = time.Now()
 	} else if time.Since(r.stalled) > replayStall {
-		return fmt.Errorf("replay: %d messages pending, none delivered for %s", r.pending, replayStall)
+		r.g.log.Warn("replay consumer stalled; replaying by message gets", "user", r.c.user.ID, "pending", r.pending, "stalled", replayStall.String())
+		r.dropConsumer()
+		r.byGet = true
+		return nil
 	}
 	select {
 	case <-r.ctx.Done():
@@ -281,9 +348,10 @@ func (r *replayRun) dropConsumer() {
 // node. The server places it on a node of the stream it believes alive;
 // for a while after a node fails (until the cluster notices) that may be
 // the failed node, where the consumer never starts and its creation is
-// never answered. So each attempt waits at most consumerCreateWait, and
-// the next one asks for a consumer of another name, placed afresh; the
-// attempts end with ctx.
+// never answered; and while the JetStream meta group has no leader (4-9
+// s after its node fails) no creation is answered. So the attempt waits
+// at most consumerCreateWait, and when it fails the caller replays
+// without a consumer.
 func (g *Gateway) replayConsumer(ctx context.Context, user string, after uint64) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		FilterSubjects:    replayFilters(user),
@@ -294,24 +362,18 @@ func (g *Gateway) replayConsumer(ctx context.Context, user string, after uint64)
 		Replicas:          1,
 		InactiveThreshold: replayConsumerIdle,
 	}
-	for {
-		cfg.Name = "replay_" + newConnID()
-		attempt, cancel := context.WithTimeout(ctx, consumerCreateWait)
-		cons, err := g.js.CreateConsumer(attempt, chat.StreamName, cfg)
-		cancel()
-		if err == nil {
-			return cons, nil
-		}
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			return nil, err
-		}
+	cfg.Name = "replay_" + newConnID()
+	attempt, cancel := context.WithTimeout(ctx, consumerCreateWait)
+	defer cancel()
+	cons, err := g.js.CreateConsumer(attempt, chat.StreamName, cfg)
+	if err == nil {
+		return cons, nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 		// Unanswered: the consumer may exist, on a node that is gone.
 		g.dropConsumer(cfg.Name)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("replay consumer: %w", err)
-		}
-		g.log.Warn("replay consumer not created in time; trying another", "wait", consumerCreateWait.String())
 	}
+	return nil, fmt.Errorf("replay consumer: %w", err)
 }
 
 // dropConsumer deletes a replay's consumer in the background; one whose
@@ -326,12 +388,13 @@ func (g *Gateway) dropConsumer(name string) {
 
 // Timing of a replay: replayRetryWait paces asking a consumer again for
 // messages it says it has; replayStall bounds how long it may hold them
-// back; consumerCreateWait bounds one attempt to create the consumer (a
-// healthy cluster answers in milliseconds); a consumer left behind ends
+// back; consumerCreateWait bounds the attempt to create the consumer (a
+// healthy cluster answers in milliseconds; past it the replay goes on by
+// message gets); a consumer left behind ends
 // after replayConsumerIdle without requests.
 const (
 	replayRetryWait    = 50 * time.Millisecond
 	replayStall        = 2 * time.Second
-	consumerCreateWait = 2 * time.Second
+	consumerCreateWait = time.Second
 	replayConsumerIdle = 30 * time.Second
 )

@@ -1,7 +1,9 @@
 package chaos_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -318,4 +320,153 @@ func TestChaosLoginWhileAuthDown(t *testing.T) {
 	if sock.status != http.StatusSwitchingProtocols && (sock.status != http.StatusServiceUnavailable || sock.retryAfter == "") {
 		t.Errorf("socket while auth is down: %d, Retry-After %q; want 101, or 503 with a Retry-After", sock.status, sock.retryAfter)
 	}
+}
+
+// TestChaosResumeWithoutMetaLeader: a resume right after the node
+// leading the JetStream meta group is killed (-9) replays what was
+// missed at once, from the CHAT stream's leader. A replay consumer
+// cannot be created until the survivors elect a new meta leader (4-9 s:
+// nats-server's raft election timeout); replays used to wait for it,
+// retrying the creation, then failed, and the page's backoff climbed.
+func TestChaosResumeWithoutMetaLeader(t *testing.T) {
+	st := chaos.StartStack(t, bin, chaos.Options{Cluster: true, Gateways: 3, Presence: 1, GatewayEnv: loadEnv})
+	admin := st.Admin(t)
+	users := chaos.Register(t, st.Gateways[0].URL, "ml", 2)
+	meta := metaLeader(t, st)
+	// The CHAT stream led elsewhere, so only the meta group loses its
+	// leader (bounded: each stepdown moves it to another node).
+	for range 10 {
+		if leader, err := chaos.StreamLeader(admin); err == nil && leader != meta {
+			break
+		}
+		_, _ = admin.Conn().Request("$JS.API.STREAM.LEADER.STEPDOWN."+chat.StreamName, nil, 5*time.Second)
+		chaos.Eventually(10*time.Second, func() bool { _, err := chaos.StreamLeader(admin); return err == nil })
+	}
+	if leader, err := chaos.StreamLeader(admin); err != nil || leader == meta {
+		t.Fatalf("CHAT led by %q (%v), the meta leader %s too", leader, err, meta)
+	}
+	// Gateway i connects to node i first: resume through one whose node
+	// lives on.
+	var gw string
+	for i, n := range st.Nodes {
+		if n.Name != meta {
+			gw = st.Gateways[i].URL
+		}
+	}
+	sender := dialWS(t, gw, users[0])
+	first := sendAcked(t, sender, "before-0")
+	for i := 1; i < 5; i++ {
+		sendAcked(t, sender, fmt.Sprintf("before-%d", i))
+	}
+	for _, n := range st.Nodes {
+		if n.Name == meta {
+			n.Kill(t)
+		}
+	}
+	killed := time.Now()
+	bob := dialWS(t, gw, users[1])
+	if err := bob.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"resume","after":%d}`, first-1)); err != nil {
+		t.Fatal(err)
+	}
+	var replayed int
+	for {
+		f := bob.next(t, 30*time.Second)
+		if f.Type == chat.FrameMessage {
+			replayed++
+		}
+		if f.Type == chat.FrameResumed {
+			break
+		}
+	}
+	took := time.Since(killed)
+	t.Logf("meta leader %s killed; resumed %s later with %d messages replayed", meta, took.Round(time.Millisecond), replayed)
+	if replayed < 5 {
+		t.Errorf("replayed %d messages, want the 5 sent before", replayed)
+	}
+	// Under the 4 s nats-server waits at least before a new election.
+	if took > 3*time.Second {
+		t.Errorf("resume took %s after the meta leader died, want under 3 s (no wait for a new meta leader)", took)
+	}
+}
+
+// metaLeader is the name of the node leading the JetStream meta group.
+func metaLeader(t *testing.T, st *chaos.Stack) string {
+	t.Helper()
+	var name string
+	if !chaos.Eventually(30*time.Second, func() bool {
+		var err error
+		name, err = chaos.MetaLeader(st.Nodes)
+		return err == nil
+	}) {
+		t.Fatal("no JetStream meta leader within 30 s")
+	}
+	return name
+}
+
+// wsFrame is what the regression tests read of a server frame.
+type wsFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Seq  uint64 `json:"seq"`
+	Code string `json:"code"`
+}
+
+// wsConn is a raw socket of a regression test, with the frames of the
+// last message not read yet (a write may coalesce several).
+type wsConn struct {
+	*websocket.Conn
+	pending []wsFrame
+}
+
+// dialWS opens a socket to gateway as u.
+func dialWS(t *testing.T, gateway string, u chaos.User) *wsConn {
+	t.Helper()
+	h := http.Header{"Cookie": {chat.TokenCookie + "=" + u.Token}, "Origin": {gateway}}
+	conn, _, err := chaos.NewDialer(0).Dial("ws"+strings.TrimPrefix(gateway, "http")+"/ws", h)
+	if err != nil {
+		t.Fatalf("dial %s: %v", gateway, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return &wsConn{Conn: conn}
+}
+
+// sendAcked sends a lobby message with id on c and returns its ack's seq.
+func sendAcked(t *testing.T, c *wsConn, id string) uint64 {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"send","id":%q,"to":{"room":"lobby"},"text":"x"}`, id)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f := c.next(t, 30*time.Second)
+		if f.Type == chat.FrameAck && f.ID == id {
+			return f.Seq
+		}
+		if f.Type == chat.FrameError && f.ID == id {
+			t.Fatalf("send %s: %s", id, f.Code)
+		}
+	}
+}
+
+// next reads the next server frame, waiting at most timeout for one.
+func (c *wsConn) next(t *testing.T, timeout time.Duration) wsFrame {
+	t.Helper()
+	for len(c.pending) == 0 {
+		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		_, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+			if len(line) > 0 {
+				var f wsFrame
+				if err := json.Unmarshal(line, &f); err != nil {
+					t.Fatalf("frame %q: %v", line, err)
+				}
+				c.pending = append(c.pending, f)
+			}
+		}
+	}
+	f := c.pending[0]
+	c.pending = c.pending[1:]
+	return f
 }

@@ -238,6 +238,25 @@ func ClusterWhole(nodes []*Node) error {
 	return errors.New("no node is the meta leader")
 }
 
+// MetaLeader is the name of the node leading the JetStream meta group,
+// as the first node that answers knows it.
+func MetaLeader(nodes []*Node) (string, error) {
+	var errs []error
+	for _, n := range nodes {
+		var jsz metaInfo
+		if err := getJSON("http://"+n.HTTP+"/jsz", &jsz); err != nil {
+			errs = append(errs, fmt.Errorf("%s /jsz: %w", n.Name, err))
+			continue
+		}
+		if jsz.Meta == nil || jsz.Meta.Leader == "" {
+			errs = append(errs, fmt.Errorf("%s knows no JetStream meta leader", n.Name))
+			continue
+		}
+		return jsz.Meta.Leader, nil
+	}
+	return "", errors.Join(errs...)
+}
+
 // metaInfo is what ClusterWhole reads of a node's /jsz.
 type metaInfo struct {
 	Meta *struct {
