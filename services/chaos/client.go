@@ -20,7 +20,7 @@ import (
 
 // The page's reconnect timing (gateway/web/conn.js), in milliseconds.
 const (
-	maxBackoffMs  = 30000
+	maxBackoffMs  = 5000
 	stormSpreadMs = 3000
 	baseBackoffMs = 500
 	// retryLaterMs is how long a send refused with unavailable or
