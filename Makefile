@@ -83,7 +83,7 @@ CHAOS_REPORT ?= $(CURDIR)/.chaos/report.md
 chaos: build
 	@mkdir -p $(dir $(CHAOS_REPORT))
 	cd services && CHAOS=full CHAOS_REPORT=$(CHAOS_REPORT) NATTER_BIN=$(BIN) $(GO) test -tags chaos -count=1 -timeout 20m -v -run '^TestChaos' ./chaos/ \
-		| grep -E '^(=== RUN|--- |\s+(chaos_test\.go|note:)|PASS|FAIL|ok)|^\|' ; status=$${PIPESTATUS[0]}; \
+		| grep -E '^(=== RUN|--- |\s+(chaos(_full)?_test\.go|note:)|PASS|FAIL|ok)|^\|' ; status=$${PIPESTATUS[0]}; \
 		echo; cat $(CHAOS_REPORT) 2>/dev/null; exit $$status
 
 clean:
