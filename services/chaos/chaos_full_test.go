@@ -260,3 +260,81 @@ func TestChaosDiskFull(t *testing.T) {
 		t.Logf("filesystem free at the end: %d of %d bytes", free, diskSize)
 	}
 }
+
+// partitionWait bounds how long the cut node's clients may take to move
+// to the majority; the partition lasts until they all have, and at
+// least partitionMin. (A NATS client notices a silent cut only when its
+// pings go unanswered: with nats.go's defaults, 2 pings 2 minutes apart,
+// that is 4 to 6 minutes.)
+const (
+	partitionWait = time.Minute
+	partitionMin  = 30 * time.Second
+)
+
+// TestChaosPartition: the NATS node a gateway and a presence replica
+// are connected to is cut off from the other two nodes and from every
+// client (its network link down, silently), under continuous sends. The
+// majority carries on; the cut node's clients move to it; nothing acked
+// is lost; once the link is back the node rejoins.
+//
+// It runs in a network namespace of its own (the test binary re-run
+// under unshare -n, see chaos.RunInOwnNetns), where each node has a
+// namespace and a link of its own: no address but loopback is touched
+// outside namespaces the test made.
+func TestChaosPartition(t *testing.T) {
+	if !chaos.InOwnNetns() {
+		rs, out, err := chaos.RunInOwnNetns(t, "^TestChaosPartition$", 12*time.Minute)
+		t.Logf("in a network namespace of its own:\n%s", out)
+		for _, r := range rs {
+			record(t, r)
+		}
+		if err != nil {
+			t.Fatalf("partition scenario: %v", err)
+		}
+		if len(rs) == 0 {
+			t.Fatal("partition scenario recorded nothing")
+		}
+		return
+	}
+	s := seed(t, 9)
+	st := chaos.StartStack(t, bin, chaos.Options{Partitionable: true, Gateways: 2, Presence: 2, GatewayEnv: loadEnv})
+	admin := st.Admin(t)
+	users := chaos.Register(t, st.Gateways[0].URL, "pt", 100)
+	f := chaos.StartFleet(t, users, 1, st.GatewayURLs(), s)
+	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 40})
+	defer stop()
+	ackedAtLeast(t, f, 40, time.Minute)
+	// gateway-b and presence-1 connect to nats-1 first (Stack.creds).
+	cut, majority := st.Nodes[1], []*chaos.Node{st.Nodes[0], st.Nodes[2]}
+	leader, err := chaos.StreamLeader(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := f.Ledger.Acked()
+	cut.Cut(t)
+	cutAt := time.Now()
+	t.Logf("cut %s off at %s (CHAT leader %s)", cut.Name, cutAt.Format("15:04:05.000"), leader)
+	onMajority := func() bool {
+		gws, err1 := chaos.ClientsNamed(majority, "natter-gateway")
+		pres, err2 := chaos.ClientsNamed(majority, "natter-presence")
+		return err1 == nil && err2 == nil && gws == len(st.Gateways) && pres == len(st.Presence)
+	}
+	moved := chaos.Eventually(partitionWait, onMajority)
+	movedAfter := time.Since(cutAt)
+	// The majority stores sends all along.
+	ackedAtLeast(t, f, before+40, time.Minute)
+	<-time.After(time.Until(cutAt.Add(partitionMin))) // the partition's shortest length
+	cut.Heal(t)
+	t.Logf("healed %s at %s; its clients on the majority: %v, %s after the cut", cut.Name, time.Now().Format("15:04:05.000"), moved, movedAfter.Round(time.Millisecond))
+	whole := func() error { return errors.Join(chaos.ClusterWhole(st.Nodes), chaos.StreamWhole(admin, 3)) }
+	if !chaos.Eventually(2*time.Minute, func() bool { return whole() == nil }) {
+		t.Fatalf("cluster not whole 2 minutes after the partition healed: %v", whole())
+	}
+	r := finish(t, f, stop, "9. partition of a NATS node", s)
+	if !moved {
+		t.Errorf("the cut node's clients (a gateway, a presence replica) not on the majority %s after the cut", partitionWait)
+	}
+	if r.AckP99 > recoverP99 {
+		t.Errorf("send-to-ack p99 %s, want under %s", r.AckP99, recoverP99)
+	}
+}

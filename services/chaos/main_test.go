@@ -39,6 +39,13 @@ func runMain(m *testing.M) int {
 	}
 	code := m.Run()
 	printTable()
+	results.mu.Lock()
+	err = chaos.WriteChildResults(results.rows)
+	results.mu.Unlock()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "results of a re-run:", err)
+		return 1
+	}
 	return code
 }
 

@@ -38,6 +38,10 @@ type Node struct {
 	HTTP   string // monitoring host:port
 	// Route is the cluster address (empty on a single node).
 	Route string
+	// netns is the node's network namespace and link its end of the
+	// veth pair to it, when it has one (see Netns).
+	netns, link string
+	net         *Netns
 }
 
 // URL is the node's client URL.
@@ -81,6 +85,13 @@ func startSingleNode(t testing.TB, bin, store string) *Node {
 // changed, and waits until every node is healthy.
 func StartCluster(t testing.TB, bin string) []*Node {
 	t.Helper()
+	return startCluster(t, bin, nil)
+}
+
+// startCluster is StartCluster with, when net is not nil, each node in a
+// network namespace of its own (see Netns).
+func startCluster(t testing.TB, bin string, net *Netns) []*Node {
+	t.Helper()
 	src, err := os.ReadFile("../../deploy/nats/nats.conf")
 	if err != nil {
 		t.Fatal(err)
@@ -89,10 +100,16 @@ func StartCluster(t testing.TB, bin string) []*Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs := servicetest.FreeAddrs(t, 9)
 	nodes := make([]*Node, 3)
-	for i := range nodes {
-		nodes[i] = &Node{Name: fmt.Sprintf("nats-%d", i), Client: addrs[i], HTTP: addrs[3+i], Route: addrs[6+i]}
+	if net != nil {
+		for i := range nodes {
+			nodes[i] = net.node(t, i)
+		}
+	} else {
+		addrs := servicetest.FreeAddrs(t, 9)
+		for i := range nodes {
+			nodes[i] = &Node{Name: fmt.Sprintf("nats-%d", i), Client: addrs[i], HTTP: addrs[3+i], Route: addrs[6+i]}
+		}
 	}
 	for _, n := range nodes {
 		dir := t.TempDir()
@@ -107,8 +124,14 @@ func StartCluster(t testing.TB, bin string) []*Node {
 		if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), accounts, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		n.Proc = StartProc(t, n.Name, filepath.Join(bin, "nats-server"), []string{"-c", path}, natsServerEnv(n.Name)...)
-		n.Listens(n.Client, n.HTTP, n.Route)
+		server, args := filepath.Join(bin, "nats-server"), []string{"-c", path}
+		if n.netns != "" {
+			server, args = net.ip, append([]string{"netns", "exec", n.netns, server}, args...)
+		}
+		n.Proc = StartProc(t, n.Name, server, args, natsServerEnv(n.Name)...)
+		if n.netns == "" { // in a namespace of its own its ports are its own
+			n.Listens(n.Client, n.HTTP, n.Route)
+		}
 	}
 	for _, n := range nodes {
 		n.WaitHealthy(t)

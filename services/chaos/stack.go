@@ -21,6 +21,10 @@ type Options struct {
 	// Cluster runs NATS as the 3-node cluster of deploy/nats (R3 streams,
 	// a user per service); otherwise one nats-server of the dev stack.
 	Cluster bool
+	// Partitionable puts each node of the cluster in a network namespace
+	// of its own, so it can be cut off (Node.Cut); only in a test re-run
+	// by RunInOwnNetns.
+	Partitionable bool
 	// Gateways and Presence are how many of each run (at least 1).
 	Gateways int
 	Presence int
@@ -56,9 +60,13 @@ type Gateway struct {
 func StartStack(t testing.TB, bin string, o Options) *Stack {
 	t.Helper()
 	s := &Stack{Bin: bin, cluster: o.Cluster}
-	if o.Cluster {
+	switch {
+	case o.Partitionable:
+		s.cluster = true
+		s.Nodes = startCluster(t, bin, NewNetns(t))
+	case o.Cluster:
 		s.Nodes = StartCluster(t, bin)
-	} else {
+	default:
 		s.Nodes = []*Node{startSingleNode(t, bin, o.NATSStore)}
 	}
 	s.startMongo(t)
