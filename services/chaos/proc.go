@@ -15,7 +15,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,9 +44,9 @@ type Proc struct {
 	exited chan struct{}
 	paused bool
 	// ports are the addresses the process listens on; held are the
-	// sockets the suite keeps bound to them while it is down (see hold).
+	// suite's listeners on them while it is down (see hold).
 	ports []string
-	held  []int
+	held  []net.Listener
 }
 
 // StartProc runs path with args and env (on top of a clean environment),
@@ -122,42 +122,40 @@ func (p *Proc) Listens(addrs ...string) { p.ports = append(p.ports, addrs...) }
 // ports are picked at random below the ephemeral range, and on a machine
 // shared with other test runs another one may pick a port of a process
 // that is down (seen: a NATS node that could not come back, its
-// monitoring port taken). The socket is bound, without SO_REUSEADDR,
-// and not listening: nobody else can bind the port, and a connection to
-// it is refused, as to a process that is down.
+// monitoring port taken). The suite listens on the port and resets
+// every connection at once, so a client fails over as from a process
+// that is down. (A socket bound but not listening would refuse
+// connections outright, but cannot be bound over the killed process's
+// TIME_WAIT connections without SO_REUSEADDR, which would not keep
+// others out.)
 func (p *Proc) hold(t testing.TB) {
 	for _, addr := range p.ports {
-		fd, err := bindOnly(addr)
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Logf("%s is down and %s is not free: %v", p.Name, addr, err)
 			continue
 		}
-		p.held = append(p.held, fd)
+		go resetAll(l.(*net.TCPListener))
+		p.held = append(p.held, l)
 	}
 }
 
-// bindOnly is a TCP socket bound to addr (an IPv4 host:port), not
-// listening.
-func bindOnly(addr string) (int, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().Is4() {
-		return -1, fmt.Errorf("not an IPv4 address: %q", addr)
+// resetAll resets every connection l accepts, until l is closed.
+func resetAll(l *net.TCPListener) {
+	for {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			return
+		}
+		_ = c.SetLinger(0)
+		_ = c.Close()
 	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
-		_ = syscall.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // release gives back the ports hold kept.
 func (p *Proc) release() {
-	for _, fd := range p.held {
-		_ = syscall.Close(fd)
+	for _, l := range p.held {
+		_ = l.Close()
 	}
 	p.held = nil
 }
