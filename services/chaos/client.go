@@ -115,6 +115,12 @@ func (c *Client) stopped() bool {
 func (c *Client) run() {
 	defer close(c.done)
 	for !c.stopped() {
+		// A tab that stopped reading (frozen, in the background) runs
+		// no reconnect timer either: it reconnects once it reads again.
+		c.waitHold()
+		if c.stopped() {
+			return
+		}
 		code := 1006 // what a browser reports for a connection that failed
 		if conn, err := c.dial(); err == nil {
 			code = c.session(conn)
