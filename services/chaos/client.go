@@ -433,6 +433,16 @@ func (c *Client) Send(to chat.To, filler string) string {
 	return id
 }
 
+// Drop closes the client's socket as a failing network would: the
+// client reconnects with its backoff and resumes.
+func (c *Client) Drop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		_ = c.conn.Close()
+	}
+}
+
 // Unacked is how many of the client's sends await their ack.
 func (c *Client) Unacked() int {
 	c.mu.Lock()

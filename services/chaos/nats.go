@@ -202,6 +202,44 @@ func StreamLeader(js jetstream.JetStream) (string, error) {
 	return info.Cluster.Leader, nil
 }
 
+// Streams are every stream and bucket of the cluster, by stream name (as
+// deploy/nats/accounts.conf gives the admin user them).
+func Streams() []string {
+	return []string{"CHAT", "PRESENCE", "KV_presence", "KV_revoked", "KV_user_quota", "KV_read_state", "KV_auth_limits"}
+}
+
+// LeadersOff moves the leadership of every stream of names led by node
+// to another node (stepdowns, each asked again until it took; bounded).
+// A stream that does not exist is skipped.
+func LeadersOff(js jetstream.JetStream, node string, names []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, name := range names {
+		if _, err := js.Stream(ctx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		for attempt := 0; ; attempt++ {
+			st, err := js.Stream(ctx, name)
+			if err == nil && st.CachedInfo().Cluster != nil {
+				if l := st.CachedInfo().Cluster.Leader; l != "" && l != node {
+					break
+				}
+			}
+			if attempt == 10 {
+				return fmt.Errorf("stream %s still led by %s after %d stepdowns (%v)", name, node, attempt, err)
+			}
+			if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == node {
+				_, _ = js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+name, nil)
+			}
+			Eventually(5*time.Second, func() bool {
+				st, err := js.Stream(ctx, name)
+				return err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader != ""
+			})
+		}
+	}
+	return nil
+}
+
 // StreamWhole reports nil once the CHAT stream has a leader and every
 // replica is current.
 func StreamWhole(js jetstream.JetStream, replicas int) error {
