@@ -5,9 +5,12 @@
 // frames mean.
 //
 // After the upgrade this package alone writes to the connection. gorilla
-// still reads, and while reading it writes control frames of its own: a
-// pong for a ping, the echo of a close, a close 1009 for a frame over the
-// read limit, a close 1002 for a protocol error. The connection gorilla
+// still parses the client's messages, from bytes this package reads for
+// it (read.go: an idle socket's reader waits shallow, holding no buffer,
+// and pings and pongs are dealt with before gorilla sees them). While
+// reading gorilla writes control frames of its own: the echo of a close,
+// a close 1009 for a frame over the read limit, a close 1002 for a
+// protocol error. The connection gorilla
 // holds is a wrapper (owned) that turns each of those writes into a
 // request to the socket's writer instead: a pong is queued, a close
 // closes the socket with gorilla's code. So a socket has one writer, and
@@ -19,6 +22,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,6 +76,9 @@ type Server struct {
 	upgrader websocket.Upgrader
 	flusher  *flusher
 	buffers  sync.Pool // write buffers (*[]byte), shared by all sockets
+	reads    sync.Pool // read buffers (*[]byte), held while bytes wait
+
+	readsHeld atomic.Int64 // read buffers sockets hold now
 }
 
 // NewServer starts the writers; Close stops them.
@@ -79,9 +86,10 @@ func NewServer(opts Options) *Server {
 	s := &Server{opts: opts}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: writeWait,
-		// Client frames are small: a 512-byte read buffer of the socket's
-		// own rather than net/http's 4 KiB one, held by every idle socket.
-		ReadBufferSize:  512,
+		// gorilla reads from the socket's pooled read buffer (inbound),
+		// so its own, held by every socket, only needs to be big enough
+		// for a control frame, the least it takes.
+		ReadBufferSize:  maxControlPayload,
 		WriteBufferSize: 256, // gorilla's own writes: the handshake only
 		WriteBufferPool: &sync.Pool{},
 		// The caller checks the origin before upgrading.
@@ -102,10 +110,15 @@ type Conn struct {
 	srv *Server
 	ws  *websocket.Conn // reads; its writes come to this Conn (owned)
 	tcp interface {     // the connection under ws: written here
+		Read([]byte) (int, error)
 		Write([]byte) (int, error)
+		SetReadDeadline(time.Time) error
 		SetWriteDeadline(time.Time) error
 	}
-	raw syscall.RawConn // tcp's socket, for non-blocking writes
+	raw syscall.RawConn // tcp's socket, for non-blocking reads and writes
+
+	in      inbound      // what was read and not yet handed to gorilla; the reader's
+	heardAt atomic.Int64 // when the client last sent a pong or a message (Unix ns)
 
 	// queue holds encoded objects (shared, never modified), at most
 	// QueueLen of them and QueueBytes in all (qbytes). A slice grown on
@@ -155,9 +168,10 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	c.tcp = h.conn.Conn
 	h.conn.own(c)
 	ws.SetReadLimit(s.opts.ReadLimit)
-	wait := 2 * s.opts.PingInterval
-	_ = ws.SetReadDeadline(time.Now().Add(wait))
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(wait)) })
+	// Pongs never reach gorilla (inbound notes them): the deadline moves
+	// with heardAt.
+	c.heard()
+	c.refreshDeadline()
 	c.qmu.Lock() // the writers read pinger after taking qmu
 	c.pinger = time.AfterFunc(s.opts.PingInterval, c.ping)
 	c.qmu.Unlock()
@@ -169,12 +183,17 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 // client's own (echoed), or 1000 for a connection that failed or went
 // silent; CloseCode says which.
 func (c *Conn) Read() ([]byte, bool, error) {
-	typ, data, err := c.ws.ReadMessage()
+	err := c.wait() // parked shallow, not in gorilla's reads
+	var typ int
+	var data []byte
+	if err == nil {
+		typ, data, err = c.ws.ReadMessage()
+	}
 	if err != nil {
 		c.Close(websocket.CloseNormalClosure, "") // unless a close came first
 		return nil, false, err
 	}
-	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.srv.opts.PingInterval))
+	c.heard()
 	return data, typ == websocket.TextMessage, nil
 }
 

@@ -41,6 +41,21 @@ type owned struct {
 
 func (o *owned) own(c *Conn) { o.to.Store(c) }
 
+// Read hands gorilla the socket's bytes through inbound, which keeps
+// pings and pongs from it.
+func (o *owned) Read(b []byte) (int, error) {
+	c := o.to.Load()
+	if c == nil {
+		return o.Conn.Read(b)
+	}
+	if err := c.wait(); err != nil {
+		return 0, err
+	}
+	n := copy(b, c.in.output())
+	c.in.consume(c.srv, n)
+	return n, nil
+}
+
 func (o *owned) Write(b []byte) (int, error) {
 	c := o.to.Load()
 	if c == nil {

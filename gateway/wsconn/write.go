@@ -51,8 +51,11 @@ func (c *Conn) kick() {
 	}
 }
 
-// ping is the pinger's tick: the next write sends a ping, then re-arms it.
+// ping is the pinger's tick: the next write sends a ping, then re-arms
+// it. The read deadline follows the last pong here, off the reader's
+// stack.
 func (c *Conn) ping() {
+	c.refreshDeadline()
 	c.qmu.Lock()
 	c.pingDue = true
 	c.qmu.Unlock()
