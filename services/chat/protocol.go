@@ -33,6 +33,12 @@ import (
 //	{"type":"read","to":{"user":"u7"},"seq":57}
 //	{"type":"conversations","id":"c2","before":40}
 //	{"type":"typing","to":{"user":"u7"}}
+//	{"type":"room_create","id":"r1","name":"Go fans","visibility":"public"}
+//	{"type":"rooms","id":"r2","query":"go","offset":0}
+//	{"type":"join","id":"r3","room":"r0a1b2c3d4e5f6a7b8"}
+//	{"type":"leave","id":"r4","room":"r0a1b2c3d4e5f6a7b8"}
+//	{"type":"invite","id":"r5","room":"r0a1b2c3d4e5f6a7b8","user":"u7"}
+//	{"type":"members","id":"r6","room":"r0a1b2c3d4e5f6a7b8","offset":0}
 //
 // Server frames:
 //
@@ -48,6 +54,14 @@ import (
 //	{"type":"read","to":{"user":"u7"},"seq":57,"unread":0}
 //	{"type":"seen","to":{"user":"u7"},"seq":57}
 //	{"type":"typing","to":{"user":"u1"},"user":{"id":"u1","name":"Alice","account":"alice"}}
+//	{"type":"room","id":"r1","room":{"id":"r0a1b2c3d4e5f6a7b8","name":"Go fans","visibility":"public","owner":"u1","members":1}}
+//	{"type":"rooms","id":"r2","rooms":[{"id":...,"name":...,"visibility":"public","members":12}],"more":false,"next":50}
+//	{"type":"joined","room":{"id":...,"name":...,"visibility":...,"members":13}}
+//	{"type":"left","room":{"id":...,"name":...,"visibility":...,"members":12}}
+//	{"type":"member","room":"r0a1b2c3d4e5f6a7b8","user":{"id":"u7",...},"joined":true,"members":13}
+//	{"type":"invited","room":{...},"by":{"id":"u1",...}}   (to the invited user's sockets)
+//	{"type":"invited","id":"r5","room":{...},"user":{"id":"u7",...}}   (to the inviting socket)
+//	{"type":"members","id":"r6","room":"r0a1b2c3d4e5f6a7b8","members":[{"user":{...},"online":true}],"total":13,"more":false,"next":100}
 //
 // Presence: right after hello, the list of everyone online; then one frame
 // per change. Every socket of every user converges to the same list.
@@ -63,8 +77,8 @@ import (
 // it, an error rate_limited with the request's id.
 //
 // Conversations: after hello and the online list, a socket gets its
-// user's conversations, most recent activity first: the lobby and every
-// direct conversation they have had (the stream's own subjects: nothing
+// user's conversations, most recent activity first: the lobby, every
+// room they are in and every direct conversation they have had (the stream's own subjects: nothing
 // is lost on reload or on another device), each with its latest message
 // (text cut to [PreviewChars]), the user's read cursor and how many
 // messages follow it. A page holds at most 100; ask for the next with
@@ -81,7 +95,29 @@ import (
 // Typing: in a direct conversation, typing reaches the other person's
 // sockets, at most once per [TypingInterval] (3 s) per socket (more are
 // dropped); clients drop it [TypingShown] (6 s) after the last. Never
-// stored. Typing in a room is not relayed.
+// stored. In a room it reaches the other members' sockets, in rooms of at
+// most the gateway's TYPING_ROOM_MAX members (200 by default); in bigger
+// rooms, and in the lobby, it is not relayed: there every keystroke
+// would reach a crowd.
+//
+// Rooms: room_create makes a room (name 1-[MaxRoomName] characters,
+// visibility public or private) whose first member, and owner, is its
+// creator; the answer is room, with the request's id. rooms lists public
+// rooms whose name holds query (any case), most members first, and the
+// private rooms the user was invited to, [RoomsPage] at a time (ask for
+// the next with offset = next). join enters a public room, or a private
+// one the user was invited to; leave leaves one (not the lobby: everyone
+// is in it, lobby_fixed); invite asks another user into a room the
+// inviter is in. Every socket of a user who joins or leaves gets joined or
+// left; the room's members get member. members lists a room's members,
+// online first, [MembersPage] at a time. Sending to, history of, reading,
+// typing in, members of, leaving or inviting into a room the user is not
+// in is refused with unknown_room, whether or not it exists: a private
+// room one was not invited to cannot be told from no room. The gateway's
+// ROOMS_PER_USER (200) bounds the rooms a user is in (too_many_rooms),
+// ROOM_CREATES_PER_HOUR (10) the rooms they create (quota_exceeded, with
+// when), ROOM_MEMBERS_MAX (10,000) a room's members (room_full). A rooms,
+// members or room_create request costs HISTORY_COST of the send rate.
 //
 // Resume: a reconnecting client sends resume, with the last seq it saw, as
 // its first frame, within [HoldTimeout] (1 s) of hello. The gateway
@@ -128,6 +164,19 @@ const (
 	// Typing says the user is typing in a conversation (client), or that
 	// someone is (server).
 	FrameTyping = "typing"
+
+	// Rooms (see "Rooms" above).
+	FrameRoomCreate = "room_create"
+	FrameRoom       = "room"
+	FrameRooms      = "rooms"
+	FrameJoin       = "join"
+	FrameJoined     = "joined"
+	FrameLeave      = "leave"
+	FrameLeft       = "left"
+	FrameInvite     = "invite"
+	FrameInvited    = "invited"
+	FrameMembers    = "members"
+	FrameMember     = "member"
 )
 
 // Error codes of error frames; the socket stays open after each.
@@ -147,6 +196,11 @@ const (
 	CodeBadLimit         = "bad_limit"         // history limit outside 1-MaxHistory
 	CodeBadSeq           = "bad_seq"           // a read cursor beyond the stream's last message
 	CodeResumeLate       = "resume_late"       // resume after another frame or later than HoldTimeout after hello
+	CodeBadName          = "bad_name"          // a room name empty or longer than MaxRoomName characters, or with control characters
+	CodeBadVisibility    = "bad_visibility"    // a visibility other than public and private
+	CodeTooManyRooms     = "too_many_rooms"    // the user is in ROOMS_PER_USER rooms already
+	CodeRoomFull         = "room_full"         // the room has ROOM_MEMBERS_MAX members already
+	CodeLobbyFixed       = "lobby_fixed"       // leaving, or inviting into, the lobby: everyone is in it
 )
 
 // Close codes the gateway ends a socket with (RFC 6455 private range,
@@ -199,6 +253,13 @@ type ClientFrame struct {
 	Limit  int     `json:"limit,omitempty"`  // history
 	After  *uint64 `json:"after,omitempty"`  // resume
 	Seq    uint64  `json:"seq,omitempty"`    // read
+
+	Room       string `json:"room,omitempty"`       // join, leave, invite, members
+	User       string `json:"user,omitempty"`       // invite
+	Name       string `json:"name,omitempty"`       // room_create
+	Visibility string `json:"visibility,omitempty"` // room_create
+	Query      string `json:"query,omitempty"`      // rooms
+	Offset     int    `json:"offset,omitempty"`     // rooms, members
 }
 
 // Limits tells clients the limits in force, in hello.
@@ -289,6 +350,7 @@ type Conversation struct {
 	To     To           `json:"to"`
 	Title  string       `json:"title"`
 	User   *User        `json:"user,omitempty"` // the other person of a direct conversation
+	Room   *Room        `json:"room,omitempty"` // a room's metadata (not the lobby's)
 	Last   *LastMessage `json:"last,omitempty"` // none in a room nobody wrote in yet
 	Read   uint64       `json:"read"`           // the user's read cursor: the last seq they were shown
 	Unread uint64       `json:"unread"`         // messages after read
@@ -324,12 +386,74 @@ type SeenFrame struct {
 }
 
 // TypingFrame tells the other person of a direct conversation that User
-// is typing there (To, from the recipient's side, names the typist).
+// is typing there (To, from the recipient's side, names the typist), or a
+// room's other members that User is typing in it (To names the room).
 // Clients show it for at most TypingShown.
 type TypingFrame struct {
 	Type string `json:"type"`
 	To   To     `json:"to"`
 	User User   `json:"user"`
+}
+
+// RoomFrame answers room_create with the new room.
+type RoomFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	Room Room   `json:"room"`
+}
+
+// RoomsFrame answers rooms: a page of rooms, and the offset of the next.
+type RoomsFrame struct {
+	Type  string `json:"type"`
+	ID    string `json:"id,omitempty"`
+	Rooms []Room `json:"rooms"`
+	More  bool   `json:"more"`
+	Next  int    `json:"next"`
+}
+
+// MembershipFrame tells every socket of a user they joined (FrameJoined)
+// or left (FrameLeft) a room.
+type MembershipFrame struct {
+	Type string `json:"type"`
+	Room Room   `json:"room"`
+}
+
+// MemberFrame tells a room's members that User joined or left it, with
+// the member count after.
+type MemberFrame struct {
+	Type    string `json:"type"`
+	Room    string `json:"room"`
+	User    User   `json:"user"`
+	Joined  bool   `json:"joined"`
+	Members int    `json:"members"`
+}
+
+// InvitedFrame tells the invited user's sockets of an invite (By set),
+// or the inviting socket that it was made (ID and User set).
+type InvitedFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	Room Room   `json:"room"`
+	By   *User  `json:"by,omitempty"`
+	User *User  `json:"user,omitempty"`
+}
+
+// MembersFrame answers members: a page of a room's members, online first.
+type MembersFrame struct {
+	Type    string       `json:"type"`
+	ID      string       `json:"id,omitempty"`
+	Room    string       `json:"room"`
+	Members []RoomPerson `json:"members"`
+	Total   int          `json:"total"`
+	More    bool         `json:"more"`
+	Next    int          `json:"next"`
+}
+
+// RoomPerson is one member in a MembersFrame.
+type RoomPerson struct {
+	User   User `json:"user"`
+	Online bool `json:"online"`
+	Owner  bool `json:"owner,omitempty"`
 }
 
 // Typing indicators: a socket's typing frames reach others at most once
