@@ -121,17 +121,35 @@ func lastSeq(it chat.Conversation) uint64 {
 }
 
 // userSubjects is how many messages the stream holds on the lobby's
-// subject and on each direct conversation's of user (three reads of the
-// stream's own subject index).
+// subject, on each other room's of user and on each of their direct
+// conversations' (reads of the stream's own subject index: two for the
+// direct ones, one per room, a few at a time).
 func (g *Gateway) userSubjects(ctx context.Context, user string) (map[string]uint64, error) {
 	lobby, _ := chat.RoomSubject(chat.Lobby)
+	filters := []string{lobby, dmPrefixStored + user + ".*", dmPrefixStored + "*." + user}
 	all := map[string]uint64{lobby: 0}
-	for _, filter := range []string{lobby, dmPrefixStored + user + ".*", dmPrefixStored + "*." + user} {
-		counts, err := g.subjectCounts(ctx, filter)
-		if err != nil {
-			return nil, err
-		}
-		maps.Copy(all, counts) // a note to self matches both dm filters
+	for _, r := range g.hub.roomsOf(user) {
+		s, _ := chat.RoomSubject(r)
+		filters = append(filters, s)
+		all[s] = 0 // listed even before its first message
+	}
+	counts := make([]map[string]uint64, len(filters))
+	errs := make([]error, len(filters))
+	sem := make(chan struct{}, conversationReads)
+	var wg sync.WaitGroup
+	for i, filter := range filters {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			counts[i], errs[i] = g.subjectCounts(ctx, filter)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, c := range counts {
+		maps.Copy(all, c) // a note to self matches both dm filters
 	}
 	return all, nil
 }
@@ -214,8 +232,9 @@ func (g *Gateway) readState(ctx context.Context, user string, items []chat.Conve
 	return nil
 }
 
-// titles names each conversation: a room by its id, a direct one by the
-// other person (from auth; their id if auth cannot say).
+// titles names each conversation: a room by its name (its id while this
+// gateway has not heard of it), a direct one by the other person (from
+// auth; their id if auth cannot say).
 func (g *Gateway) titles(ctx context.Context, user string, items []chat.Conversation) {
 	var ids []string
 	for _, it := range items {
@@ -234,6 +253,9 @@ func (g *Gateway) titles(ctx context.Context, user string, items []chat.Conversa
 			it.Title = "Lobby"
 		case it.To.Room != "":
 			it.Title = it.To.Room
+			if r, ok := g.roomDir.get(it.To.Room); ok {
+				it.Title, it.Room = r.Name, &r
+			}
 		default:
 			u, ok := users[it.To.User]
 			if !ok {
@@ -242,4 +264,23 @@ func (g *Gateway) titles(ctx context.Context, user string, items []chat.Conversa
 			it.User, it.Title = &u, u.Name
 		}
 	}
+}
+
+// conversation is one conversation of user as a fresh list shows it.
+func (g *Gateway) conversation(ctx context.Context, user string, to chat.To) (*chat.Conversation, error) {
+	subject := conversationSubject(user, &to)
+	counts, err := g.subjectCounts(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	last, err := g.lastMessage(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	items := []chat.Conversation{{To: to, Last: last}}
+	if err := g.readState(ctx, user, items, counts); err != nil {
+		return nil, err
+	}
+	g.titles(ctx, user, items)
+	return &items[0], nil
 }

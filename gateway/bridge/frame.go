@@ -45,6 +45,18 @@ func (g *Gateway) handleFrame(c *client, data []byte) {
 		g.handleConversations(c, f)
 	case chat.FrameTyping:
 		g.handleTyping(c, f)
+	case chat.FrameRoomCreate:
+		g.handleRoomCreate(c, f)
+	case chat.FrameRooms:
+		g.handleRooms(c, f)
+	case chat.FrameJoin:
+		g.handleJoin(c, f)
+	case chat.FrameLeave:
+		g.handleLeave(c, f)
+	case chat.FrameInvite:
+		g.handleInvite(c, f)
+	case chat.FrameMembers:
+		g.handleMembers(c, f)
 	}
 }
 
@@ -58,7 +70,8 @@ func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 		return f, &e
 	}
 	switch f.Type {
-	case chat.FrameSend, chat.FrameHistory, chat.FrameResume, chat.FrameRead, chat.FrameConversations, chat.FrameTyping:
+	case chat.FrameSend, chat.FrameHistory, chat.FrameResume, chat.FrameRead, chat.FrameConversations, chat.FrameTyping,
+		chat.FrameRoomCreate, chat.FrameRooms, chat.FrameJoin, chat.FrameLeave, chat.FrameInvite, chat.FrameMembers:
 		return f, nil
 	case "":
 		e := errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`)
@@ -98,8 +111,9 @@ func checkSend(f chat.ClientFrame, maxText int) *chat.ErrorFrame {
 	return nil
 }
 
-// checkTo checks a conversation's "to" (of a send or a history request):
-// exactly one of a room the user is in (the lobby) and a valid user id.
+// checkTo checks a conversation's "to" (of a send or a history request)
+// names exactly one of a room and a valid user id; whether the user is in
+// the room is the gateway's to say (checkConversation).
 func checkTo(id string, to *chat.To) *chat.ErrorFrame {
 	switch {
 	case to == nil:
@@ -108,10 +122,31 @@ func checkTo(id string, to *chat.To) *chat.ErrorFrame {
 		return refusal(id, chat.CodeBadRecipient, `"to" names exactly one of "room" and "user"`)
 	case to.User != "" && chat.ValidID(to.User) != nil:
 		return refusal(id, chat.CodeBadID, "recipient: "+chat.ValidID(to.User).Error())
-	case to.Room != "" && to.Room != chat.Lobby:
-		return refusal(id, chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", to.Room))
+	case to.Room != "" && chat.ValidID(to.Room) != nil:
+		return unknownRoom(id, to.Room)
 	}
 	return nil
+}
+
+// checkConversation checks a "to" as checkTo does, and that a room it
+// names is one c's user is in.
+func (g *Gateway) checkConversation(c *client, id string, to *chat.To) *chat.ErrorFrame {
+	if e := checkTo(id, to); e != nil {
+		return e
+	}
+	if to.Room != "" && !g.hub.isMember(c.user.ID, to.Room) {
+		return unknownRoom(id, to.Room)
+	}
+	return nil
+}
+
+// unknownRoom refuses a room the user is not in, the same whether or not
+// it exists: a private room one was not invited to is no room to them.
+func unknownRoom(id, room string) *chat.ErrorFrame {
+	if len(room) > chat.MaxIDLen {
+		room = room[:chat.MaxIDLen] + "…"
+	}
+	return refusal(id, chat.CodeUnknownRoom, fmt.Sprintf("no room %q here", room))
 }
 
 // conversationSubject is the subject of user's conversation to, which

@@ -77,6 +77,8 @@ type Gateway struct {
 	revoked     *revocations
 	presence    *presencekv.Registry
 	cursors     cursors      // read cursors
+	rooms       roomStore    // rooms, members, each user's rooms
+	roomDir     *roomDir     // every room's metadata, from a watch
 	sendQuota   *quota.Meter // sends per user per minute
 	byteQuota   *quota.Meter // stored bytes per user per hour
 
@@ -198,7 +200,15 @@ func (g *Gateway) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	roomsKV, err := chat.EnsureRoomsBucket(ctx, g.js, g.cfg.Stream.Replicas)
+	if err != nil {
+		return err
+	}
 	reg, err := presencekv.New(pkv, g.id)
+	if err != nil {
+		return err
+	}
+	dir, err := watchRooms(ctx, g.log, roomsKV)
 	if err != nil {
 		return err
 	}
@@ -208,6 +218,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 		return err
 	}
 	g.stream, g.revoked, g.presence, g.cursors = stream, revoked, reg, cursors{kv: readKV}
+	g.rooms, g.roomDir = roomStore{kv: roomsKV, limits: g.limits.rooms()}, dir
 	go g.moveSentReads(ctx)
 	g.sendQuota = quota.NewMeter(quotaKV, "sends", time.Minute, int64(g.limits.UserSendsPerMinute))
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))

@@ -78,7 +78,7 @@ func (g *Gateway) fetchSeqs() {
 // Only the stopping check holds g.mu: the presence entry and the user's
 // subscriptions are NATS round trips, and holding the lock across them
 // made every handshake of the gateway wait for the one before.
-func (g *Gateway) admitSocket(c *client, hello []byte) error {
+func (g *Gateway) admitSocket(c *client, hello []byte, rooms []string) error {
 	g.mu.Lock()
 	if g.stopping {
 		g.mu.Unlock()
@@ -95,7 +95,7 @@ func (g *Gateway) admitSocket(c *client, hello []byte) error {
 		g.clients.Done()
 		return err
 	}
-	if err := g.hub.join(c, hello); err != nil {
+	if err := g.hub.join(c, hello, rooms); err != nil {
 		_ = g.presence.Remove(ctx, c.user.ID, c.id)
 		g.clients.Done()
 		return err
@@ -157,6 +157,13 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
 		return
 	}
+	rooms, err := g.rooms.userRooms(r.Context(), claims.Subject)
+	if err != nil {
+		g.log.Warn("rooms not loaded", "user", claims.Subject, "err", err)
+		w.Header().Set("Retry-After", retryAfter)
+		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "rooms unreachable; try again shortly")
+		return
+	}
 	conn, err := g.sockets.Upgrade(w, r)
 	if err != nil {
 		return // the client had its answer
@@ -166,7 +173,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		sendSlots: make(chan struct{}, MaxSendsInFlight),
 		limiter:   rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
-	if err := g.admitSocket(c, g.hello(c.user, lastSeq)); err != nil {
+	if err := g.admitSocket(c, g.hello(c.user, lastSeq, rooms.Rooms), rooms.Rooms); err != nil {
 		g.log.Warn("socket refused after upgrade", "err", err)
 		conn.Close(websocket.CloseTryAgainLater, "try again")
 		return
@@ -212,9 +219,9 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) (*token.Clai
 }
 
 // hello is a socket's first frame.
-func (g *Gateway) hello(u chat.User, lastSeq uint64) []byte {
+func (g *Gateway) hello(u chat.User, lastSeq uint64, rooms []string) []byte {
 	return chat.Encode(chat.HelloFrame{
-		Type: chat.FrameHello, User: u, Rooms: []string{chat.Lobby}, Seq: lastSeq,
+		Type: chat.FrameHello, User: u, Rooms: append([]string{chat.Lobby}, rooms...), Seq: lastSeq,
 		Limits: chat.Limits{MaxTextChars: g.limits.MaxTextChars, MaxFrameBytes: g.limits.MaxFrameBytes, SendRate: g.limits.SendRate, SendBurst: g.limits.SendBurst},
 	})
 }

@@ -30,7 +30,7 @@ const (
 // send rate (one was taken when the frame was read): each makes the
 // gateway read the stream and build an answer of up to HistoryBytes.
 func (g *Gateway) handleHistory(c *client, f chat.ClientFrame) {
-	if e := checkTo(f.ID, f.To); e != nil {
+	if e := g.checkConversation(c, f.ID, f.To); e != nil {
 		c.reply(*e)
 		return
 	}

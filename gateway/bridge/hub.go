@@ -41,6 +41,11 @@ type hub struct {
 	subs    []*nats.Subscription            // hub-wide: rooms, revocations, presence
 	roomSub *nats.Subscription              // the lobby's live messages, into live
 
+	// Rooms beyond the lobby that local users are in: subscribed while
+	// one of their members is connected here (see hubrooms.go).
+	rooms    map[string]*localRoom
+	subRooms map[*nats.Subscription]string // a room subscription -> its room
+
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
 	listFrame []byte               // online as a list frame, as of the last batch sent
@@ -74,11 +79,13 @@ const subscribeTimeout = 2 * time.Second
 type localUser struct {
 	clients map[*client]struct{}
 	subs    []*nats.Subscription
+	rooms   map[string]struct{} // the rooms they are in, besides the lobby
 }
 
 func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	h := &hub{log: log, nc: nc, m: m, local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
+		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{},
 		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
@@ -158,7 +165,12 @@ func (h *hub) dispatchLive() {
 				h.onRoom(m)
 				continue
 			}
+			if room, ok := h.subRoom(m.Sub); ok {
+				h.onMemberRoom(room, m)
+				continue
+			}
 			if user, ok := strings.CutPrefix(m.Subject, chat.UserEventsPrefix); ok {
+				h.applyMembership(user, m.Data)
 				h.deliverUserEvent(user, m.Data)
 				continue
 			}
@@ -229,6 +241,10 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 		}
 		return
 	}
+	if room, ok := h.subRoom(sub); ok {
+		h.roomDropped(room)
+		return
+	}
 	if sub == nil || !strings.HasPrefix(sub.Subject, dmPrefix) {
 		return
 	}
@@ -244,14 +260,13 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 		c.frozen.Store(true)
 		c.conn.Close(chat.CloseResume, "messages dropped under load: resume")
 	}
-	unsubscribe(u.subs)
-	delete(h.users, user)
+	h.dropUser(user, u)
 }
 
 // join registers c and queues hello then the online list, so every
 // presence change after the list follows it; its user's dm subscriptions
 // start with their first socket here.
-func (h *hub) join(c *client, hello []byte) error {
+func (h *hub) join(c *client, hello []byte, rooms []string) error {
 	id := c.user.ID
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -268,7 +283,11 @@ func (h *hub) join(c *client, hello []byte) error {
 			unsubscribe(subs)
 			break
 		}
-		h.users[id] = &localUser{clients: map[*client]struct{}{}, subs: subs}
+		u := &localUser{clients: map[*client]struct{}{}, subs: subs, rooms: map[string]struct{}{}}
+		h.users[id] = u
+		for _, r := range rooms {
+			h.enter(id, u, r)
+		}
 	}
 	h.users[id].clients[c] = struct{}{}
 	h.local[c] = struct{}{}
@@ -328,8 +347,7 @@ func (h *hub) leave(c *client) {
 	if u := h.users[c.user.ID]; u != nil {
 		delete(u.clients, c)
 		if len(u.clients) == 0 {
-			unsubscribe(u.subs)
-			delete(h.users, c.user.ID)
+			h.dropUser(c.user.ID, u)
 		}
 	}
 	if t := h.tokens[c.claims.ID]; t != nil {

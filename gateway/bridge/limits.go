@@ -26,6 +26,16 @@ type Limits struct {
 
 	UserSendsPerMinute int // sends per user per minute, on all sockets and gateways
 	UserBytesPerHour   int // stored bytes of messages per user per hour, on all sockets and gateways
+
+	RoomsPerUser       int // rooms a user is in, besides the lobby
+	RoomCreatesPerHour int // rooms a user creates per hour
+	RoomMembersMax     int // members of one room
+	TypingRoomMax      int // typing is relayed in rooms of at most this many members
+}
+
+// rooms are the room limits the store enforces.
+func (l Limits) rooms() roomLimits {
+	return roomLimits{perUser: l.RoomsPerUser, createsPerHour: l.RoomCreatesPerHour, maxMembers: l.RoomMembersMax}
 }
 
 // maxWriteDelay bounds WRITE_DELAY: it is latency every message pays.
@@ -47,6 +57,10 @@ func (l *Limits) Flags(fs *config.Set) {
 	fs.Duration(&l.PingInterval, "ping-interval", "PING_INTERVAL", 25*time.Second, "websocket ping period; silent for two, a socket is dropped")
 	fs.Int(&l.UserSendsPerMinute, "user-sends-per-minute", "USER_SENDS_PER_MINUTE", 600, "sends per user per minute, all sockets and gateways")
 	fs.Int(&l.UserBytesPerHour, "user-bytes-per-hour", "USER_BYTES_PER_HOUR", 16<<20, "stored message bytes per user per hour, all sockets and gateways")
+	fs.Int(&l.RoomsPerUser, "rooms-per-user", "ROOMS_PER_USER", 200, "rooms a user is in besides the lobby; more get too_many_rooms")
+	fs.Int(&l.RoomCreatesPerHour, "room-creates-per-hour", "ROOM_CREATES_PER_HOUR", 10, "rooms a user creates per hour; more get quota_exceeded")
+	fs.Int(&l.RoomMembersMax, "room-members-max", "ROOM_MEMBERS_MAX", 10000, "members of one room; more get room_full")
+	fs.Int(&l.TypingRoomMax, "typing-room-max", "TYPING_ROOM_MAX", 200, "typing is relayed in rooms of at most this many members")
 	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 0, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
 }
 
@@ -62,6 +76,10 @@ func (l Limits) Validate() error {
 	if l.UserSendsPerMinute < 1 || l.UserBytesPerHour < maxMessageFrame(l.MaxTextChars) {
 		return fmt.Errorf("user sends per minute %d, user bytes per hour %d: want at least 1 and %d (the longest message frame)",
 			l.UserSendsPerMinute, l.UserBytesPerHour, maxMessageFrame(l.MaxTextChars))
+	}
+	if l.RoomsPerUser < 0 || l.RoomCreatesPerHour < 0 || l.RoomMembersMax < 1 || l.TypingRoomMax < 0 {
+		return fmt.Errorf("rooms per user %d, room creates per hour %d, room members max %d, typing room max %d: want none negative and a room of at least 1",
+			l.RoomsPerUser, l.RoomCreatesPerHour, l.RoomMembersMax, l.TypingRoomMax)
 	}
 	if l.HistoryBytes < 1 || l.HistoryCost < 1 || l.SocketsPerUser < 1 {
 		return fmt.Errorf("history bytes %d, history cost %d, sockets per user %d: want each positive", l.HistoryBytes, l.HistoryCost, l.SocketsPerUser)

@@ -16,7 +16,7 @@ import (
 // person's sockets are told how far it was read (seen). A cursor never
 // moves back: a read at or behind it changes nothing and is not echoed.
 func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
-	if e := checkTo(f.ID, f.To); e != nil {
+	if e := g.checkConversation(c, f.ID, f.To); e != nil {
 		c.reply(*e)
 		return
 	}

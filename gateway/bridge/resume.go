@@ -90,7 +90,7 @@ func (g *Gateway) missed(ctx context.Context, user string, last, upTo uint64) (b
 	if last >= upTo {
 		return false, nil
 	}
-	for _, filter := range replayFilters(user) {
+	for _, filter := range replayFilters(user, g.hub.roomsOf(user)) {
 		seq, err := g.nextStored(ctx, filter, last+1)
 		if err != nil {
 			return false, err
@@ -152,10 +152,17 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 const errCodeNoMessage = 10037
 
 // replayFilters are the stored subjects of everything user may see: the
-// lobby, and their direct conversations on either side.
-func replayFilters(user string) []string {
-	room, _ := chat.RoomSubject(chat.Lobby)
-	return []string{room, "chat.dm." + user + ".*", "chat.dm.*." + user}
+// lobby, the other rooms they are in, and their direct conversations on
+// either side.
+func replayFilters(user string, rooms []string) []string {
+	lobby, _ := chat.RoomSubject(chat.Lobby)
+	filters := []string{lobby, "chat.dm." + user + ".*", "chat.dm.*." + user}
+	for _, r := range rooms {
+		if s, err := chat.RoomSubject(r); err == nil {
+			filters = append(filters, s)
+		}
+	}
+	return filters
 }
 
 // replayRun is one replay under way: its consumer and how far it got.
@@ -363,7 +370,7 @@ func (r *replayRun) dropConsumer() {
 // without a consumer.
 func (g *Gateway) replayConsumer(ctx context.Context, user string, after uint64) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
-		FilterSubjects:    replayFilters(user),
+		FilterSubjects:    replayFilters(user, g.hub.roomsOf(user)),
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       after + 1,
 		AckPolicy:         jetstream.AckNonePolicy,

@@ -28,6 +28,10 @@ func (g *Gateway) handleSend(c *client, f chat.ClientFrame) {
 		c.reply(*e)
 		return
 	}
+	if e := g.checkConversation(c, f.ID, f.To); e != nil {
+		c.reply(*e)
+		return
+	}
 	subject, e := g.destination(c, f.To)
 	if e != nil {
 		e.ID = f.ID

@@ -56,7 +56,7 @@ import (
 //	{"type":"typing","to":{"user":"u1"},"user":{"id":"u1","name":"Alice","account":"alice"}}
 //	{"type":"room","id":"r1","room":{"id":"r0a1b2c3d4e5f6a7b8","name":"Go fans","visibility":"public","owner":"u1","members":1}}
 //	{"type":"rooms","id":"r2","rooms":[{"id":...,"name":...,"visibility":"public","members":12}],"more":false,"next":50}
-//	{"type":"joined","room":{"id":...,"name":...,"visibility":...,"members":13}}
+//	{"type":"joined","room":{"id":...,"name":...,"visibility":...,"members":13},"conversation":{"to":{"room":...},"title":...,"last":{...},"read":0,"unread":12}}
 //	{"type":"left","room":{"id":...,"name":...,"visibility":...,"members":12}}
 //	{"type":"member","room":"r0a1b2c3d4e5f6a7b8","user":{"id":"u7",...},"joined":true,"members":13}
 //	{"type":"invited","room":{...},"by":{"id":"u1",...}}   (to the invited user's sockets)
@@ -412,10 +412,13 @@ type RoomsFrame struct {
 }
 
 // MembershipFrame tells every socket of a user they joined (FrameJoined)
-// or left (FrameLeft) a room.
+// or left (FrameLeft) a room. A joined frame carries the room's entry of
+// the conversation list as a fresh list would show it (its latest
+// message, and the user's read cursor, kept from an earlier membership).
 type MembershipFrame struct {
-	Type string `json:"type"`
-	Room Room   `json:"room"`
+	Type         string        `json:"type"`
+	Room         Room          `json:"room"`
+	Conversation *Conversation `json:"conversation,omitempty"`
 }
 
 // MemberFrame tells a room's members that User joined or left it, with

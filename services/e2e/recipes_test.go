@@ -28,7 +28,7 @@ const recipeMarker = "<!-- recipes:"
 var recipeChecks = map[string]func(t *testing.T, natsURL string, args []string){
 	"server check connection": expectOutput("OK Connection"),
 	"stream ls":               expectOutput("CHAT"),
-	"kv ls":                   expectOutput("presence"),
+	"kv ls":                   expectOutput("presence", "read_state", "rooms"),
 	"micro ls":                expectOutput("auth", "presence"),
 	"req auth.keys ''":        expectOutput(`"kty":"OKP"`),
 	"req presence.online ''":  expectOutput(`"users":`, `"rev":`),

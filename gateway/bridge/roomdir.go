@@ -1,0 +1,170 @@
+package bridge
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/ops"
+)
+
+// roomDir is every room's metadata, kept from a watch of the rooms
+// bucket's info keys: searching public rooms, naming rooms in the
+// conversation list and sizing them for typing take no NATS round trip.
+// It costs a gateway about 200 bytes a room. A room created on another
+// gateway appears here a moment later; what must be exact (joining)
+// reads the bucket instead.
+type roomDir struct {
+	log   *slog.Logger
+	mu    sync.RWMutex
+	rooms map[string]chat.Room
+}
+
+// watchRooms loads the rooms' metadata, then keeps it current until ctx
+// ends, watching again should the watch end.
+func watchRooms(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue) (*roomDir, error) {
+	d := &roomDir{log: log, rooms: map[string]chat.Room{}}
+	w, err := d.load(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			d.follow(ctx, w)
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("room watch ended; watching again")
+			for w = nil; w == nil; {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(ops.SetupRetry):
+				}
+				if w, err = d.load(ctx, kv); err != nil {
+					log.Warn("room watch failed", "err", err)
+				}
+			}
+		}
+	}()
+	return d, nil
+}
+
+// load starts a watch and applies the rooms' current metadata from it.
+func (d *roomDir) load(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+	w, err := kv.Watch(ctx, chat.RoomInfoPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", chat.RoomsBucket, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return nil, errors.New("room watch ended while loading")
+			case e == nil:
+				return w, nil
+			default:
+				d.apply(e)
+			}
+		}
+	}
+}
+
+// follow applies w's updates until it or ctx ends.
+func (d *roomDir) follow(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				d.apply(e)
+			}
+		}
+	}
+}
+
+func (d *roomDir) apply(e jetstream.KeyValueEntry) {
+	id := strings.TrimPrefix(e.Key(), chat.RoomInfoPrefix)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(d.rooms, id)
+		return
+	}
+	var r chat.Room
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		d.log.Warn("unreadable room ignored", "key", e.Key(), "err", err)
+		return
+	}
+	d.rooms[id] = r
+}
+
+// set records r as known now (the gateway that changed it knows before
+// its watch says so).
+func (d *roomDir) set(r chat.Room) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rooms[r.ID] = r
+}
+
+// get is a room's metadata, as of the watch.
+func (d *roomDir) get(id string) (chat.Room, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	r, ok := d.rooms[id]
+	return r, ok
+}
+
+// search is a page of the public rooms whose name holds query (any case),
+// and the invited ones among them, most members first (invited first of
+// all), from offset; more says others follow.
+func (d *roomDir) search(query string, invited []string, offset int) ([]chat.Room, bool) {
+	q := strings.ToLower(strings.TrimSpace(query))
+	isInvited := make(map[string]bool, len(invited))
+	for _, id := range invited {
+		isInvited[id] = true
+	}
+	d.mu.RLock()
+	found := []chat.Room{}
+	for _, r := range d.rooms {
+		inv := isInvited[r.ID]
+		if (r.Visibility == chat.Public || inv) && strings.Contains(strings.ToLower(r.Name), q) {
+			r.Invited = inv
+			found = append(found, r)
+		}
+	}
+	d.mu.RUnlock()
+	slices.SortFunc(found, func(a, b chat.Room) int {
+		if a.Invited != b.Invited {
+			if a.Invited {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(b.Members, a.Members), cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	})
+	if offset >= len(found) {
+		return []chat.Room{}, false
+	}
+	found = found[offset:]
+	return found[:min(len(found), chat.RoomsPage)], len(found) > chat.RoomsPage
+}
