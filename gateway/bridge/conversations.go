@@ -109,6 +109,7 @@ func (g *Gateway) listConversations(ctx context.Context, user string, before uin
 	if err := g.readState(ctx, user, items, counts); err != nil {
 		return nil, false, err
 	}
+	g.seenState(ctx, user, items)
 	g.titles(ctx, user, items)
 	return items, more, nil
 }
@@ -230,6 +231,28 @@ func (g *Gateway) readState(ctx context.Context, user string, items []chat.Conve
 		}
 	}
 	return nil
+}
+
+// seenState fills each direct conversation's Seen: how far the other
+// person has read it (one read of their cursors each, a few at a time;
+// left at 0 when it cannot be read, as if unread).
+func (g *Gateway) seenState(ctx context.Context, user string, items []chat.Conversation) {
+	sem := make(chan struct{}, conversationReads)
+	var wg sync.WaitGroup
+	for i := range items {
+		other := items[i].To.User
+		if other == "" || other == user {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if theirs, err := g.cursors.all(ctx, other); err == nil {
+				items[i].Seen = theirs[convKey(chat.To{User: user})].Seq
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // titles names each conversation: a room by its name (its id while this

@@ -79,8 +79,10 @@ type Gateway struct {
 	cursors     cursors      // read cursors
 	rooms       roomStore    // rooms, members, each user's rooms
 	roomDir     *roomDir     // every room's metadata, from a watch
+	members     memberCache  // rooms' member lists, for a few seconds
 	sendQuota   *quota.Meter // sends per user per minute
 	byteQuota   *quota.Meter // stored bytes per user per hour
+	inviteQuota *quota.Meter // invites per user per hour
 
 	seqMu      sync.Mutex // guards seqNext, seqRunning
 	seqNext    *seqFetch  // the next stream info request and its waiters
@@ -208,20 +210,24 @@ func (g *Gateway) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The watches come last, the rooms' stopped should the second fail:
+	// a setup that fails after a watch started would leave it running.
 	dir, err := watchRooms(ctx, g.log, roomsKV)
 	if err != nil {
 		return err
 	}
-	// Last: a setup that fails after it would leave a watch running.
 	revoked, err := watchRevocations(ctx, g.log, revokedKV, g.hub.closeToken)
 	if err != nil {
+		dir.stop()
 		return err
 	}
 	g.stream, g.revoked, g.presence, g.cursors = stream, revoked, reg, cursors{kv: readKV}
-	g.rooms, g.roomDir = roomStore{kv: roomsKV, limits: g.limits.rooms()}, dir
+	g.rooms, g.roomDir = roomStore{kv: roomsKV, limits: g.limits.rooms(), log: g.log}, dir
 	go g.moveSentReads(ctx)
 	g.sendQuota = quota.NewMeter(quotaKV, "sends", time.Minute, int64(g.limits.UserSendsPerMinute))
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
+	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
+	g.hub.loadRooms = g.rooms.roomsOfUser
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)
 	return nil
 }
@@ -238,6 +244,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.serveWS(
 func (g *Gateway) Shutdown(d time.Duration) {
 	g.stopSockets(d)
 	g.sockets.Close()
+
 	if g.hub != nil {
 		g.hub.close()
 	}

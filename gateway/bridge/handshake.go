@@ -78,7 +78,7 @@ func (g *Gateway) fetchSeqs() {
 // Only the stopping check holds g.mu: the presence entry and the user's
 // subscriptions are NATS round trips, and holding the lock across them
 // made every handshake of the gateway wait for the one before.
-func (g *Gateway) admitSocket(c *client, hello []byte, rooms []string) error {
+func (g *Gateway) admitSocket(c *client, hello func(rooms []string) []byte) error {
 	g.mu.Lock()
 	if g.stopping {
 		g.mu.Unlock()
@@ -95,7 +95,7 @@ func (g *Gateway) admitSocket(c *client, hello []byte, rooms []string) error {
 		g.clients.Done()
 		return err
 	}
-	if err := g.hub.join(c, hello, rooms); err != nil {
+	if err := g.hub.join(c, hello); err != nil {
 		_ = g.presence.Remove(ctx, c.user.ID, c.id)
 		g.clients.Done()
 		return err
@@ -157,13 +157,6 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "message store unreachable; try again shortly")
 		return
 	}
-	rooms, err := g.rooms.userRooms(r.Context(), claims.Subject)
-	if err != nil {
-		g.log.Warn("rooms not loaded", "user", claims.Subject, "err", err)
-		w.Header().Set("Retry-After", retryAfter)
-		ops.WriteError(w, http.StatusServiceUnavailable, "unavailable", "rooms unreachable; try again shortly")
-		return
-	}
 	conn, err := g.sockets.Upgrade(w, r)
 	if err != nil {
 		return // the client had its answer
@@ -173,7 +166,8 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		sendSlots: make(chan struct{}, MaxSendsInFlight),
 		limiter:   rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}
-	if err := g.admitSocket(c, g.hello(c.user, lastSeq, rooms.Rooms), rooms.Rooms); err != nil {
+	hello := func(rooms []string) []byte { return g.hello(c.user, lastSeq, rooms) }
+	if err := g.admitSocket(c, hello); err != nil {
 		g.log.Warn("socket refused after upgrade", "err", err)
 		conn.Close(websocket.CloseTryAgainLater, "try again")
 		return

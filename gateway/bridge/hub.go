@@ -1,9 +1,12 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +48,11 @@ type hub struct {
 	// one of their members is connected here (see hubrooms.go).
 	rooms    map[string]*localRoom
 	subRooms map[*nats.Subscription]string // a room subscription -> its room
+	// loadRooms reads the rooms a user is in (set before any socket
+	// joins; nil: none); reconcileMu orders the re-reads after
+	// membership events.
+	loadRooms   func(ctx context.Context, user string) ([]string, error)
+	reconcileMu sync.Mutex
 
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
@@ -169,6 +177,9 @@ func (h *hub) dispatchLive() {
 				h.onMemberRoom(room, m)
 				continue
 			}
+			if strings.HasPrefix(m.Subject, roomLivePrefix) || strings.HasPrefix(m.Subject, chat.RoomEventsPrefix) {
+				continue // of a room unsubscribed since: its last member here left
+			}
 			if user, ok := strings.CutPrefix(m.Subject, chat.UserEventsPrefix); ok {
 				h.applyMembership(user, m.Data)
 				h.deliverUserEvent(user, m.Data)
@@ -263,21 +274,32 @@ func (h *hub) onSlowConsumer(sub *nats.Subscription) {
 	h.dropUser(user, u)
 }
 
-// join registers c and queues hello then the online list, so every
-// presence change after the list follows it; its user's dm subscriptions
-// start with their first socket here.
-func (h *hub) join(c *client, hello []byte, rooms []string) error {
+// join registers c and queues hello (made for the rooms its user is in)
+// then the online list, so every presence change after the list follows
+// it; its user's dm and room subscriptions start with their first socket
+// here.
+func (h *hub) join(c *client, hello func(rooms []string) []byte) error {
+	fresh, err := h.register(c, hello)
+	h.flushRooms(fresh)
+	return err
+}
+
+// register is join under the lock; fresh says it subscribed to rooms.
+// A user's rooms are read after their events are subscribed to, so a
+// membership change made meanwhile is either in what is read or arrives
+// after it.
+func (h *hub) register(c *client, hello func(rooms []string) []byte) (fresh bool, err error) {
 	id := c.user.ID
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for h.users[id] == nil {
-		// Subscribing takes a round trip to the server: not under the
-		// lock, which every delivery needs.
+		// Subscribing and reading take round trips to the server: not
+		// under the lock, which every delivery needs.
 		h.mu.Unlock()
-		subs, err := h.subscribeUser(id)
+		subs, rooms, err := h.subscribeUser(id)
 		h.mu.Lock()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if h.users[id] != nil { // another socket of the user won the race
 			unsubscribe(subs)
@@ -286,46 +308,52 @@ func (h *hub) join(c *client, hello []byte, rooms []string) error {
 		u := &localUser{clients: map[*client]struct{}{}, subs: subs, rooms: map[string]struct{}{}}
 		h.users[id] = u
 		for _, r := range rooms {
-			h.enter(id, u, r)
+			fresh = h.enter(id, u, r) || fresh
 		}
 	}
-	h.users[id].clients[c] = struct{}{}
+	u := h.users[id]
+	u.clients[c] = struct{}{}
 	h.local[c] = struct{}{}
-	c.send(hello, nil)
+	c.send(hello(slices.Sorted(maps.Keys(u.rooms))), nil)
 	h.presenceOnJoin(c)
 	if h.tokens[c.claims.ID] == nil {
 		h.tokens[c.claims.ID] = map[*client]struct{}{}
 	}
 	h.tokens[c.claims.ID][c] = struct{}{}
 	h.m.sockets.Inc()
-	return nil
+	return fresh, nil
 }
 
 // subscribeUser subscribes to the live dm subjects of user id and to
 // their user events (read cursors, receipts, typing), and waits until the server
 // has the subscriptions, so nothing sent to the user after their hello
-// can miss them.
-func (h *hub) subscribeUser(id string) ([]*nats.Subscription, error) {
+// can miss them; then reads the rooms they are in.
+func (h *hub) subscribeUser(id string) ([]*nats.Subscription, []string, error) {
 	var subs []*nats.Subscription
 	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>"
 	// (dmRecipient).
 	events, err := chat.UserEventsSubject(id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, subject := range []string{dmPrefix + id + ".*", dmPrefix + "*." + id, events} {
 		s, err := h.nc.ChanSubscribe(subject, h.live)
 		if err != nil {
 			unsubscribe(subs)
-			return nil, err
+			return nil, nil, err
 		}
 		subs = append(subs, s)
 	}
 	if err := h.nc.FlushTimeout(subscribeTimeout); err != nil {
 		unsubscribe(subs)
-		return nil, fmt.Errorf("subscribe %s: %w", id, err)
+		return nil, nil, fmt.Errorf("subscribe %s: %w", id, err)
 	}
-	return subs, nil
+	rooms, err := h.roomsFromStore(id)
+	if err != nil {
+		unsubscribe(subs)
+		return nil, nil, fmt.Errorf("rooms of %s: %w", id, err)
+	}
+	return subs, rooms, nil
 }
 
 func unsubscribe(subs []*nats.Subscription) {

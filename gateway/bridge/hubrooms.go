@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 
@@ -21,25 +22,28 @@ type localRoom struct {
 const roomLivePrefix = chat.LivePrefix + "chat.room."
 
 // enter records that user (whose entry u is) is in room, subscribing to
-// the room if they are its first member here. Under h.mu (write). The
-// subscriptions reach the server with the next flush (join's) or a moment
-// later: a message stored in that moment reaches the user by resume,
-// history or the conversation list, not live.
-func (h *hub) enter(user string, u *localUser, room string) {
+// the room if they are its first member here, and says whether it did.
+// Under h.mu (write). A new subscription reaches the server with the
+// caller's flush, outside the lock (flushRooms): a message stored before
+// then reaches the user by resume, history or the conversation list, not
+// live.
+func (h *hub) enter(user string, u *localUser, room string) bool {
 	if room == chat.Lobby || u == nil {
-		return
+		return false
 	}
 	if _, ok := u.rooms[room]; ok {
-		return
+		return false
 	}
+	fresh := false
 	u.rooms[room] = struct{}{}
 	lr := h.rooms[room]
 	if lr == nil {
 		lr = &localRoom{users: map[string]struct{}{}}
 		events, err := chat.RoomEventsSubject(room)
 		if err != nil {
-			return
+			return false
 		}
+		fresh = true
 		for _, subject := range []string{roomLivePrefix + room, events} {
 			s, err := h.nc.ChanSubscribe(subject, h.live)
 			if err != nil {
@@ -52,6 +56,19 @@ func (h *hub) enter(user string, u *localUser, room string) {
 		h.rooms[room] = lr
 	}
 	lr.users[user] = struct{}{}
+	return fresh
+}
+
+// flushRooms waits until the server has the room subscriptions made so
+// far, when fresh says some are new, so that a socket told it joined a
+// room gets every later message of it live.
+func (h *hub) flushRooms(fresh bool) {
+	if !fresh {
+		return
+	}
+	if err := h.nc.FlushTimeout(subscribeTimeout); err != nil {
+		h.log.Warn("room subscriptions not confirmed", "err", err)
+	}
 }
 
 // exit undoes enter. Under h.mu (write).
@@ -93,8 +110,9 @@ func (h *hub) dropUser(id string, u *localUser) {
 // again, which changes nothing.
 func (h *hub) entered(user, room string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.enter(user, h.users[user], room)
+	fresh := h.enter(user, h.users[user], room)
+	h.mu.Unlock()
+	h.flushRooms(fresh)
 }
 
 func (h *hub) left(user, room string) {
@@ -201,6 +219,52 @@ func (h *hub) applyMembership(user string, frame []byte) {
 	} else {
 		h.left(user, f.Room.ID)
 	}
+	// Events of one user published by different gateways (a leave on
+	// one device, a join on another) may arrive in either order: the
+	// user's entry says which came last.
+	go h.reconcile(user)
+}
+
+// roomsFromStore reads the rooms user is in.
+func (h *hub) roomsFromStore(user string) ([]string, error) {
+	if h.loadRooms == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
+	defer cancel()
+	return h.loadRooms(ctx, user)
+}
+
+// reconcile makes a user's rooms here what their entry says, should
+// membership events have come out of order (one at a time, each reading
+// the entry afresh, so the last to run has the latest).
+func (h *hub) reconcile(user string) {
+	h.reconcileMu.Lock()
+	defer h.reconcileMu.Unlock()
+	rooms, err := h.roomsFromStore(user)
+	if err != nil {
+		h.log.Warn("rooms not re-read after a membership change", "user", user, "err", err)
+		return
+	}
+	want := map[string]bool{}
+	for _, r := range rooms {
+		want[r] = true
+	}
+	h.mu.Lock()
+	u := h.users[user]
+	fresh := false
+	if u != nil {
+		for r := range u.rooms {
+			if !want[r] {
+				h.exit(user, u, r)
+			}
+		}
+		for r := range want {
+			fresh = h.enter(user, u, r) || fresh
+		}
+	}
+	h.mu.Unlock()
+	h.flushRooms(fresh)
 }
 
 // roomDropped closes the sockets of a room's members here for resume:

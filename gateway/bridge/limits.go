@@ -31,6 +31,7 @@ type Limits struct {
 	RoomCreatesPerHour int // rooms a user creates per hour
 	RoomMembersMax     int // members of one room
 	TypingRoomMax      int // typing is relayed in rooms of at most this many members
+	InvitesPerHour     int // invites a user sends per hour
 }
 
 // rooms are the room limits the store enforces.
@@ -60,6 +61,7 @@ func (l *Limits) Flags(fs *config.Set) {
 	fs.Int(&l.RoomsPerUser, "rooms-per-user", "ROOMS_PER_USER", 200, "rooms a user is in besides the lobby; more get too_many_rooms")
 	fs.Int(&l.RoomCreatesPerHour, "room-creates-per-hour", "ROOM_CREATES_PER_HOUR", 10, "rooms a user creates per hour; more get quota_exceeded")
 	fs.Int(&l.RoomMembersMax, "room-members-max", "ROOM_MEMBERS_MAX", 10000, "members of one room; more get room_full")
+	fs.Int(&l.InvitesPerHour, "invites-per-hour", "INVITES_PER_HOUR", 60, "room invites a user sends per hour, all gateways; more get quota_exceeded")
 	fs.Int(&l.TypingRoomMax, "typing-room-max", "TYPING_ROOM_MAX", 200, "typing is relayed in rooms of at most this many members")
 	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 0, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
 }
@@ -77,9 +79,9 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("user sends per minute %d, user bytes per hour %d: want at least 1 and %d (the longest message frame)",
 			l.UserSendsPerMinute, l.UserBytesPerHour, maxMessageFrame(l.MaxTextChars))
 	}
-	if l.RoomsPerUser < 0 || l.RoomCreatesPerHour < 0 || l.RoomMembersMax < 1 || l.TypingRoomMax < 0 {
-		return fmt.Errorf("rooms per user %d, room creates per hour %d, room members max %d, typing room max %d: want none negative and a room of at least 1",
-			l.RoomsPerUser, l.RoomCreatesPerHour, l.RoomMembersMax, l.TypingRoomMax)
+	if l.RoomsPerUser < 0 || l.RoomCreatesPerHour < 0 || l.RoomMembersMax < 1 || l.TypingRoomMax < 0 || l.InvitesPerHour < 1 {
+		return fmt.Errorf("rooms per user %d, room creates per hour %d, room members max %d, typing room max %d, invites per hour %d: want none negative, a room of at least 1 and at least 1 invite",
+			l.RoomsPerUser, l.RoomCreatesPerHour, l.RoomMembersMax, l.TypingRoomMax, l.InvitesPerHour)
 	}
 	if l.HistoryBytes < 1 || l.HistoryCost < 1 || l.SocketsPerUser < 1 {
 		return fmt.Errorf("history bytes %d, history cost %d, sockets per user %d: want each positive", l.HistoryBytes, l.HistoryCost, l.SocketsPerUser)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -90,16 +92,31 @@ func (g *Gateway) missed(ctx context.Context, user string, last, upTo uint64) (b
 	if last >= upTo {
 		return false, nil
 	}
-	for _, filter := range replayFilters(user, g.hub.roomsOf(user)) {
-		seq, err := g.nextStored(ctx, filter, last+1)
-		if err != nil {
-			return false, err
-		}
-		if seq != 0 && seq <= upTo {
-			return true, nil
-		}
+	// One question per filter (a user in many rooms has many), a few at
+	// a time; any message found ends the rest.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	filters := replayFilters(user, g.hub.roomsOf(user))
+	found := make([]bool, len(filters))
+	errs := make([]error, len(filters))
+	sem := make(chan struct{}, conversationReads)
+	var wg sync.WaitGroup
+	for i, filter := range filters {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			seq, err := g.nextStored(ctx, filter, last+1)
+			found[i], errs[i] = seq != 0 && seq <= upTo, err
+			if found[i] {
+				cancel()
+			}
+		})
 	}
-	return false, nil
+	wg.Wait()
+	if slices.Contains(found, true) {
+		return true, nil
+	}
+	return false, errors.Join(errs...)
 }
 
 // nextStored is the seq of the first message on filter at or after from,

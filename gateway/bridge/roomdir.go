@@ -26,16 +26,20 @@ import (
 // reads the bucket instead.
 type roomDir struct {
 	log   *slog.Logger
+	stop  func() // ends the watch (it ends with watchRooms' ctx too)
 	mu    sync.RWMutex
 	rooms map[string]chat.Room
+	lower map[string]string // each room's name in lower case, for search
 }
 
 // watchRooms loads the rooms' metadata, then keeps it current until ctx
-// ends, watching again should the watch end.
+// ends or stop is called, watching again should the watch end.
 func watchRooms(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue) (*roomDir, error) {
-	d := &roomDir{log: log, rooms: map[string]chat.Room{}}
+	ctx, stop := context.WithCancel(ctx)
+	d := &roomDir{log: log, stop: stop, rooms: map[string]chat.Room{}, lower: map[string]string{}}
 	w, err := d.load(ctx, kv)
 	if err != nil {
+		stop()
 		return nil, err
 	}
 	go func() {
@@ -108,6 +112,7 @@ func (d *roomDir) apply(e jetstream.KeyValueEntry) {
 	defer d.mu.Unlock()
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(d.rooms, id)
+		delete(d.lower, id)
 		return
 	}
 	var r chat.Room
@@ -115,7 +120,7 @@ func (d *roomDir) apply(e jetstream.KeyValueEntry) {
 		d.log.Warn("unreadable room ignored", "key", e.Key(), "err", err)
 		return
 	}
-	d.rooms[id] = r
+	d.rooms[id], d.lower[id] = r, strings.ToLower(r.Name)
 }
 
 // set records r as known now (the gateway that changed it knows before
@@ -123,7 +128,7 @@ func (d *roomDir) apply(e jetstream.KeyValueEntry) {
 func (d *roomDir) set(r chat.Room) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.rooms[r.ID] = r
+	d.rooms[r.ID], d.lower[r.ID] = r, strings.ToLower(r.Name)
 }
 
 // get is a room's metadata, as of the watch.
@@ -147,7 +152,7 @@ func (d *roomDir) search(query string, invited []string, offset int) ([]chat.Roo
 	found := []chat.Room{}
 	for _, r := range d.rooms {
 		inv := isInvited[r.ID]
-		if (r.Visibility == chat.Public || inv) && strings.Contains(strings.ToLower(r.Name), q) {
+		if (r.Visibility == chat.Public || inv) && strings.Contains(d.lower[r.ID], q) {
 			r.Invited = inv
 			found = append(found, r)
 		}

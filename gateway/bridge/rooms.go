@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -93,7 +94,7 @@ func (g *Gateway) handleJoin(c *client, f chat.ClientFrame) {
 		return
 	}
 	if f.Room == chat.Lobby {
-		c.reply(chat.MembershipFrame{Type: chat.FrameJoined, Room: lobbyRoom})
+		c.reply(chat.MembershipFrame{Type: chat.FrameJoined, ID: f.ID, Room: lobbyRoom})
 		return
 	}
 	if !c.charge(f.ID, "join") {
@@ -104,14 +105,15 @@ func (g *Gateway) handleJoin(c *client, f chat.ClientFrame) {
 	r, err := g.rooms.join(ctx, c.user.ID, f.Room)
 	if errors.Is(err, errAlready) {
 		g.hub.entered(c.user.ID, f.Room)
-		c.reply(g.joinedFrame(ctx, c.user.ID, r))
+		joined := g.joinedFrame(ctx, c.user.ID, r)
+		joined.ID = f.ID
+		c.reply(joined)
 		return
 	}
 	if err != nil {
 		c.reply(g.roomRefusal(f.ID, f.Room, err))
 		return
 	}
-	g.roomDir.set(r)
 	g.hub.entered(c.user.ID, r.ID)
 	g.publishUser(c.user.ID, g.joinedFrame(ctx, c.user.ID, r))
 	g.publishRoom(r.ID, c.user.ID, chat.MemberFrame{Type: chat.FrameMember, Room: r.ID, User: c.user, Joined: true, Members: r.Members})
@@ -137,19 +139,24 @@ func (g *Gateway) handleLeave(c *client, f chat.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	r, err := g.rooms.leave(ctx, c.user.ID, f.Room)
+	if errors.Is(err, errUnknownRoom) {
+		g.hub.left(c.user.ID, f.Room) // their entry says they left already
+	}
 	if err != nil {
 		c.reply(g.roomRefusal(f.ID, f.Room, err))
 		return
 	}
-	g.roomDir.set(r)
+	// The directory learns the count from its watch: a room left empty is
+	// deleted, and setting it here could outlive the deletion.
 	g.hub.left(c.user.ID, f.Room)
 	g.publishUser(c.user.ID, chat.MembershipFrame{Type: chat.FrameLeft, Room: r})
 	g.publishRoom(f.Room, c.user.ID, chat.MemberFrame{Type: chat.FrameMember, Room: f.Room, User: c.user, Joined: false, Members: r.Members})
 }
 
 // handleInvite lets another user join a room the user is in: the one
-// invited is told on every socket; the inviting socket gets the invite
-// back.
+// invited is told on every socket, once (a repeated invite, or one to a
+// member, is no news to them); the inviting socket gets the invite back.
+// INVITES_PER_HOUR bounds what one user can send anyone's way.
 func (g *Gateway) handleInvite(c *client, f chat.ClientFrame) {
 	if e := checkRoomField(f); e != nil {
 		c.reply(*e)
@@ -174,6 +181,14 @@ func (g *Gateway) handleInvite(c *client, f chat.ClientFrame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
+	if ok, wait, err := g.inviteQuota.Spend(ctx, c.user.ID, 1); err != nil || !ok {
+		if err != nil {
+			c.reply(errorFrame(f.ID, chat.CodeUnavailable, "cannot check your quota now; retry"))
+		} else {
+			c.reply(errorFrame(f.ID, chat.CodeQuotaExceeded, fmt.Sprintf("at most %d invites an hour; the next in %d s", g.limits.InvitesPerHour, seconds(wait))))
+		}
+		return
+	}
 	users, err := g.auth.Users(ctx, []string{f.User})
 	invitee, found := users[f.User]
 	switch {
@@ -261,7 +276,63 @@ func (g *Gateway) memberIDs(ctx context.Context, room string) ([]string, error) 
 	if room == chat.Lobby {
 		return g.hub.onlineIDs(), nil
 	}
-	return g.rooms.members(ctx, room)
+	if ids, ok := g.members.get(room); ok {
+		return ids, nil
+	}
+	ids, err := g.rooms.members(ctx, room)
+	if err == nil {
+		g.members.put(room, ids)
+	}
+	return slices.Clone(ids), err
+}
+
+// memberCache keeps rooms' member lists for a few seconds: listing a
+// room's members reads every member key, 10,000 in the biggest room, and
+// its members asking one page after another, on many sockets, would each
+// read them all again.
+type memberCache struct {
+	mu    sync.Mutex
+	rooms map[string]memberList
+}
+
+type memberList struct {
+	ids []string
+	at  time.Time
+}
+
+// Bounds of the member cache: how long a list serves, how many rooms.
+const (
+	memberCacheTTL   = 5 * time.Second
+	memberCacheRooms = 256
+)
+
+// get is a copy of room's cached member ids, if fresh.
+func (mc *memberCache) get(room string) ([]string, bool) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	l, ok := mc.rooms[room]
+	if !ok || time.Since(l.at) > memberCacheTTL {
+		return nil, false
+	}
+	return slices.Clone(l.ids), true
+}
+
+// put caches room's member ids, making room by dropping stale lists (or,
+// if none is stale, any one).
+func (mc *memberCache) put(room string, ids []string) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.rooms == nil {
+		mc.rooms = map[string]memberList{}
+	}
+	if len(mc.rooms) >= memberCacheRooms {
+		for r, l := range mc.rooms {
+			if time.Since(l.at) > memberCacheTTL || len(mc.rooms) >= memberCacheRooms {
+				delete(mc.rooms, r)
+			}
+		}
+	}
+	mc.rooms[room] = memberList{ids: ids, at: time.Now()}
 }
 
 // joinedFrame tells user's sockets they are in r, with the room's entry

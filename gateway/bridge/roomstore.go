@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -18,12 +19,15 @@ import (
 // roomStore keeps rooms in the rooms bucket (see chat.RoomsBucket). Every
 // change that spans keys goes user entry first: it holds the limits that
 // matter (rooms per user, creations per hour) and is what the gateway
-// enforces, so a change that fails half way is undone from it, and a
-// member key or count left behind by a crash errs towards listing a
-// member who is not one, never towards letting one in.
+// enforces. A join or create that fails after it is undone there; a leave
+// is done once the entry says so, its member key and count tidied after
+// as well as they can be. What a crash between the writes leaves behind
+// is a member key or count off by one: it errs towards listing a member
+// who is not one, never towards letting one in.
 type roomStore struct {
 	kv     jetstream.KeyValue
 	limits roomLimits
+	log    *slog.Logger
 }
 
 // roomLimits are the per-user and per-room bounds (gateway settings).
@@ -107,6 +111,12 @@ func (s roomStore) userRooms(ctx context.Context, user string) (chat.UserRooms, 
 	return u, err
 }
 
+// roomsOfUser is the rooms user is in, besides the lobby.
+func (s roomStore) roomsOfUser(ctx context.Context, user string) ([]string, error) {
+	u, err := s.userRooms(ctx, user)
+	return u.Rooms, err
+}
+
 func (s roomStore) updateUser(ctx context.Context, user string, change func(u *chat.UserRooms) error) (chat.UserRooms, error) {
 	key, err := chat.UserRoomsKey(user)
 	if err != nil {
@@ -155,7 +165,11 @@ func (s roomStore) create(ctx context.Context, user, name, visibility string) (c
 	_, err := s.updateUser(ctx, user, func(u *chat.UserRooms) error {
 		u.Created = slices.DeleteFunc(u.Created, func(t time.Time) bool { return now.Sub(t) >= time.Hour })
 		if len(u.Created) >= s.limits.createsPerHour {
-			return errCreateQuota{at: u.Created[0].Add(time.Hour)}
+			at := now.Add(time.Hour) // a limit of 0: never, as far as anyone can tell
+			if len(u.Created) > 0 {
+				at = u.Created[0].Add(time.Hour)
+			}
+			return errCreateQuota{at: at}
 		}
 		if len(u.Rooms) >= s.limits.perUser {
 			return errTooManyRooms
@@ -171,11 +185,13 @@ func (s roomStore) create(ctx context.Context, user, name, visibility string) (c
 	infoKey, _ := chat.RoomInfoKey(id)
 	memberKey, _ := chat.RoomMemberKey(id, user)
 	b, _ := json.Marshal(r)
-	if _, err = s.kv.Create(ctx, infoKey, b); err == nil {
-		_, err = s.kv.Put(ctx, memberKey, memberValue(now))
+	if _, err = s.kv.Create(ctx, infoKey, b); err != nil {
+		s.undoUser(user, id, false)
+		return chat.Room{}, fmt.Errorf("rooms: create %s: %w", id, err)
 	}
-	if err != nil {
-		s.undoUser(user, id)
+	if _, err = s.kv.Put(ctx, memberKey, memberValue(now)); err != nil {
+		s.undoUser(user, id, false)
+		s.tidy(func(ctx context.Context) error { return s.kv.Delete(ctx, infoKey) })
 		return chat.Room{}, fmt.Errorf("rooms: create %s: %w", id, err)
 	}
 	return r, nil
@@ -188,7 +204,9 @@ func (s roomStore) join(ctx context.Context, user, room string) (chat.Room, erro
 	if err != nil {
 		return r, err
 	}
+	invited := false
 	_, err = s.updateUser(ctx, user, func(u *chat.UserRooms) error {
+		invited = slices.Contains(u.Invites, room)
 		switch {
 		case slices.Contains(u.Rooms, room):
 			return errAlready
@@ -205,19 +223,23 @@ func (s roomStore) join(ctx context.Context, user, room string) (chat.Room, erro
 		return r, err
 	}
 	if r, err = s.countMember(ctx, room, +1); err != nil {
-		s.undoUser(user, room)
+		s.undoUser(user, room, invited)
 		return r, err
 	}
 	memberKey, _ := chat.RoomMemberKey(room, user)
 	if _, err := s.kv.Put(ctx, memberKey, memberValue(time.Now().UTC())); err != nil {
-		s.undoUser(user, room)
-		_, _ = s.countMember(context.Background(), room, -1)
+		s.undoUser(user, room, invited)
+		s.tidy(func(ctx context.Context) error { _, err := s.countMember(ctx, room, -1); return err })
 		return r, fmt.Errorf("rooms: join %s: %w", room, err)
 	}
 	return r, nil
 }
 
-// leave ends user's membership of room; errUnknownRoom if they are not in it.
+// leave ends user's membership of room (errUnknownRoom if they are not
+// in it): done once their entry says so. Their member key and the count
+// follow as well as they can; a room left by its last member goes, so
+// rooms do not pile up. The room is as of after (or as before, when the
+// count could not be read).
 func (s roomStore) leave(ctx context.Context, user, room string) (chat.Room, error) {
 	_, err := s.updateUser(ctx, user, func(u *chat.UserRooms) error {
 		if !slices.Contains(u.Rooms, room) {
@@ -230,20 +252,51 @@ func (s roomStore) leave(ctx context.Context, user, room string) (chat.Room, err
 		return chat.Room{}, err
 	}
 	memberKey, _ := chat.RoomMemberKey(room, user)
-	if err := s.kv.Delete(ctx, memberKey); err != nil {
-		return chat.Room{}, fmt.Errorf("rooms: leave %s: %w", room, err)
+	s.tidy(func(ctx context.Context) error { return s.kv.Delete(ctx, memberKey) })
+	r, err := s.countMember(ctx, room, -1)
+	if err != nil {
+		s.tidy(func(context.Context) error { return err })
+		return chat.Room{ID: room}, nil
 	}
-	return s.countMember(ctx, room, -1)
+	if r.Members == 0 {
+		s.tidy(func(ctx context.Context) error { return s.dropEmpty(ctx, room) })
+	}
+	return r, nil
+}
+
+// dropEmpty deletes room's info if it still has no member (a join racing
+// in changes its revision first).
+func (s roomStore) dropEmpty(ctx context.Context, room string) error {
+	key, _ := chat.RoomInfoKey(room)
+	e, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	var r chat.Room
+	if json.Unmarshal(e.Value(), &r) != nil || r.Members != 0 {
+		return nil
+	}
+	return s.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+}
+
+// tidy runs a clean-up step whose failure leaves a count or key off by
+// one (see roomStore): logged, never refused to the user.
+func (s roomStore) tidy(step func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	if err := step(ctx); err != nil && s.log != nil {
+		s.log.Warn("rooms: a clean-up step failed", "err", err)
+	}
 }
 
 // invite lets user join room (private rooms need it); errAlready if they
-// are a member. Past chat.MaxInvites pending, the oldest goes.
+// are a member or invited already (nothing is written: a repeated invite
+// is no news). Past chat.MaxInvites pending, the oldest goes.
 func (s roomStore) invite(ctx context.Context, user, room string) error {
 	_, err := s.updateUser(ctx, user, func(u *chat.UserRooms) error {
-		if slices.Contains(u.Rooms, room) {
+		if slices.Contains(u.Rooms, room) || slices.Contains(u.Invites, room) {
 			return errAlready
 		}
-		u.Invites = slices.DeleteFunc(u.Invites, func(id string) bool { return id == room })
 		u.Invites = append(u.Invites, room)
 		if n := len(u.Invites) - chat.MaxInvites; n > 0 {
 			u.Invites = u.Invites[n:]
@@ -273,13 +326,18 @@ func (s roomStore) members(ctx context.Context, room string) ([]string, error) {
 }
 
 // undoUser takes room out of user's entry after a change that failed
-// half way (a fresh context: the caller's may be what ran out).
-func (s roomStore) undoUser(user, room string) {
-	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-	defer cancel()
-	_, _ = s.updateUser(ctx, user, func(u *chat.UserRooms) error {
-		u.Rooms = slices.DeleteFunc(u.Rooms, func(id string) bool { return id == room })
-		return nil
+// half way, giving back the invite the join used (a fresh context: the
+// caller's may be what ran out).
+func (s roomStore) undoUser(user, room string, invited bool) {
+	s.tidy(func(ctx context.Context) error {
+		_, err := s.updateUser(ctx, user, func(u *chat.UserRooms) error {
+			u.Rooms = slices.DeleteFunc(u.Rooms, func(id string) bool { return id == room })
+			if invited && !slices.Contains(u.Invites, room) {
+				u.Invites = append(u.Invites, room)
+			}
+			return nil
+		})
+		return err
 	})
 }
 

@@ -354,6 +354,9 @@ type Conversation struct {
 	Last   *LastMessage `json:"last,omitempty"` // none in a room nobody wrote in yet
 	Read   uint64       `json:"read"`           // the user's read cursor: the last seq they were shown
 	Unread uint64       `json:"unread"`         // messages after read
+	// Seen is, in a direct conversation, the other person's read cursor:
+	// the read receipt a fresh list shows (seen frames move it after).
+	Seen uint64 `json:"seen,omitempty"`
 }
 
 // LastMessage is a conversation's latest message, its text cut to
@@ -416,7 +419,9 @@ type RoomsFrame struct {
 // the conversation list as a fresh list would show it (its latest
 // message, and the user's read cursor, kept from an earlier membership).
 type MembershipFrame struct {
-	Type         string        `json:"type"`
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"` // a join's, echoed when answered directly
+
 	Room         Room          `json:"room"`
 	Conversation *Conversation `json:"conversation,omitempty"`
 }

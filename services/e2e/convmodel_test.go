@@ -115,6 +115,14 @@ func (m *convModel) diff(fresh map[string]convState) string {
 	return strings.Join(d, "; ")
 }
 
+// membership matches a joined or left frame of room.
+func membership(typ, room string) func(map[string]any) bool {
+	return func(o map[string]any) bool {
+		r, ok := o["room"].(map[string]any)
+		return o["type"] == typ && ok && r["id"] == room
+	}
+}
+
 // freshList is the conversations a new socket of cookie's user gets.
 func freshList(t *testing.T, gateway, cookie string) map[string]convState {
 	t.Helper()
@@ -140,6 +148,8 @@ func TestConversationsApplyEqualsFresh(t *testing.T) {
 
 	bob.say(t, "b1", toUser(aliceID), "hi alice")
 	room := alice.createRoom(t, "c1", "Apply fans", "public")
+	// A socket told it joined a room gets every later message of it live.
+	model.follow(t, watcher, "joined", membership("joined", room))
 	bob.send(t, fmt.Sprintf(`{"type":"join","room":%q}`, room))
 	bob.expect(t, "joined", typed("joined"))
 	bob.say(t, "b2", toRoom(room), "first in the room")
@@ -154,6 +164,7 @@ func TestConversationsApplyEqualsFresh(t *testing.T) {
 	alice.expect(t, "invited", typed("invited"))
 	alice.send(t, fmt.Sprintf(`{"type":"join","room":%q}`, secret))
 	alice.expect(t, "joined", typed("joined"))
+	model.follow(t, watcher, "joined", membership("joined", secret))
 	carol.say(t, "k2", toRoom(secret), "welcome")
 	watcherSays := fmt.Sprintf(`{"type":"send","id":"a1","to":%s,"text":"from the watcher"}`, toRoom(room))
 	watcher.send(t, watcherSays)
@@ -161,6 +172,7 @@ func TestConversationsApplyEqualsFresh(t *testing.T) {
 	alice.expect(t, "left", typed("left"))
 	alice.send(t, fmt.Sprintf(`{"type":"join","room":%q}`, room))
 	alice.expect(t, "joined again", typed("joined"))
+	model.follow(t, watcher, "joined again", membership("joined", room))
 	bob.say(t, "b4", toRoom(room), "welcome back")
 	carol.say(t, "k3", toUser(aliceID), "the end")
 	model.follow(t, watcher, "the last message", func(o map[string]any) bool { return o["id"] == "k3" })
@@ -184,6 +196,18 @@ func TestConversationsApplyEqualsFresh(t *testing.T) {
 	for _, gw := range s.gateways {
 		poll.Until(t, 15*time.Second, same(gw))
 	}
+	// bob's fresh list shows how far alice read him.
+	poll.Until(t, 15*time.Second, func() error {
+		b, _ := dialChat(t, s.gateways[0], bobCookie, 0)
+		defer b.close()
+		for _, it := range b.expect(t, "bob's conversations", typed("conversations"))["items"].([]any) {
+			it := it.(map[string]any)
+			if convKey(it["to"].(map[string]any)) == "user:"+aliceID && it["seen"] == dmSeq {
+				return nil
+			}
+		}
+		return fmt.Errorf("bob's conversation with alice does not show seen %v", dmSeq)
+	})
 	s.gw[1].stop(t)
 	s.startGateway(t, 1)
 	poll.Until(t, 15*time.Second, same(s.gateways[1]))

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -153,15 +154,46 @@ func TestRooms(t *testing.T) {
 		}
 		return o["type"] == "message" && o["id"] == "a9"
 	})
+	// Nor does resume replay it to her: only her rooms, on either gateway.
+	again, _ := dialChat(t, s.gateways[1], carolCookie, 1)
+	var replayed []string
+	again.waitFor(t, "resumed", func(o map[string]any) bool {
+		if o["type"] == "message" {
+			if o["to"].(map[string]any)["room"] == room {
+				t.Fatalf("resume replayed to carol a message of a room she is not in: %v", o)
+			}
+			replayed = append(replayed, o["id"].(string))
+		}
+		return o["type"] == "resumed"
+	})
+	if !slices.Contains(replayed, "k1") || !slices.Contains(replayed, "a9") {
+		t.Fatalf("carol's resume replayed %v, want her private room's k1 and alice's a9", replayed)
+	}
+	// A repeated invite is no news to the one invited.
+	alice.send(t, fmt.Sprintf(`{"type":"invite","id":"i2","room":%q,"user":%q}`, secret, bobID))
+	alice.expect(t, "invite echo", func(o map[string]any) bool { return o["type"] == "invited" && o["id"] == "i2" })
+	alice.send(t, fmt.Sprintf(`{"type":"invite","id":"i3","room":%q,"user":%q}`, secret, bobID))
+	alice.expect(t, "invite echo", func(o map[string]any) bool { return o["type"] == "invited" && o["id"] == "i3" })
+	alice.say(t, "a10", toUser(bobID), "marker")
+	invites := 0
+	bob.waitFor(t, "the marker", func(o map[string]any) bool {
+		if o["type"] == "invited" {
+			invites++
+		}
+		return o["type"] == "message" && o["id"] == "a10"
+	})
+	if invites != 1 {
+		t.Fatalf("bob got %d invited frames for two invites to one room, want 1", invites)
+	}
 }
 
 // TestRoomLimits: each limit refused at its edge with its code, and the
 // lobby fixed.
 func TestRoomLimits(t *testing.T) {
-	s := startBrowserStack(t, append(roomsEnv, "ROOM_CREATES_PER_HOUR=3", "ROOMS_PER_USER=2", "ROOM_MEMBERS_MAX=2")...)
+	s := startBrowserStack(t, append(roomsEnv, "ROOM_CREATES_PER_HOUR=3", "ROOMS_PER_USER=2", "ROOM_MEMBERS_MAX=2", "INVITES_PER_HOUR=1")...)
 	_, aliceCookie := registerLogin(t, s.gateways[0], "alice", "Alice", "rooms-words-2026")
-	_, bobCookie := registerLogin(t, s.gateways[1], "bob", "Bob", "rooms-words-2026")
-	_, carolCookie := registerLogin(t, s.gateways[0], "carol", "Carol", "rooms-words-2026")
+	bobID, bobCookie := registerLogin(t, s.gateways[1], "bob", "Bob", "rooms-words-2026")
+	carolID, carolCookie := registerLogin(t, s.gateways[0], "carol", "Carol", "rooms-words-2026")
 	alice, _ := dialChat(t, s.gateways[0], aliceCookie, 0)
 	bob, _ := dialChat(t, s.gateways[1], bobCookie, 0)
 	carol, _ := dialChat(t, s.gateways[0], carolCookie, 0)
@@ -171,7 +203,11 @@ func TestRoomLimits(t *testing.T) {
 	alice.wantError(t, `{"type":"room_create","id":"n2","name":"bell\u0007"}`, "n2", "bad_name")
 	alice.wantError(t, `{"type":"room_create","id":"n3","name":"ok","visibility":"secret"}`, "n3", "bad_visibility")
 	full := alice.createRoom(t, "c1", strings.Repeat("é", 64), "public") // 64 characters: the most
-	alice.createRoom(t, "c2", "second", "public")
+	second := alice.createRoom(t, "c2", "second", "private")
+	// INVITES_PER_HOUR=1: one invite, then quota_exceeded.
+	alice.send(t, fmt.Sprintf(`{"type":"invite","id":"i1","room":%q,"user":%q}`, second, bobID))
+	alice.expect(t, "invite echo", func(o map[string]any) bool { return o["type"] == "invited" && o["id"] == "i1" })
+	alice.wantError(t, fmt.Sprintf(`{"type":"invite","id":"i2","room":%q,"user":%q}`, second, carolID), "i2", "quota_exceeded")
 	// ROOMS_PER_USER=2: a third room is one too many.
 	alice.wantError(t, `{"type":"room_create","id":"c3","name":"third"}`, "c3", "too_many_rooms")
 	// ROOM_MEMBERS_MAX=2: bob is the second member, carol one too many.
@@ -184,4 +220,17 @@ func TestRoomLimits(t *testing.T) {
 	alice.expect(t, "left", typed("left"))
 	alice.createRoom(t, "c4", "third", "private")
 	alice.wantError(t, `{"type":"room_create","id":"c5","name":"fourth"}`, "c5", "quota_exceeded")
+}
+
+// TestRoomCreationOff: ROOM_CREATES_PER_HOUR=0 turns creating rooms off,
+// with quota_exceeded, and the gateway carries on.
+func TestRoomCreationOff(t *testing.T) {
+	s := startBrowserStack(t, append(roomsEnv, "ROOM_CREATES_PER_HOUR=0")...)
+	aliceID, aliceCookie := registerLogin(t, s.gateways[0], "alice", "Alice", "rooms-words-2026")
+	_, bobCookie := registerLogin(t, s.gateways[0], "bob", "Bob", "rooms-words-2026")
+	alice, _ := dialChat(t, s.gateways[0], aliceCookie, 0)
+	alice.wantError(t, `{"type":"room_create","id":"c1","name":"nope"}`, "c1", "quota_exceeded")
+	alice.wantError(t, `{"type":"room_create","id":"c2","name":"still nope"}`, "c2", "quota_exceeded")
+	bob, _ := dialChat(t, s.gateways[0], bobCookie, 0)
+	bob.say(t, "b1", toUser(aliceID), "the gateway is still here")
 }
