@@ -270,7 +270,7 @@ func (r *replayRun) roundByGet() (replayState, error) {
 	if r.next == nil {
 		r.next = map[string]storedMsg{}
 	}
-	filters := replayFilters(r.c.user.ID)
+	filters := replayFilters(r.c.user.ID, r.g.hub.roomsOf(r.c.user.ID))
 	for range replayBatch {
 		var low storedMsg
 		for _, f := range filters {
