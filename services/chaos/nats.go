@@ -205,7 +205,7 @@ func StreamLeader(js jetstream.JetStream) (string, error) {
 // Streams are every stream and bucket of the cluster, by stream name (as
 // deploy/nats/accounts.conf gives the admin user them).
 func Streams() []string {
-	return []string{"CHAT", "PRESENCE", "KV_presence", "KV_revoked", "KV_user_quota", "KV_read_state", "KV_auth_limits"}
+	return []string{"CHAT", "PRESENCE", "KV_presence", "KV_revoked", "KV_user_quota", "KV_read_state", "KV_rooms", "KV_auth_limits"}
 }
 
 // LeadersOff moves the leadership of every stream of names led by node
