@@ -84,10 +84,10 @@ func (s *service) follow(ctx context.Context, kv jetstream.KeyValue) error {
 				live = true
 				users, _ := s.tracker.counts()
 				s.log.Info("presence state loaded", "users_online", users)
+				s.loaded.Open()
 				// Before any later change: reconcile's changes are at
 				// the loaded state's revision, below every later one.
 				s.reconcile(ctx)
-				s.loaded.Open()
 				continue
 			}
 			for _, c := range s.tracker.apply(e) {
@@ -136,8 +136,16 @@ func (s *service) reconcile(ctx context.Context) {
 		}
 	}
 	slices.SortFunc(out, func(a, b change) int { return strings.Compare(a.user, b.user) })
-	for _, c := range out {
-		s.report(ctx, c)
+	// Names in one request for all (bounded by namesTimeout, auth may be
+	// down), not one per change.
+	users := make([]chat.User, len(out))
+	for i, c := range out {
+		users[i] = chat.User{ID: c.user}
+	}
+	fillNames(ctx, s.auth, users)
+	for i, c := range out {
+		s.changes.WithLabelValues(fmt.Sprint(c.online)).Inc()
+		s.publish(ctx, c, users[i])
 	}
 	if len(out) > 0 {
 		s.log.Info("reported the changes made while presence was down", "changes", len(out), "rev", rev)
@@ -244,7 +252,13 @@ func (s *service) report(ctx context.Context, c change) {
 	}
 	users := []chat.User{{ID: c.user}}
 	fillNames(ctx, s.auth, users)
-	ev := chat.PresenceEvent{User: users[0], Online: c.online, Rev: c.rev, TS: time.Now().UTC()}
+	s.publish(ctx, c, users[0])
+}
+
+// publish stores change c of user u (its name filled) in the PRESENCE
+// stream.
+func (s *service) publish(ctx context.Context, c change, u chat.User) {
+	ev := chat.PresenceEvent{User: u, Online: c.online, Rev: c.rev, TS: time.Now().UTC()}
 	subj, err := chat.PresenceEventSubject(c.user)
 	if err != nil {
 		return
