@@ -49,7 +49,7 @@ func (g *Gateway) handleResume(c *client, f chat.ClientFrame) {
 func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	info, err := g.stream.Info(ctx)
+	info, err := leaderInfo(ctx, g.stream)
 	if err != nil {
 		return after, false, err
 	}
@@ -79,6 +79,30 @@ func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 		}
 		if err != nil {
 			return r.last, false, err
+		}
+	}
+}
+
+// leaderInfo is the stream's state as its leader has it. While a
+// replicated stream has no leader (an election, after its leader's node
+// failed or was paused) any replica answers with its own state, which
+// may lack messages already acknowledged: a replay up to that state's
+// last seq, then live, lost such a message for every socket that
+// resumed then (chaos scenario 3, 43 sockets). So it asks again, paced,
+// until a leader answers or ctx ends.
+func leaderInfo(ctx context.Context, stream jetstream.Stream) (*jetstream.StreamInfo, error) {
+	for {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if info.Cluster == nil || info.Cluster.Leader != "" || info.Config.Replicas <= 1 {
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stream %s has no leader: %w", info.Config.Name, ctx.Err())
+		case <-time.After(replayRetryWait):
 		}
 	}
 }
