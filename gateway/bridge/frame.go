@@ -57,6 +57,8 @@ func (g *Gateway) handleFrame(c *client, data []byte) {
 		g.handleInvite(c, f)
 	case chat.FrameMembers:
 		g.handleMembers(c, f)
+	case chat.FrameOnline:
+		g.handleOnline(c, f)
 	}
 }
 
@@ -71,7 +73,7 @@ func decodeFrame(data []byte) (chat.ClientFrame, *chat.ErrorFrame) {
 	}
 	switch f.Type {
 	case chat.FrameSend, chat.FrameHistory, chat.FrameResume, chat.FrameRead, chat.FrameConversations, chat.FrameTyping,
-		chat.FrameRoomCreate, chat.FrameRooms, chat.FrameJoin, chat.FrameLeave, chat.FrameInvite, chat.FrameMembers:
+		chat.FrameRoomCreate, chat.FrameRooms, chat.FrameJoin, chat.FrameLeave, chat.FrameInvite, chat.FrameMembers, chat.FrameOnline:
 		return f, nil
 	case "":
 		e := errorFrame(f.ID, chat.CodeMissingField, `every frame needs a "type"`)

@@ -142,6 +142,7 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 		return fmt.Errorf("hub: %w", err)
 	}
 	g.nc, g.js, g.hub, g.auth = nc, js, h, authclient.New(nc, authclient.Config{})
+	h.presMax = g.limits.PresenceListMax
 	g.watchConnection()
 	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	// A gateway without auth's keys can open no socket (503), so it is
@@ -228,6 +229,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
 	g.hub.loadRooms = g.rooms.roomsOfUser
+	g.hub.loadContacts = g.contacts
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)
 	return nil
 }

@@ -54,6 +54,19 @@ type hub struct {
 	loadRooms   func(ctx context.Context, user string) ([]string, error)
 	reconcileMu sync.Mutex
 
+	// Partial presence (see contacts.go): presMax is PRESENCE_LIST_MAX
+	// (set before any socket joins; 0: always everyone); partial, the
+	// mode of the last batch sent; changes, the pending batch's changes
+	// one by one; contactOf, who has whom as a contact here.
+	presMax      int
+	partial      bool
+	changes      []presChange
+	contactOf    map[string]map[string]struct{}
+	loadContacts func(ctx context.Context, user string) ([]string, error)
+	contactsMu   sync.Mutex // one contacts read at a time
+	countSent    time.Time  // when sockets were last sent the total
+	countLater   bool       // a held-back total is scheduled
+
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
 	listFrame []byte               // online as a list frame, as of the last batch sent
@@ -85,15 +98,22 @@ const liveQueueLen = 64 << 10
 const subscribeTimeout = 2 * time.Second
 
 type localUser struct {
-	clients map[*client]struct{}
-	subs    []*nats.Subscription
-	rooms   map[string]struct{} // the rooms they are in, besides the lobby
+	clients  map[*client]struct{}
+	subs     []*nats.Subscription
+	rooms    map[string]struct{} // the rooms they are in, besides the lobby
+	contacts map[string]struct{} // whose presence matters to them (partial mode)
+}
+
+// presChange is one presence change of a batch: whose, and its frame.
+type presChange struct {
+	user string
+	line []byte
 }
 
 func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	h := &hub{log: log, nc: nc, m: m, local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
-		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{},
+		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{},
 		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
@@ -309,6 +329,9 @@ func (h *hub) register(c *client, hello func(rooms []string) []byte) (fresh bool
 		h.users[id] = u
 		for _, r := range rooms {
 			fresh = h.enter(id, u, r) || fresh
+		}
+		if h.wantContacts() {
+			go h.refreshContacts(id)
 		}
 	}
 	u := h.users[id]

@@ -100,6 +100,7 @@ func (h *hub) dropUser(id string, u *localUser) {
 	for room := range u.rooms {
 		h.exit(id, u, room)
 	}
+	h.dropContacts(id, u)
 	unsubscribe(u.subs)
 	delete(h.users, id)
 }
@@ -113,6 +114,7 @@ func (h *hub) entered(user, room string) {
 	fresh := h.enter(user, h.users[user], room)
 	h.mu.Unlock()
 	h.flushRooms(fresh)
+	h.refreshContacts(user) // their rooms' members are their contacts
 }
 
 func (h *hub) left(user, room string) {
@@ -265,6 +267,7 @@ func (h *hub) reconcile(user string) {
 	}
 	h.mu.Unlock()
 	h.flushRooms(fresh)
+	h.refreshContacts(user) // their rooms' members are their contacts
 }
 
 // roomDropped closes the sockets of a room's members here for resume:

@@ -32,6 +32,7 @@ type Limits struct {
 	RoomMembersMax     int // members of one room
 	TypingRoomMax      int // typing is relayed in rooms of at most this many members
 	InvitesPerHour     int // invites a user sends per hour
+	PresenceListMax    int // beyond this many online, sockets get their contacts and the count (0: everyone, always)
 }
 
 // rooms are the room limits the store enforces.
@@ -62,6 +63,7 @@ func (l *Limits) Flags(fs *config.Set) {
 	fs.Int(&l.RoomCreatesPerHour, "room-creates-per-hour", "ROOM_CREATES_PER_HOUR", 10, "rooms a user creates per hour; more get quota_exceeded")
 	fs.Int(&l.RoomMembersMax, "room-members-max", "ROOM_MEMBERS_MAX", 10000, "members of one room; more get room_full")
 	fs.Int(&l.InvitesPerHour, "invites-per-hour", "INVITES_PER_HOUR", 60, "room invites a user sends per hour, all gateways; more get quota_exceeded")
+	fs.Int(&l.PresenceListMax, "presence-list-max", "PRESENCE_LIST_MAX", 200, "beyond this many online a socket gets its contacts and the count (0: always everyone)")
 	fs.Int(&l.TypingRoomMax, "typing-room-max", "TYPING_ROOM_MAX", 200, "typing is relayed in rooms of at most this many members")
 	fs.Duration(&l.WriteDelay, "write-delay", "WRITE_DELAY", 0, "a busy socket's next write waits this long after its last (0: off; max 100ms)")
 }
@@ -79,9 +81,9 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("user sends per minute %d, user bytes per hour %d: want at least 1 and %d (the longest message frame)",
 			l.UserSendsPerMinute, l.UserBytesPerHour, maxMessageFrame(l.MaxTextChars))
 	}
-	if l.RoomsPerUser < 0 || l.RoomCreatesPerHour < 0 || l.RoomMembersMax < 1 || l.TypingRoomMax < 0 || l.InvitesPerHour < 1 {
-		return fmt.Errorf("rooms per user %d, room creates per hour %d, room members max %d, typing room max %d, invites per hour %d: want none negative, a room of at least 1 and at least 1 invite",
-			l.RoomsPerUser, l.RoomCreatesPerHour, l.RoomMembersMax, l.TypingRoomMax, l.InvitesPerHour)
+	if l.RoomsPerUser < 0 || l.RoomCreatesPerHour < 0 || l.RoomMembersMax < 1 || l.TypingRoomMax < 0 || l.InvitesPerHour < 1 || l.PresenceListMax < 0 {
+		return fmt.Errorf("rooms per user %d, room creates per hour %d, room members max %d, typing room max %d, invites per hour %d, presence list max %d: want none negative, a room of at least 1 and at least 1 invite",
+			l.RoomsPerUser, l.RoomCreatesPerHour, l.RoomMembersMax, l.TypingRoomMax, l.InvitesPerHour, l.PresenceListMax)
 	}
 	if l.HistoryBytes < 1 || l.HistoryCost < 1 || l.SocketsPerUser < 1 {
 		return fmt.Errorf("history bytes %d, history cost %d, sockets per user %d: want each positive", l.HistoryBytes, l.HistoryCost, l.SocketsPerUser)

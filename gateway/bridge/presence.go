@@ -80,7 +80,9 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	if len(h.pending) > 0 {
 		h.pending = append(h.pending, '\n')
 	}
-	h.pending = append(h.pending, chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})...)
+	line := chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: u, Online: online})
+	h.pending = append(h.pending, line...)
+	h.changes = append(h.changes, presChange{user: u.ID, line: line})
 	if !h.flushing {
 		h.flushing = true
 		time.AfterFunc(presenceDelay(len(h.local)), h.flushPresence)
@@ -91,6 +93,10 @@ func (h *hub) setOnline(u chat.User, online bool) {
 // of the last batch, then the changes since; from the next batch it gets
 // only what follows them. h.mu is held.
 func (h *hub) presenceOnJoin(c *client) {
+	if h.partial { // as of the last batch: its deltas follow
+		c.send(h.partialList(c.user.ID), nil)
+		return
+	}
 	c.send(h.presenceListFrame(), nil)
 	if len(h.pending) > 0 {
 		c.send(h.pending, nil)
@@ -99,8 +105,10 @@ func (h *hub) presenceOnJoin(c *client) {
 }
 
 // flushPresence sends the pending presence changes, as one queued item,
-// to every local socket: whole to those older than the batch, the part
-// after what they got at join to those that joined during it.
+// to every local socket (see flushFull), or in partial mode to those
+// whose user has them as contacts (flushPartial); when the number online
+// crossed PRESENCE_LIST_MAX since the last batch, every socket gets its
+// list afresh instead.
 func (h *hub) flushPresence() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -111,18 +119,34 @@ func (h *hub) flushPresence() {
 	}
 	var l wsconn.Lineup
 	defer l.Flush()
-	for c := range h.local {
-		switch {
-		case c.presJoined != h.presSent || c.presSeen == 0:
-			c.send(batch, &l)
-		case c.presSeen < len(batch):
-			c.send(batch[c.presSeen+1:], &l) // after the '\n' that ended what it got
-		}
+	switch partial := h.partialMode(); {
+	case partial != h.partial:
+		h.partial = partial
+		h.listFrame = nil
+		h.resendLists(&l)
+	case partial:
+		h.flushPartial(&l)
+	default:
+		h.flushFull(batch, &l)
 	}
-	h.pending = nil
+	h.pending, h.changes = nil, nil
 	h.presSent++
 	h.listFrame = nil
 	h.presenceListFrame() // the list as of this batch, for the next joiners
+}
+
+// flushFull sends a batch to every local socket: whole to those older
+// than the batch, the part after what they got at join to those that
+// joined during it. h.mu held for writing.
+func (h *hub) flushFull(batch []byte, l *wsconn.Lineup) {
+	for c := range h.local {
+		switch {
+		case c.presJoined != h.presSent || c.presSeen == 0:
+			c.send(batch, l)
+		case c.presSeen < len(batch):
+			c.send(batch[c.presSeen+1:], l) // after the '\n' that ended what it got
+		}
+	}
 }
 
 // applyList replaces the online list with a snapshot newer than what the

@@ -39,6 +39,7 @@ import (
 //	{"type":"leave","id":"r4","room":"r0a1b2c3d4e5f6a7b8"}
 //	{"type":"invite","id":"r5","room":"r0a1b2c3d4e5f6a7b8","user":"u7"}
 //	{"type":"members","id":"r6","room":"r0a1b2c3d4e5f6a7b8","offset":0}
+//	{"type":"online","id":"o1","query":"ali","offset":0}
 //
 // Server frames:
 //
@@ -50,6 +51,9 @@ import (
 //	{"type":"resumed","seq":57,"complete":true}
 //	{"type":"presence","users":[{"id":"u1","name":"Alice","account":"alice"}]}
 //	{"type":"presence","user":{"id":"u2","name":"Bob","account":"bob"},"online":true}
+//	{"type":"presence","users":[...],"partial":true,"total":15000}
+//	{"type":"online_count","total":15001}
+//	{"type":"online","id":"o1","users":[...],"total":3,"more":false,"next":3}
 //	{"type":"conversations","items":[{"to":{"user":"u7"},"title":"Bob","user":{...},"last":{"seq":57,"from":{...},"text":"...","ts":"..."},"read":55,"unread":2}],"more":false}
 //	{"type":"read","to":{"user":"u7"},"seq":57,"unread":0}
 //	{"type":"seen","to":{"user":"u7"},"seq":57}
@@ -65,6 +69,14 @@ import (
 //
 // Presence: right after hello, the list of everyone online; then one frame
 // per change. Every socket of every user converges to the same list.
+// Beyond the gateway's PRESENCE_LIST_MAX online (200 by default) the list
+// is partial: a socket gets its user's contacts who are online (the
+// people they have direct conversations with and the members of their
+// rooms of up to [PresenceRoomMembers]; at most PRESENCE_LIST_MAX of them)
+// with the total, changes of those contacts only, and online_count with
+// the total after each batch of changes; online searches everyone online
+// by name or handle, [OnlinePage] at a time (costs HISTORY_COST). A list
+// frame always replaces what the client had.
 //
 // History: the messages of one conversation the user is part of (a room
 // they are in, or their direct conversation with one user) with seq below
@@ -177,6 +189,11 @@ const (
 	FrameInvited    = "invited"
 	FrameMembers    = "members"
 	FrameMember     = "member"
+
+	// OnlineCount updates a partial presence list's total (server);
+	// Online searches everyone online (client) and answers (server).
+	FrameOnlineCount = "online_count"
+	FrameOnline      = "online"
 )
 
 // Error codes of error frames; the socket stays open after each.
@@ -305,11 +322,43 @@ type MessageFrame struct {
 	TS   time.Time `json:"ts"`
 }
 
-// PresenceListFrame is everyone online, sent right after hello.
+// PresenceListFrame is who is online, sent right after hello: everyone,
+// while at most the gateway's PRESENCE_LIST_MAX are; beyond, Partial,
+// the user's contacts among them (the people they have direct
+// conversations with, the members of their rooms of up to
+// PresenceRoomMembers), at most PRESENCE_LIST_MAX, with Total the number
+// online.
 type PresenceListFrame struct {
-	Type  string `json:"type"`
-	Users []User `json:"users"`
+	Type    string `json:"type"`
+	Users   []User `json:"users"`
+	Partial bool   `json:"partial,omitempty"`
+	Total   int    `json:"total,omitempty"`
 }
+
+// OnlineCountFrame tells a socket with a partial list how many are online.
+type OnlineCountFrame struct {
+	Type  string `json:"type"`
+	Total int    `json:"total"`
+}
+
+// OnlineFrame answers an online request: a page of everyone online whose
+// name or handle holds the query, by name.
+type OnlineFrame struct {
+	Type  string `json:"type"`
+	ID    string `json:"id,omitempty"`
+	Users []User `json:"users"`
+	Total int    `json:"total"` // matching, on every page
+	More  bool   `json:"more"`
+	Next  int    `json:"next"`
+}
+
+// Presence lists beyond PRESENCE_LIST_MAX online: the rooms whose members
+// count as a user's contacts are those of at most PresenceRoomMembers;
+// an online answer holds at most OnlinePage users.
+const (
+	PresenceRoomMembers = 1000
+	OnlinePage          = 100
+)
 
 // PresenceFrame is one change of the online list.
 type PresenceFrame struct {
