@@ -230,6 +230,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
 	g.hub.loadRooms = g.rooms.roomsOfUser
 	g.hub.loadContacts = g.contacts
+	g.hub.membersChanged = g.members.drop
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)
 	return nil
 }

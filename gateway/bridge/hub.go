@@ -53,6 +53,9 @@ type hub struct {
 	// membership events.
 	loadRooms   func(ctx context.Context, user string) ([]string, error)
 	reconcileMu sync.Mutex
+	// membersChanged is told of a room whose members changed (a member
+	// event), so a cached member list goes; set before sockets join.
+	membersChanged func(room string)
 
 	// Partial presence (see contacts.go): presMax is PRESENCE_LIST_MAX
 	// (set before any socket joins; 0: always everyone); partial, the

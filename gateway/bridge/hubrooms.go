@@ -169,6 +169,9 @@ func (h *hub) subRoom(sub *nats.Subscription) (string, bool) {
 // rest, or a room event (members, typing) to all but its actor's.
 func (h *hub) onMemberRoom(room string, m *nats.Msg) {
 	if strings.HasPrefix(m.Subject, chat.RoomEventsPrefix) {
+		if h.membersChanged != nil && strings.HasPrefix(string(m.Data), `{"type":"`+chat.FrameMember+`"`) {
+			h.membersChanged(room)
+		}
 		actor := m.Header.Get(chat.ActorHeader)
 		h.mu.RLock()
 		defer h.mu.RUnlock()

@@ -115,6 +115,7 @@ func (g *Gateway) handleJoin(c *client, f chat.ClientFrame) {
 		return
 	}
 	g.hub.entered(c.user.ID, r.ID)
+	g.members.drop(r.ID)
 	g.publishUser(c.user.ID, g.joinedFrame(ctx, c.user.ID, r))
 	g.publishRoom(r.ID, c.user.ID, chat.MemberFrame{Type: chat.FrameMember, Room: r.ID, User: c.user, Joined: true, Members: r.Members})
 }
@@ -149,6 +150,7 @@ func (g *Gateway) handleLeave(c *client, f chat.ClientFrame) {
 	// The directory learns the count from its watch: a room left empty is
 	// deleted, and setting it here could outlive the deletion.
 	g.hub.left(c.user.ID, f.Room)
+	g.members.drop(f.Room)
 	g.publishUser(c.user.ID, chat.MembershipFrame{Type: chat.FrameLeft, Room: r})
 	g.publishRoom(f.Room, c.user.ID, chat.MemberFrame{Type: chat.FrameMember, Room: f.Room, User: c.user, Joined: false, Members: r.Members})
 }
@@ -305,6 +307,13 @@ const (
 	memberCacheTTL   = 5 * time.Second
 	memberCacheRooms = 256
 )
+
+// drop forgets room's list: its members changed.
+func (mc *memberCache) drop(room string) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	delete(mc.rooms, room)
+}
 
 // get is a copy of room's cached member ids, if fresh.
 func (mc *memberCache) get(room string) ([]string, bool) {
