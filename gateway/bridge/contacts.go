@@ -45,15 +45,52 @@ func (h *hub) partialList(user string) []byte {
 	return chat.Encode(chat.PresenceListFrame{Type: chat.FramePresence, Users: users, Partial: true, Total: len(h.online)})
 }
 
+// Reading contacts takes stream and bucket round trips: a few workers do
+// it from a bounded queue, so a connect storm reads them in turn (a user
+// queued twice is read once) and never holds up delivery.
+const (
+	contactsWorkers = 2
+	contactsQueue   = 4096
+)
+
+// queueContacts asks for user's contacts to be read again; past the
+// queue's bound the request is dropped (their list stays as it is until
+// their next socket or membership change).
+func (h *hub) queueContacts(user string) {
+	h.contactsMu.Lock()
+	defer h.contactsMu.Unlock()
+	if h.contactsQueued[user] {
+		return
+	}
+	select {
+	case h.contactsQ <- user:
+		h.contactsQueued[user] = true
+	default:
+		h.log.Warn("contacts queue full; a presence list stays as it is", "user", user)
+	}
+}
+
+// readContacts is one contacts worker, until the hub closes.
+func (h *hub) readContacts() {
+	for {
+		select {
+		case user := <-h.contactsQ:
+			h.contactsMu.Lock()
+			delete(h.contactsQueued, user)
+			h.contactsMu.Unlock()
+			h.refreshContacts(user)
+		case <-h.stop:
+			return
+		}
+	}
+}
+
 // refreshContacts reads user's contacts and, in partial mode, sends their
-// sockets their list afresh (one at a time per hub: a connect storm reads
-// them in turn rather than all at once).
+// sockets their list afresh.
 func (h *hub) refreshContacts(user string) {
 	if h.loadContacts == nil {
 		return
 	}
-	h.contactsMu.Lock()
-	defer h.contactsMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), contactsTimeout)
 	defer cancel()
 	ids, err := h.loadContacts(ctx, user)
@@ -172,7 +209,7 @@ func (h *hub) resendLists(l *wsconn.Lineup) {
 	partial := h.partialMode()
 	for user, u := range h.users {
 		if partial && u.contacts == nil {
-			go h.refreshContacts(user) // its list follows when read
+			h.queueContacts(user) // its list follows when read
 		}
 		list := h.presenceListFrame()
 		if partial {

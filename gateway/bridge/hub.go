@@ -61,14 +61,16 @@ type hub struct {
 	// (set before any socket joins; 0: always everyone); partial, the
 	// mode of the last batch sent; changes, the pending batch's changes
 	// one by one; contactOf, who has whom as a contact here.
-	presMax      int
-	partial      bool
-	changes      []presChange
-	contactOf    map[string]map[string]struct{}
-	loadContacts func(ctx context.Context, user string) ([]string, error)
-	contactsMu   sync.Mutex // one contacts read at a time
-	countSent    time.Time  // when sockets were last sent the total
-	countLater   bool       // a held-back total is scheduled
+	presMax        int
+	partial        bool
+	changes        []presChange
+	contactOf      map[string]map[string]struct{}
+	loadContacts   func(ctx context.Context, user string) ([]string, error)
+	contactsQ      chan string     // users whose contacts to read (see queueContacts)
+	contactsMu     sync.Mutex      // guards contactsQueued
+	contactsQueued map[string]bool // users in contactsQ
+	countSent      time.Time       // when sockets were last sent the total
+	countLater     bool            // a held-back total is scheduled
 
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
@@ -117,6 +119,7 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	h := &hub{log: log, nc: nc, m: m, local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
 		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{},
+		contactsQ: make(chan string, contactsQueue), contactsQueued: map[string]bool{},
 		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
@@ -145,6 +148,9 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
 	h.subs = append(h.subs, sub)
 	go h.takeLive()
 	go h.dispatchLive()
+	for range contactsWorkers {
+		go h.readContacts()
+	}
 	return h, nil
 }
 
@@ -334,7 +340,7 @@ func (h *hub) register(c *client, hello func(rooms []string) []byte) (fresh bool
 			fresh = h.enter(id, u, r) || fresh
 		}
 		if h.wantContacts() {
-			go h.refreshContacts(id)
+			h.queueContacts(id)
 		}
 	}
 	u := h.users[id]

@@ -114,7 +114,6 @@ func (h *hub) entered(user, room string) {
 	fresh := h.enter(user, h.users[user], room)
 	h.mu.Unlock()
 	h.flushRooms(fresh)
-	h.refreshContacts(user) // their rooms' members are their contacts
 }
 
 func (h *hub) left(user, room string) {
@@ -270,7 +269,12 @@ func (h *hub) reconcile(user string) {
 	}
 	h.mu.Unlock()
 	h.flushRooms(fresh)
-	h.refreshContacts(user) // their rooms' members are their contacts
+	h.mu.RLock()
+	contacts := h.wantContacts()
+	h.mu.RUnlock()
+	if contacts {
+		h.queueContacts(user) // their rooms' members are their contacts
+	}
 }
 
 // roomDropped closes the sockets of a room's members here for resume:
