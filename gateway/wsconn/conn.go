@@ -75,6 +75,7 @@ type Server struct {
 	opts     Options
 	upgrader websocket.Upgrader
 	flusher  *flusher
+	pinger   *pinger
 	buffers  sync.Pool // write buffers (*[]byte), shared by all sockets
 	reads    sync.Pool // read buffers (*[]byte), held while bytes wait
 
@@ -96,13 +97,17 @@ func NewServer(opts Options) *Server {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	s.flusher = newFlusher(max(1, opts.Workers), opts.WriteDelay)
+	s.pinger = newPinger(opts.PingInterval)
 	return s
 }
 
 // Close stops the writers, after the sockets have been asked to close: a
 // socket still waiting for a write then has its connection closed
 // without more.
-func (s *Server) Close() { s.flusher.close() }
+func (s *Server) Close() {
+	s.pinger.close()
+	s.flusher.close()
+}
 
 // Conn is one server websocket. One goroutine reads (Read); anyone may
 // Send or Close.
@@ -133,7 +138,8 @@ type Conn struct {
 	pingDue bool
 	pong    []byte        // a pong to send (its payload), when not nil
 	drained chan struct{} // (cap 1) a write took the queue
-	pinger  *time.Timer   // sets pingDue every PingInterval
+
+	pingSlot, pingIndex int32 // where the socket is in the pinger's slots
 
 	closing   chan struct{} // closed by Close
 	done      chan struct{} // closed when the writes have ended and the connection is closed
@@ -172,9 +178,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	// with heardAt.
 	c.heard()
 	c.refreshDeadline()
-	c.qmu.Lock() // the writers read pinger after taking qmu
-	c.pinger = time.AfterFunc(s.opts.PingInterval, c.ping)
-	c.qmu.Unlock()
+	s.pinger.add(c)
 	return c, nil
 }
 

@@ -293,3 +293,41 @@ func TestPartialFrameThenSilence(t *testing.T) {
 		})
 	}
 }
+
+// sockets in the pinger's slots.
+func (p *pinger) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, s := range p.slots {
+		n += len(s)
+	}
+	return n
+}
+
+// Every socket is in the pinger's slots while open, and leaves them when
+// it ends, however it ends.
+func TestPingerFollowsSockets(t *testing.T) {
+	s, url, codes := echoServerOf(t, testOptions())
+	conns := make([]*websocket.Conn, 20)
+	for i := range conns {
+		conns[i] = dial(t, url)
+	}
+	parked(t, s, len(conns))
+	if n := s.pinger.len(); n != len(conns) {
+		t.Fatalf("%d sockets in the pinger, want %d", n, len(conns))
+	}
+	for i, c := range conns {
+		if i%2 == 0 {
+			_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""))
+		} else {
+			_ = c.Close()
+		}
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if n, ended := s.pinger.len(), len(codes); n != 0 || ended != len(conns) {
+			return fmt.Errorf("%d sockets in the pinger, %d ended", n, ended)
+		}
+		return nil
+	})
+}

@@ -51,15 +51,18 @@ func (c *Conn) kick() {
 	}
 }
 
-// ping is the pinger's tick: the next write sends a ping, then re-arms
-// it. The read deadline follows the last pong here, off the reader's
-// stack.
-func (c *Conn) ping() {
+// ping is the pinger's visit: the next write sends a ping; a socket that
+// needs a write for it joins l. The read deadline follows the last pong
+// here, off the reader's stack.
+func (c *Conn) ping(l *Lineup) {
 	c.refreshDeadline()
 	c.qmu.Lock()
 	c.pingDue = true
+	start := c.schedule()
 	c.qmu.Unlock()
-	c.kick()
+	if start {
+		l.conns = append(l.conns, c)
+	}
 }
 
 // queuePong answers a client's ping with the next write.
@@ -116,9 +119,6 @@ func (c *Conn) flush() {
 	if closing {
 		go c.finish(bp)
 		return
-	}
-	if ping {
-		c.pinger.Reset(c.srv.opts.PingInterval)
 	}
 	n, err := c.tryWrite(*bp)
 	switch {
@@ -243,7 +243,7 @@ func (c *Conn) finish(bp *[]byte) {
 // end closes the connection; the socket's writes stay claimed (writing),
 // so none starts again.
 func (c *Conn) end() {
-	c.pinger.Stop()
+	c.srv.pinger.remove(c)
 	_ = c.ws.Close()
 	close(c.done)
 }
