@@ -129,7 +129,7 @@ type Conn struct {
 	// QueueLen of them and QueueBytes in all (qbytes). A slice grown on
 	// demand rather than a channel: an idle socket holds no queue memory,
 	// and a write takes everything queued at once. qmu guards queue,
-	// qbytes, spare, writing, pingDue and pong.
+	// qbytes, spare, writing, pingDue, pong, drained, done and ended.
 	qmu     sync.Mutex
 	queue   [][]byte
 	qbytes  int
@@ -137,12 +137,13 @@ type Conn struct {
 	writing bool     // a write is in line or under way; stays set once writes end
 	pingDue bool
 	pong    []byte        // a pong to send (its payload), when not nil
-	drained chan struct{} // (cap 1) a write took the queue
+	drained chan struct{} // (cap 1) a write took the queue; made by the first SendWait
+	ended   bool          // the writes have ended and the connection is closed
 
 	pingSlot, pingIndex int32 // where the socket is in the pinger's slots
 
 	closing   chan struct{} // closed by Close
-	done      chan struct{} // closed when the writes have ended and the connection is closed
+	done      chan struct{} // closed once ended; made by the first Done
 	closeOnce sync.Once
 	closeCode int // set once, before closing closes
 	closeText string
@@ -162,7 +163,8 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{srv: s, ws: ws, drained: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+	// No drained or done channel yet: most sockets never need them.
+	c := &Conn{srv: s, ws: ws, closing: make(chan struct{})}
 	sc, ok := h.conn.Conn.(syscall.Conn)
 	if ok {
 		c.raw, err = sc.SyscallConn()
@@ -227,9 +229,15 @@ func (c *Conn) send(b []byte, l *Lineup) bool {
 func (c *Conn) SendWait(b []byte) bool {
 	t := time.NewTimer(writeWait)
 	defer t.Stop()
+	c.qmu.Lock()
+	if c.drained == nil {
+		c.drained = make(chan struct{}, 1)
+	}
+	drained := c.drained
+	c.qmu.Unlock()
 	for !c.push(b, max(1, c.srv.opts.QueueLen/2), c.srv.opts.QueueBytes/2, nil) {
 		select {
-		case <-c.drained:
+		case <-drained:
 		case <-c.closing:
 			return false
 		case <-t.C:
@@ -266,7 +274,17 @@ func (c *Conn) IsClosing() bool { return isClosed(c.closing) }
 
 // Done is closed once the socket's writes have ended and its connection
 // is closed.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.ended {
+			close(c.done)
+		}
+	}
+	return c.done
+}
 
 // CloseCode is the code the socket closes with, once Closing is closed.
 func (c *Conn) CloseCode() int {

@@ -104,11 +104,11 @@ func (c *Conn) flush() {
 		c.qmu.Unlock()
 		return
 	}
-	q, ping, pong := c.queue, c.pingDue && !closing, c.pong
+	q, ping, pong, drained := c.queue, c.pingDue && !closing, c.pong, c.drained
 	c.queue, c.qbytes, c.spare, c.pingDue, c.pong = c.spare, 0, nil, false, nil
 	c.qmu.Unlock()
 	select {
-	case c.drained <- struct{}{}:
+	case drained <- struct{}{}: // nil (no SendWait yet): never ready
 	default:
 	}
 	if !now.IsZero() {
@@ -245,7 +245,12 @@ func (c *Conn) finish(bp *[]byte) {
 func (c *Conn) end() {
 	c.srv.pinger.remove(c)
 	_ = c.ws.Close()
-	close(c.done)
+	c.qmu.Lock()
+	c.ended = true
+	if c.done != nil {
+		close(c.done)
+	}
+	c.qmu.Unlock()
 }
 
 // getBuffer and putBuffer keep write buffers in the server's pool,
