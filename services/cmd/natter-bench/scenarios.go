@@ -447,6 +447,8 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Duration(&hold, "hold", "", 20*time.Second, "how long to hold them")
 	var natsPID int
 	fs.Int(&natsPID, "nats-pid", "", 0, "pid of the NATS server: its CPU time while the sockets are held is reported too")
+	var pprof string
+	fs.String(&pprof, "gateway-pprof", "", "", "the gateway's pprof base URL (its PPROF_ADDR, e.g. http://127.0.0.1:6060): adds stacks, live heap and goroutines per socket, read after RSS")
 	if err := fs.Parse(args[1:]); err != nil {
 		return result{}, false, err
 	}
@@ -461,6 +463,12 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 	sessions, err := c.login(ctx, min(c.users, sockets), stderr)
 	if err != nil {
 		return result{}, false, err
+	}
+	var memBefore runtimeMemory
+	if pprof != "" {
+		if memBefore, err = readRuntimeMemory(ctx, pprof); err != nil {
+			return result{}, false, err
+		}
 	}
 	before := rssKiB(c.gatewayPID)
 	socks, err := openAll(ctx, c.newDialer(), sessions, sockets, nil)
@@ -496,6 +504,13 @@ func runIdle(ctx context.Context, args []string, getenv func(string) string, std
 		natsCPU := cpuSeconds(natsPID) - natsCPU0
 		r.Figures["nats_cpu_s_idle"] = natsCPU
 		r.Figures["nats_cpu_pct_idle"] = 100 * natsCPU / held
+	}
+	if pprof != "" { // after RSS: its collection would lower RSS
+		memAfter, err := readRuntimeMemory(ctx, pprof)
+		if err != nil {
+			return result{}, false, err
+		}
+		addRuntimeMemory(&r, memBefore, memAfter, sockets)
 	}
 	if before > freshRSSKiB {
 		r.Notes = append(r.Notes, fmt.Sprintf("the gateway held %.0f MiB before: kib_per_socket is only valid on a fresh gateway; kib_per_socket_upper is an upper bound", before/1024))
