@@ -5,6 +5,7 @@ import { t, has, setLang, currentLang, applyStatic } from './i18n.js';
 import { Connection } from './conn.js';
 import { isAtBottom, captureAnchor, restoreAnchor, stickToBottom } from './scroll.js';
 import { wireAccount, stillLoggedIn } from './account.js';
+import { wireRooms, resetRooms, onRoomFrame, onRoomError, roomJoined, roomLeft, roomMember, openRoomPanel, renderPanel } from './rooms.js';
 
 const $ = (id) => document.getElementById(id);
 const lobbyKey = 'room:lobby';
@@ -18,6 +19,17 @@ const historyRetryMs = 2000;
 const readEveryMs = 1000;
 // retryMs: a refused read or conversations request is sent again after this.
 const retryMs = 2000;
+// typingShownMs: someone's typing line goes this long after their last
+// typing frame (chat.TypingShown).
+const typingShownMs = 6000;
+// typingEveryMs: the page says you are typing at most this often (the
+// gateway drops more: chat.TypingInterval).
+const typingEveryMs = 3000;
+// typingRoomMax: rooms with more members get no typing (the gateway's
+// TYPING_ROOM_MAX default relays none there).
+const typingRoomMax = 200;
+// previewChars: the longest preview the list shows (chat.PreviewChars).
+const previewChars = 100;
 
 const state = {
   me: null,                 // {id, account, name}
@@ -36,6 +48,8 @@ const state = {
   convReq: null,            // id of the asked page of older conversations
   convMore: false,          // the server has older conversations than the list
   convCursor: 0,            // last.seq of the oldest listed: the next page's "before"
+  typingSentAt: 0,          // when this page last sent typing (ms)
+  liveAt: 0,                // when the socket last went live (ms)
 };
 
 // ---- conversations --------------------------------------------------------
@@ -59,6 +73,11 @@ function conv(key) {
       readAt: 0,             // when the last read was sent (ms)
       readTimer: null,
       seen: 0,               // direct: the other person has read up to here
+      room: null,            // a room's {id, name, visibility, owner, members} (not the lobby's)
+      title: '',             // the server's title
+      preview: null,         // the newest message: {seq, from, text}
+      typing: new Map(),     // user id -> {user, timer}: who is typing here
+      joinedAt: 0,           // when this page was told the user joined (ms)
     };
     state.convs.set(key, c);
   }
@@ -72,8 +91,14 @@ function keyOf(to, from) {
 }
 
 function titleOf(c) {
-  if (c.to.room) return t('lobby');
+  if (c.key === lobbyKey) return t('lobby');
+  if (c.to.room) return c.room?.name || c.title || t('room.unknown');
   return labelOf(userOf(c.to.user));
+}
+
+// roomCount is "12 members".
+function roomCount(n) {
+  return t(n === 1 ? 'room.count.one' : 'room.count', { n });
 }
 
 function learnName(u) {
@@ -88,6 +113,7 @@ function addMessage(m) {
   if (c.messages.has(m.seq)) return false;
   c.messages.set(m.seq, m);
   c.last = Math.max(c.last, m.seq);
+  if (!c.preview || m.seq > c.preview.seq) c.preview = { seq: m.seq, from: m.from, text: m.text.slice(0, previewChars) };
   if (m.from.id === state.me.id) c.pending.delete(m.id);
   return key;
 }
@@ -298,24 +324,46 @@ function renderSide() {
   renderMenuBadge();
 }
 
+// renderConvList draws the conversations: the lobby on top, then rooms
+// and private conversations, most recent activity first, each with its
+// newest message (or who is typing) and what is unread. Focus stays on
+// the entry it was on.
 function renderConvList() {
   const list = $('conv-list');
+  const focused = document.activeElement?.closest?.('#conv-list')
+    ? (document.activeElement.dataset.key || document.activeElement.id) : null;
   list.replaceChildren();
   conv(lobbyKey);
-  const private_ = [...state.convs.values()].filter((c) => c.key !== lobbyKey).sort((a, b) => b.last - a.last);
-  for (const c of [conv(lobbyKey), ...private_]) {
+  const others = [...state.convs.values()].filter((c) => c.key !== lobbyKey).sort((a, b) => b.last - a.last);
+  for (const c of [conv(lobbyKey), ...others]) {
     const li = el('li');
     const b = el('button', c.key === state.current ? 'conv current' : 'conv');
     b.type = 'button';
     b.dataset.key = c.key;
-    b.append(c.to.room ? el('span', 'title', titleOf(c)) : whoEl(userOf(c.to.user), 'title who'));
-    if (!c.to.room) b.append(el('span', 'kind', t('private')));
-    if (c.key === state.current) b.setAttribute('aria-current', 'true');
+    // First line: the title and what is unread; second: what kind of
+    // conversation (a room's member count) and its newest message.
+    const line = el('span', 'line');
+    const sub = el('span', 'sub');
+    if (c.to.room) {
+      line.append(el('bdi', 'title', titleOf(c)));
+      if (c.room) {
+        const kind = c.room.visibility === 'private' ? `${t('visibility.private')} · ${roomCount(c.room.members)}` : roomCount(c.room.members);
+        sub.append(el('span', 'kind', kind));
+      }
+    } else {
+      line.append(whoEl(userOf(c.to.user), 'title who'));
+      sub.append(el('span', 'kind', t('private')));
+    }
     if (c.unread > 0) {
       const u = el('span', 'unread', String(c.unread));
       u.setAttribute('aria-label', t('unread.aria', { n: c.unread }));
-      b.append(u);
+      line.append(u);
     }
+    const pv = previewOf(c);
+    if (pv) sub.append(el('span', c.typing.size > 0 ? 'preview typing-preview' : 'preview', pv));
+    b.append(line);
+    if (sub.childNodes.length > 0) b.append(sub);
+    if (c.key === state.current) b.setAttribute('aria-current', 'true');
     b.addEventListener('click', () => openConv(c.key));
     li.append(b);
     list.append(li);
@@ -330,10 +378,24 @@ function renderConvList() {
     li.append(b);
     list.append(li);
   }
+  if (focused) (list.querySelector(`.conv[data-key="${CSS.escape(focused)}"]`) || $(focused))?.focus();
+}
+
+// previewOf is the line under a conversation's title: who is typing, or
+// its newest message ("You: …" for yours; in a room, whose it is).
+function previewOf(c) {
+  if (c.typing.size > 0) return typingText(c);
+  const p = c.preview;
+  if (!p) return '';
+  const text = p.text.replace(/\s+/g, ' ');
+  if (p.from.id === state.me.id) return `${t('preview.you')}: ${text}`;
+  if (c.to.room) return `${labelOf(p.from)}: ${text}`;
+  return text;
 }
 
 function renderOnline() {
   const list = $('online-list');
+  const focused = document.activeElement?.closest?.('#online-list') ? document.activeElement.dataset.user : null;
   list.replaceChildren();
   const users = [...state.online.values()].sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
   $('online-count').textContent = `(${users.length})`;
@@ -356,6 +418,7 @@ function renderOnline() {
     }
     list.append(li);
   }
+  if (focused) list.querySelector(`.dm[data-user="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function renderHead() {
@@ -363,8 +426,15 @@ function renderHead() {
   if (c.to.room) $('conv-title').textContent = titleOf(c);
   else $('conv-title').replaceChildren(whoEl(userOf(c.to.user)));
   let sub;
-  if (c.to.room) sub = t('lobby.sub');
-  else {
+  const room = c.to.room && c.key !== lobbyKey;
+  $('room-info').hidden = !room;
+  if (c.key === lobbyKey) sub = t('lobby.sub');
+  else if (room) {
+    const n = c.room ? c.room.members : null;
+    const kind = t(c.room?.visibility === 'private' ? 'room.kind.private' : 'room.kind.public');
+    sub = n === null ? kind : `${kind} · ${roomCount(n)}`;
+    $('room-info-count').textContent = n === null ? '' : String(n);
+  } else {
     const name = state.names.get(c.to.user) || c.to.user;
     const account = state.accounts.get(c.to.user);
     sub = account ? t('dm.sub', { name, account }) : t('dm.sub.noaccount', { name });
@@ -399,7 +469,9 @@ function announce(text) {
   requestAnimationFrame(() => { a.textContent = text; });
 }
 
-function openConv(key) {
+// openConv shows a conversation; focus goes to the composer unless the
+// page moved on its own (the open room was left on another device).
+function openConv(key, focus = true) {
   const c = conv(key);
   state.current = key;
   c.unseen = 0;
@@ -407,8 +479,11 @@ function openConv(key) {
   if (!c.loaded) loadHistory(c);
   renderSide();
   renderMessages('bottom');
-  setDrawer(false);
-  $('msg').focus();
+  renderTyping();
+  if (focus) {
+    setDrawer(false);
+    $('msg').focus();
+  }
 }
 
 function loadHistory(c, before = 0) {
@@ -474,17 +549,148 @@ function onFrame(f) {
         state.online.delete(f.user.id);
       }
       renderSide();
+      renderPanel();
       break;
     case 'conversations': onConversations(f); break;
     case 'read': onRead(f); break;
     case 'seen': onSeen(f); break;
+    case 'typing': onTyping(f); break;
+    case 'joined': onJoined(f); break;
+    case 'left': onLeft(f); break;
+    case 'member': onMember(f); break;
     case 'error':
       if (f.id && state.historyReqs.has(f.id)) onHistoryError(f);
       else if (f.id && state.readReqs.has(f.id)) onReadError(f);
       else if (f.id && f.id === state.convReq) onConversationsError(f);
-      else console.warn('natter:', f.code, f.message);
+      else if (!onRoomError(f)) console.warn('natter:', f.code, f.message);
       break;
+    default: onRoomFrame(f);
   }
+}
+
+// ---- rooms -------------------------------------------------------------------
+
+// addRoom lists a room the user is in (joined, or created here), as
+// active now: it goes to the top of the list. item is its list entry,
+// where the server sent one.
+function addRoom(room, item) {
+  const isNew = !state.convs.get(`room:${room.id}`)?.room;
+  if (item) applyItem(item);
+  const c = conv(`room:${room.id}`);
+  c.room = { ...c.room, ...room };
+  if (isNew) {
+    c.joinedAt = Date.now();
+    c.last = Math.max(c.last, state.conn?.lastSeq || 0);
+  }
+  renderSide();
+}
+
+// onJoined: the user is in a room now, joined here or on another device;
+// the frame has the room's list entry (its newest message, what is
+// unread).
+function onJoined(f) {
+  addRoom(f.room, f.conversation);
+  roomJoined(f.room);
+}
+
+// onLeft: the user left a room, here or on another device: it leaves
+// the list, and the lobby opens if it was open.
+function onLeft(f) {
+  const key = `room:${f.room.id}`;
+  const c = state.convs.get(key);
+  if (c) forget(c);
+  // Left here (from its panel): the lobby opens for typing. Left on
+  // another device: the lobby shows, and focus stays where it was.
+  const here = $('room-dialog').open;
+  roomLeft(f.room);
+  if (state.current === key) openConv(lobbyKey, here);
+  renderSide();
+  announce(t('room.left', { name: f.room.name }));
+}
+
+// forget drops a conversation and its timers.
+function forget(c) {
+  clearTimeout(c.readTimer);
+  for (const x of c.typing.values()) clearTimeout(x.timer);
+  state.convs.delete(c.key);
+}
+
+// onMember: someone joined or left a room the user is in.
+function onMember(f) {
+  learnName(f.user);
+  const c = state.convs.get(`room:${f.room}`);
+  if (c) {
+    c.room = { ...(c.room || { id: f.room }), members: f.members };
+    if (!f.joined) dropTyping(c, f.user.id);
+    renderSide();
+  }
+  roomMember(f);
+}
+
+// people is whom the user could invite: who is online, then those they
+// have private conversations with, by name.
+function people() {
+  const byId = new Map([...state.online.values()].map((u) => [u.id, u]));
+  for (const c of state.convs.values()) if (c.to.user && !byId.has(c.to.user)) byId.set(c.to.user, userOf(c.to.user));
+  return [...byId.values()].sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
+}
+
+// ---- typing ----------------------------------------------------------------------
+
+// onTyping: someone is typing in a conversation of the user's (to names
+// the room, or in a private conversation the typist).
+function onTyping(f) {
+  if (!f.user || !f.to || f.user.id === state.me.id) return;
+  const c = state.convs.get(f.to.room ? `room:${f.to.room}` : `user:${f.to.user}`);
+  if (!c) return;
+  learnName(f.user);
+  const was = c.typing.get(f.user.id);
+  clearTimeout(was?.timer);
+  const timer = setTimeout(() => dropTyping(c, f.user.id), typingShownMs);
+  c.typing.set(f.user.id, { user: f.user, timer });
+  if (!was) typingChanged(c);
+}
+
+// dropTyping ends someone's typing line: it timed out, or their message came.
+function dropTyping(c, id) {
+  const x = c.typing.get(id);
+  if (!x) return;
+  clearTimeout(x.timer);
+  c.typing.delete(id);
+  typingChanged(c);
+}
+
+function typingChanged(c) {
+  if (state.convs.get(c.key) !== c) return;
+  if (c.key === state.current) renderTyping();
+  renderConvList();
+}
+
+// typingText says who is typing in c: "Alice is typing…", "Alice and
+// Bob are typing…", "Alice, Bob and 2 others are typing…".
+function typingText(c) {
+  const names = [...c.typing.values()].map((x) => x.user.name || state.names.get(x.user.id) || x.user.id);
+  if (names.length === 0) return '';
+  if (names.length === 1) return t('typing.one', { a: names[0] });
+  if (names.length === 2) return t('typing.two', { a: names[0], b: names[1] });
+  return t('typing.many', { a: names[0], b: names[1], n: names.length - 2 });
+}
+
+function renderTyping() {
+  $('typing').textContent = typingText(conv(state.current));
+}
+
+// noteTyping tells the open conversation's others that you are typing:
+// not in the lobby or a room too big for it, at most once per
+// typingEveryMs.
+function noteTyping() {
+  const c = conv(state.current);
+  if (c.key === lobbyKey || (c.room && c.room.members > typingRoomMax)) return;
+  if ($('msg').value.trim() === '' || !state.conn?.live) return;
+  const now = Date.now();
+  if (now - state.typingSentAt < typingEveryMs) return;
+  state.typingSentAt = now;
+  state.conn.request({ type: 'typing', to: c.to });
 }
 
 // othersAfter counts c's messages the page holds from others after seq.
@@ -500,22 +706,17 @@ function othersAfter(c, seq) {
 function onConversations(f) {
   const asked = f.id && f.id === state.convReq;
   if (asked) state.convReq = null;
-  for (const it of f.items) {
-    if (it.user && (it.user.account || it.user.name !== it.user.id)) learnName(it.user);
-    if (it.last) learnName(it.last.from);
-    const c = conv(keyOf(it.to, null));
-    const lastSeq = it.last?.seq || 0;
-    c.last = Math.max(c.last, lastSeq);
-    // A list older than a read this page sent or was told of is stale
-    // about what is unread; that read's frame says it.
-    if (it.read >= Math.max(c.readSeq, c.sentRead, c.shown)) {
-      c.readSeq = it.read;
-      // Whoever wrote last has read what came before: the server counts
-      // every message after the cursor, your own too.
-      const mineLast = it.last?.from.id === state.me.id;
-      c.unread = (mineLast ? 0 : it.unread) + othersAfter(c, Math.max(lastSeq, it.read));
+  const listed = new Set();
+  for (const it of f.items) listed.add(applyItem(it).key);
+  // The whole list after a connect: a room not in it was left meanwhile
+  // (one joined since the socket went live may not be in it yet).
+  if (!f.id && !f.more) {
+    for (const c of [...state.convs.values()]) {
+      if (c.to.room && c.key !== lobbyKey && !listed.has(c.key) && c.joinedAt < state.liveAt) {
+        forget(c);
+        if (state.current === c.key) openConv(lobbyKey, false);
+      }
     }
-    c.counted = Math.max(c.counted, lastSeq);
   }
   if (asked || state.convCursor === 0) {
     state.convMore = f.more;
@@ -525,6 +726,34 @@ function onConversations(f) {
   }
   renderSide();
   noteShown();
+}
+
+// applyItem takes one entry of the server's conversation list (or of a
+// joined frame): title, room, newest message, read cursor and unread
+// count.
+function applyItem(it) {
+  if (it.user && (it.user.account || it.user.name !== it.user.id)) learnName(it.user);
+  if (it.last) learnName(it.last.from);
+  const c = conv(keyOf(it.to, null));
+  if (it.room) c.room = { ...c.room, ...it.room };
+  if (it.title) c.title = it.title;
+  if (it.last && (!c.preview || it.last.seq > c.preview.seq)) c.preview = { seq: it.last.seq, from: it.last.from, text: it.last.text };
+  // The other person's cursor, where the server lists it: "Seen"
+  // survives a reload.
+  if (!it.to.room && it.seen > c.seen) c.seen = it.seen;
+  const lastSeq = it.last?.seq || 0;
+  c.last = Math.max(c.last, lastSeq);
+  // A list older than a read this page sent or was told of is stale
+  // about what is unread; that read's frame says it.
+  if (it.read >= Math.max(c.readSeq, c.sentRead, c.shown)) {
+    c.readSeq = it.read;
+    // Whoever wrote last has read what came before: the server counts
+    // every message after the cursor, your own too.
+    const mineLast = it.last?.from.id === state.me.id;
+    c.unread = (mineLast ? 0 : it.unread) + othersAfter(c, Math.max(lastSeq, it.read));
+  }
+  c.counted = Math.max(c.counted, lastSeq);
+  return c;
 }
 
 function onConversationsError(f) {
@@ -545,7 +774,9 @@ function loadOlderConversations() {
 // onRead: this user's read cursor of a conversation moved (on this device
 // or another): what is left unread is the server's count.
 function onRead(f) {
-  const c = conv(keyOf(f.to, null));
+  const key = keyOf(f.to, null);
+  if (f.to.room && !state.convs.has(key)) return; // a room left meanwhile
+  const c = conv(key);
   if (f.seq < c.readSeq) return; // an older read, overtaken
   c.readSeq = f.seq;
   // This page showed more than that read says: its own read follows.
@@ -629,6 +860,7 @@ function onMessage(f) {
   const key = addMessage(f);
   if (!key) return;
   const c = conv(key);
+  dropTyping(c, f.from.id);
   const mine = f.from.id === state.me.id;
   // Unread unless the reader sees it come, or the server counted it.
   const open = key === state.current;
@@ -651,7 +883,9 @@ function onMessage(f) {
 
 function onHistory(f) {
   if (f.id) state.historyReqs.delete(f.id);
-  const c = conv(keyOf(f.to, null));
+  const key = keyOf(f.to, null);
+  if (!state.convs.has(key)) return; // a room left meanwhile
+  const c = conv(key);
   const first = !c.loaded;
   for (const m of f.messages) addMessage(m);
   c.loaded = true;
@@ -785,7 +1019,9 @@ function startChat(user) {
   state.convReq = null;
   state.convMore = false;
   state.convCursor = 0;
+  state.typingSentAt = 0;
   state.current = lobbyKey;
+  resetRooms();
   showView('chat');
   state.conn = new Connection({
     onFrame,
@@ -813,6 +1049,7 @@ function startChat(user) {
 // dropped will never be answered: they are forgotten, and the open
 // conversation loads what it lacks.
 function onLive() {
+  state.liveAt = Date.now();
   for (const req of state.historyReqs.values()) conv(req.key).loading = false;
   state.historyReqs.clear();
   state.convReq = null;
@@ -834,6 +1071,7 @@ async function onSessionEnd() {
 }
 
 function endSession(message) {
+  resetRooms();
   state.conn?.stop();
   state.conn = null;
   state.me = null;
@@ -851,6 +1089,8 @@ function onLangChange(e) {
   if (!state.me) return;
   renderSide();
   renderMessages('keep');
+  renderTyping();
+  renderPanel();
   if (state.connState) setConnState(state.connState);
 }
 
@@ -887,7 +1127,7 @@ function wireForms() {
 
 function wireChat() {
   $('composer').addEventListener('submit', submitComposer);
-  $('msg').addEventListener('input', updateComposer);
+  $('msg').addEventListener('input', () => { updateComposer(); noteTyping(); });
   $('msg').addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitComposer(ev);
   });
@@ -906,9 +1146,11 @@ function wireChat() {
   stickToBottom(box);
   $('jump').addEventListener('click', () => { renderMessages('bottom'); $('msg').focus(); });
   $('toggle-side').addEventListener('click', () => setDrawer(!drawerOpen()));
+  $('room-info').addEventListener('click', () => openRoomPanel(conv(state.current)));
   $('scrim').addEventListener('click', () => setDrawer(false));
   document.addEventListener('keydown', (ev) => {
-    if (ev.key === 'Escape' && drawerOpen()) { setDrawer(false); $('toggle-side').focus(); }
+    // A dialog over the drawer closes by itself, and only it.
+    if (ev.key === 'Escape' && drawerOpen() && !document.querySelector('dialog[open]')) { setDrawer(false); $('toggle-side').focus(); }
   });
 }
 
@@ -933,6 +1175,18 @@ async function boot() {
   wireForms();
   wireChat();
   wireAccount({ api, showFormErrors, errorText, currentUser: () => state.me, endSession });
+  wireRooms({
+    request: (frame) => { if (!state.conn?.live) return false; state.conn.request(frame); return true; },
+    nextID: (prefix) => `${prefix}${++state.reqSeq}`,
+    me: () => state.me,
+    conv: (room) => state.convs.get(`room:${room}`),
+    addRoom,
+    openConv,
+    people,
+    isOnline: (id, fallback) => (state.online.size > 0 ? state.online.has(id) : fallback),
+    learn: learnName,
+    el, whoEl, labelOf, announce, locale,
+  });
   updateComposer();
 
   // Still logged in (the cookie) after a reload? /api/session answers 200

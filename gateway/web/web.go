@@ -3,7 +3,8 @@
 // from outside the gateway's origin: index.html (both views), style.css,
 // app.js (the page), conn.js (the socket: reconnect, resume, outbox),
 // scroll.js (where the message list stays as it changes), account.js
-// (change password, log out everywhere) and i18n.js (English and
+// (change password, log out everywhere), rooms.js (new room, browse
+// rooms, a room's members, invitations) and i18n.js (English and
 // Simplified Chinese). Plain ES modules, no build.
 package web
 
@@ -11,5 +12,5 @@ import "embed"
 
 // Files are the page's files: index.html at the root, the rest under it.
 //
-//go:embed index.html style.css app.js conn.js i18n.js scroll.js account.js
+//go:embed index.html style.css app.js conn.js i18n.js scroll.js account.js rooms.js
 var Files embed.FS
