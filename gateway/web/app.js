@@ -1072,6 +1072,9 @@ async function onSessionEnd() {
 
 function endSession(message) {
   resetRooms();
+  // What was typed is not left for whoever logs in next.
+  $('msg').value = '';
+  updateComposer();
   state.conn?.stop();
   state.conn = null;
   state.me = null;
