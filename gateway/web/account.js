@@ -24,6 +24,7 @@ export function wireAccount(deps) {
 function openAccount(user) {
   resetAccount();
   $('password-username').value = user?.account || '';
+  $('account-id').textContent = user?.id || '';
   $('account-dialog').showModal();
   $('password-current').focus();
 }
