@@ -240,10 +240,11 @@ func TestBrowserConversationList(t *testing.T) {
 // historyPageSize is the page's history page (app.js historyPage).
 const historyPageSize = 50
 
-// TestBrowserReadAcrossDevices: bob writes alice five messages while she
-// is offline. She logs in on her desktop (gateway 1): his conversation
-// says 5 unread. She reads it on her phone (gateway 2): the desktop's
-// badge clears without a reload, and bob's page says his last message was
+// TestBrowserReadAcrossDevices: bob sees alice typing to him. He writes
+// her five messages while she is offline. She logs in on her desktop
+// (gateway 1): his conversation says 5 unread, and still does after a
+// reload. She reads it on her phone (gateway 2): the desktop's badge
+// clears without a reload, and bob's page says his last message was
 // seen.
 func TestBrowserReadAcrossDevices(t *testing.T) {
 	const pw = "two-screens-2026"
@@ -257,6 +258,7 @@ func TestBrowserReadAcrossDevices(t *testing.T) {
 	bob := newBrowser(t, "read-bob", s.gateways[1])
 	desktop.login(t, "alice", pw)
 	desktop.viewport(t, 1280, 800)
+	desktop.noteKeys(t)
 	bob.login(t, "bob", pw)
 	bob.viewport(t, 1280, 800)
 	bob.openDM(t, "Alice")
@@ -266,6 +268,9 @@ func TestBrowserReadAcrossDevices(t *testing.T) {
 	desktop.say(t, "yes, for a minute")
 	// Alice read his question: bob sees it seen.
 	bob.waitJS(t, "question seen", seenOn("are you there?"))
+	// She starts an answer: bob sees her typing.
+	desktop.typeAfterInterval(t, "brb")
+	bob.waitJS(t, "alice typing", typingJS+` === 'Alice is typing…'`)
 	desktop.do(t, chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
 
 	for i := 1; i <= 5; i++ {
@@ -281,6 +286,10 @@ func TestBrowserReadAcrossDevices(t *testing.T) {
 	desktop.login(t, "alice", pw)
 	desktop.waitJS(t, "5 unread on the desktop", badgeJS(aliceKey)+` === '5'`)
 	desktop.waitJS(t, "tab title", `document.title === '(5) natter'`)
+	// A reload keeps the conversation and its count: both are the server's.
+	desktop.do(t, chromedp.Reload())
+	desktop.waitJS(t, "connected after reload", `document.querySelector('#conn-state').dataset.state === 'connected'`)
+	desktop.waitJS(t, "5 unread after reload", badgeJS(aliceKey)+` === '5' && document.title === '(5) natter'`)
 	shot(t, desktop, "2-desktop-unread-1280x800")
 	desktop.checkClean(t, axe, "desktop with unread")
 
