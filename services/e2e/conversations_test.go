@@ -245,12 +245,12 @@ const historyPageSize = 50
 // (gateway 1): his conversation says 5 unread, and still does after a
 // reload. She reads it on her phone (gateway 2): the desktop's badge
 // clears without a reload, and bob's page says his last message was
-// seen.
+// seen, also once he reloads it.
 func TestBrowserReadAcrossDevices(t *testing.T) {
 	const pw = "two-screens-2026"
 	s := startBrowserStack(t)
 	axe := axeSource(t)
-	registerOnly(t, s.gateways[0], "alice", "Alice", pw)
+	aliceID := registerOnly(t, s.gateways[0], "alice", "Alice", pw)
 	bobID := registerOnly(t, s.gateways[0], "bob", "Bob", pw)
 	aliceKey := "user:" + bobID // the conversation, as alice's pages key it
 
@@ -312,6 +312,13 @@ func TestBrowserReadAcrossDevices(t *testing.T) {
 	}
 	shot(t, phone, "4-phone-read-390x844")
 	shot(t, desktop, "5-desktop-cleared-1280x800")
+	// The mark is still there after bob reloads: the list says how far
+	// alice read.
+	bob.do(t, chromedp.Reload())
+	bob.waitJS(t, "connected after reload", `document.querySelector('#conn-state').dataset.state === 'connected'`)
+	bob.openListed(t, "user:"+aliceID)
+	bob.checkOpenAtNewest(t, "after reload", "while you were away 5")
+	bob.waitJS(t, "seen after reload", seenOn("while you were away 5"))
 	shot(t, bob, "6-bob-seen-1280x800")
 	bob.checkClean(t, axe, "bob with seen")
 
