@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -364,4 +365,64 @@ func TestBrowserPrivateRoom(t *testing.T) {
 		}
 		b.mu.Unlock()
 	}
+}
+
+// TestBrowserBrowsePaging: 55 public rooms. "Browse rooms" lists the
+// first 50 and a button for the rest; a search narrows them. An invite
+// past INVITES_PER_HOUR says when inviting comes back.
+func TestBrowserBrowsePaging(t *testing.T) {
+	const (
+		pw    = "many-doors-2026"
+		rooms = 55
+	)
+	// The making socket is not held to a person's pace.
+	s := startBrowserStack(t, "ROOM_CREATES_PER_HOUR=100", "SEND_RATE=1000", "SEND_BURST=1000", "INVITES_PER_HOUR=1")
+	axe := axeSource(t)
+	gw := s.gateways[0]
+	_, makerCookie := registerLogin(t, gw, "maker", "Maker", pw)
+	registerOnly(t, gw, "reader", "Reader", pw)
+	otherID := registerOnly(t, gw, "other", "Other", pw)
+	maker, _ := dialChat(t, gw, makerCookie, 0)
+	made := map[string]bool{}
+	for i := range rooms {
+		maker.send(t, fmt.Sprintf(`{"type":"room_create","id":"c%d","name":"Room %02d","visibility":"public"}`, i, i))
+	}
+	maker.waitFor(t, "every room made", func(o map[string]any) bool {
+		if o["type"] == "error" {
+			t.Fatalf("room_create refused: %v", o)
+		}
+		if o["type"] == "room" {
+			made[o["id"].(string)] = true
+		}
+		return len(made) == rooms
+	})
+
+	b := newBrowser(t, "paging", gw)
+	b.login(t, "reader", pw)
+	b.viewport(t, 390, 844)
+	b.browseFor(t, "room")
+	b.waitJS(t, "first page", `document.querySelectorAll('#browse-list li').length === 50 && !document.querySelector('#browse-more').hidden`)
+	shot(t, b, "1-first-page-390x844")
+	b.checkClean(t, axe, "a page of rooms")
+	b.do(t, chromedp.Click(chromedp.ID("browse-more")))
+	b.waitJS(t, "all rooms", fmt.Sprintf(`document.querySelectorAll('#browse-list li').length === %d && document.querySelector('#browse-more').hidden && document.querySelector('#browse-status').textContent === '%d rooms'`, rooms, rooms))
+	if n := eval[int](t, b, `new Set([...document.querySelectorAll('#browse-list li')].map(li => li.dataset.room)).size`); n != rooms {
+		t.Errorf("%d different rooms listed, want %d", n, rooms)
+	}
+	b.do(t, chromedp.SendKeys(chromedp.ID("browse-query"), " 5"))
+	b.waitJS(t, "narrowed", `[...document.querySelectorAll('#browse-list .room-name')].map(e => e.textContent).sort().join(',') === 'Room 50,Room 51,Room 52,Room 53,Room 54'`)
+
+	// Join one; invite two people with room for one an hour (the second
+	// one does not exist: the quota is checked first).
+	eval[bool](t, b, `(() => { document.querySelector('#browse-list li button').click(); return true })()`)
+	b.waitJS(t, "joined", `!document.querySelector('#browse-dialog').open && !document.querySelector('#room-info').hidden`)
+	b.do(t, chromedp.Click(chromedp.ID("room-info")))
+	b.waitJS(t, "members", `document.querySelectorAll('#members-list li').length === 2`)
+	b.do(t, chromedp.SendKeys(chromedp.ID("invite-user"), otherID), chromedp.Click(chromedp.ID("invite-submit")))
+	b.waitJS(t, "first invite", `document.querySelector('#invite-done').textContent.startsWith('Other @other was invited to Room 5')`)
+	eval[bool](t, b, `(() => { document.querySelector('#invite-user').value = ''; return true })()`)
+	b.do(t, chromedp.SendKeys(chromedp.ID("invite-user"), "nosuchuser1"), chromedp.Click(chromedp.ID("invite-submit")))
+	b.waitJS(t, "invite quota", `/^You have sent as many invitations as one person may for now\. (You can invite again at .+|Try again later)\.$/.test(document.querySelector('#invite-error').textContent)`)
+	shot(t, b, "2-invite-quota-390x844")
+	b.checkClean(t, axe, "invite quota")
 }
