@@ -186,14 +186,28 @@ func (c *Conn) wait() error {
 			}
 		}
 		err := c.readSocket()
-		if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, c.heardAt.Load())) < c.silentFor() {
-			c.refreshDeadline()
-			continue
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = c.deadlinePassed()
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// deadlinePassed decides what a passed read deadline means: nothing
+// (the client was heard since it was set, or its bytes are waiting: the
+// deadline moves on) or silence (the error).
+func (c *Conn) deadlinePassed() error {
+	if time.Since(time.Unix(0, c.heardAt.Load())) < c.silentFor() {
+		c.refreshDeadline()
+		return nil
+	}
+	late, err := c.readLate()
+	if late || err != nil {
+		return err
+	}
+	return os.ErrDeadlineExceeded
 }
 
 // getReadBuffer and putReadBuffer keep read buffers in the server's
