@@ -52,11 +52,18 @@ func (g *Gateway) handleRead(c *client, f chat.ClientFrame) {
 		c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the read cursor; retry"))
 		return
 	}
-	if !moved {
-		return
+	if moved {
+		g.tellSeen(c.user.ID, *f.To, f.Seq)
 	}
-	if f.To.User != "" && f.To.User != c.user.ID {
-		g.publishUser(f.To.User, chat.SeenFrame{Type: chat.FrameSeen, To: chat.To{User: c.user.ID}, Seq: f.Seq})
+}
+
+// tellSeen tells the other person of a direct conversation that reader's
+// cursor moved to seq (a read receipt), whether a read or a send of the
+// reader's moved it: either may land first, and the other then moves
+// nothing.
+func (g *Gateway) tellSeen(reader string, to chat.To, seq uint64) {
+	if to.User != "" && to.User != reader {
+		g.publishUser(to.User, chat.SeenFrame{Type: chat.FrameSeen, To: chat.To{User: reader}, Seq: seq})
 	}
 }
 

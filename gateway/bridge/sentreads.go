@@ -65,8 +65,12 @@ func (g *Gateway) moveSentReads(ctx context.Context) {
 		}
 		for k, seq := range g.sentReads.take() {
 			mctx, cancel := context.WithTimeout(ctx, readTimeout)
-			if _, err := g.moveReadCursor(mctx, k.user, k.to, seq); err != nil && ctx.Err() == nil {
+			moved, err := g.moveReadCursor(mctx, k.user, k.to, seq)
+			if err != nil && ctx.Err() == nil {
 				g.log.Warn("sender's read cursor not moved", "err", err)
+			}
+			if moved {
+				g.tellSeen(k.user, k.to, seq)
 			}
 			cancel()
 		}
