@@ -243,6 +243,13 @@ func (c *client) send(b []byte, l *wsconn.Lineup) {
 	}
 }
 
+// quotaRefusal is a quota_exceeded refusal, allowed again after wait.
+func quotaRefusal(id string, wait time.Duration, message string) chat.ErrorFrame {
+	e := errorFrame(id, chat.CodeQuotaExceeded, message)
+	e.RetryAfter = seconds(wait)
+	return e
+}
+
 func errorFrame(id, code, message string) chat.ErrorFrame {
 	return chat.ErrorFrame{Type: chat.FrameError, ID: id, Code: code, Message: message}
 }

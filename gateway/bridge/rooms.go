@@ -187,7 +187,7 @@ func (g *Gateway) handleInvite(c *client, f chat.ClientFrame) {
 		if err != nil {
 			c.reply(errorFrame(f.ID, chat.CodeUnavailable, "cannot check your quota now; retry"))
 		} else {
-			c.reply(errorFrame(f.ID, chat.CodeQuotaExceeded, fmt.Sprintf("at most %d invites an hour; the next in %d s", g.limits.InvitesPerHour, seconds(wait))))
+			c.reply(quotaRefusal(f.ID, wait, fmt.Sprintf("at most %d invites an hour; the next in %d s", g.limits.InvitesPerHour, seconds(wait))))
 		}
 		return
 	}
@@ -372,7 +372,7 @@ func (g *Gateway) roomRefusal(id, room string, err error) chat.ErrorFrame {
 	switch {
 	case errors.As(err, &quota):
 		wait := max(time.Until(quota.at), time.Second)
-		return errorFrame(id, chat.CodeQuotaExceeded, fmt.Sprintf("at most %d new rooms an hour; the next in %d s", g.limits.RoomCreatesPerHour, seconds(wait)))
+		return quotaRefusal(id, wait, fmt.Sprintf("at most %d new rooms an hour; the next in %d s", g.limits.RoomCreatesPerHour, seconds(wait)))
 	case errors.Is(err, errUnknownRoom):
 		return *unknownRoom(id, room)
 	case errors.Is(err, errTooManyRooms):

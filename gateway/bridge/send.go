@@ -168,12 +168,14 @@ func (g *Gateway) spend(user string, size int) *chat.ErrorFrame {
 	if err == nil && ok {
 		ok, wait, err = g.byteQuota.Spend(ctx, user, int64(size))
 		if err == nil && !ok {
-			return refusal("", chat.CodeQuotaExceeded, fmt.Sprintf(
+			e := quotaRefusal("", wait, fmt.Sprintf(
 				"you stored %d bytes of messages this hour, the most one user may; sending resumes in %d s", g.limits.UserBytesPerHour, seconds(wait)))
+			return &e
 		}
 	} else if err == nil {
-		return refusal("", chat.CodeQuotaExceeded, fmt.Sprintf(
+		e := quotaRefusal("", wait, fmt.Sprintf(
 			"you sent %d messages this minute, the most one user may; sending resumes in %d s", g.limits.UserSendsPerMinute, seconds(wait)))
+		return &e
 	}
 	if err != nil {
 		g.log.Warn("quota unavailable", "err", err)

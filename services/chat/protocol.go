@@ -47,6 +47,7 @@ import (
 //	{"type":"ack","id":"m1","seq":43}
 //	{"type":"message","seq":43,"id":"m1","from":{"id":"u1","name":"Alice","account":"alice"},"to":{"room":"lobby"},"text":"hello","ts":"2026-11-25T22:00:00Z"}
 //	{"type":"error","id":"m1","code":"text_too_long","message":"..."}
+//	{"type":"error","id":"m9","code":"quota_exceeded","message":"...","retry_after":42}
 //	{"type":"history","id":"h1","to":{"user":"u7"},"messages":[{"type":"message",...}],"more":true}
 //	{"type":"resumed","seq":57,"complete":true}
 //	{"type":"presence","users":[{"id":"u1","name":"Alice","account":"alice"}]}
@@ -309,6 +310,9 @@ type ErrorFrame struct {
 	ID      string `json:"id,omitempty"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RetryAfter is, on quota_exceeded, in how many seconds the quota
+	// allows again (the message says it too, in words).
+	RetryAfter int64 `json:"retry_after,omitempty"`
 }
 
 // MessageFrame delivers a stored message.

@@ -185,6 +185,11 @@ func TestRooms(t *testing.T) {
 	if invites != 1 {
 		t.Fatalf("bob got %d invited frames for two invites to one room, want 1", invites)
 	}
+	// Sending is reading, and the other person is told: alice's send
+	// moved her cursor, so bob sees she has seen up to it.
+	bob.expect(t, "alice's seen", func(o map[string]any) bool {
+		return o["type"] == "seen" && o["to"].(map[string]any)["user"] == aliceID
+	})
 }
 
 // TestRoomLimits: each limit refused at its edge with its code, and the
@@ -219,7 +224,10 @@ func TestRoomLimits(t *testing.T) {
 	alice.send(t, fmt.Sprintf(`{"type":"leave","room":%q}`, full))
 	alice.expect(t, "left", typed("left"))
 	alice.createRoom(t, "c4", "third", "private")
-	alice.wantError(t, `{"type":"room_create","id":"c5","name":"fourth"}`, "c5", "quota_exceeded")
+	alice.send(t, `{"type":"room_create","id":"c5","name":"fourth"}`)
+	if e := alice.expect(t, "quota refusal", errorFor("c5")); e["code"] != "quota_exceeded" || e["retry_after"].(float64) < 1 || e["retry_after"].(float64) > 3600 {
+		t.Fatalf("fourth room: %v, want quota_exceeded with retry_after within the hour", e)
+	}
 }
 
 // TestRoomCreationOff: ROOM_CREATES_PER_HOUR=0 turns creating rooms off,
