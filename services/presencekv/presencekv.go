@@ -60,6 +60,7 @@ type Registry struct {
 	create sync.Mutex // one lease creation at a time
 
 	mu    sync.Mutex
+	ttl   time.Duration       // the bucket's, learned with the first lease
 	lease *lease              // nil until the first socket, and after a loss
 	socks map[string]*sock    // by key
 	stale map[string]struct{} // keys of closed sockets whose delete failed
@@ -70,6 +71,9 @@ type lease struct {
 	epoch string
 	value []byte
 	rev   uint64 // guarded by Registry.mu
+	// confirmed is when the last write of the lease known to be stored
+	// (creation, refresh) was answered; guarded by Registry.mu.
+	confirmed time.Time
 }
 
 type sock struct {
@@ -143,8 +147,15 @@ func (r *Registry) ensureLease(ctx context.Context) (*lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("presence lease: %w", err)
 	}
+	var ttl time.Duration
+	if st, err := r.kv.Status(ctx); err == nil {
+		ttl = st.TTL()
+	}
 	r.mu.Lock()
 	r.lease = l
+	if ttl > 0 {
+		r.ttl = ttl
+	}
 	r.mu.Unlock()
 	return l, nil
 }
@@ -164,7 +175,7 @@ func (r *Registry) newLease(ctx context.Context) (*lease, error) {
 	value, _ := json.Marshal(chat.PresenceLease{Gateway: r.gateway, Epoch: epoch, Since: time.Now().UTC()})
 	rev, err := r.kv.Create(ctx, r.leaseKey, value)
 	if err == nil {
-		return &lease{epoch: epoch, value: value, rev: rev}, nil
+		return &lease{epoch: epoch, value: value, rev: rev, confirmed: time.Now()}, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, err
@@ -177,7 +188,7 @@ func (r *Registry) newLease(ctx context.Context) (*lease, error) {
 	if json.Unmarshal(e.Value(), &l) != nil || l.Gateway != r.gateway || l.Epoch == "" {
 		return nil, fmt.Errorf("lease key %s holds %q", r.leaseKey, e.Value())
 	}
-	return &lease{epoch: l.Epoch, value: e.Value(), rev: e.Revision()}, nil
+	return &lease{epoch: l.Epoch, value: e.Value(), rev: e.Revision(), confirmed: time.Now()}, nil
 }
 
 // Remove withdraws a socket.
@@ -225,7 +236,8 @@ func (r *Registry) deleteStale(ctx context.Context) {
 // of sockets. If the lease expired, every socket under it is dropped and
 // its onLost called; Heartbeat returns how many. Other errors (NATS
 // unreachable) are returned: the next heartbeat tries again, and if the
-// lease expires meanwhile its sockets are lost then.
+// lease expires meanwhile its sockets are lost then, or, once no refresh
+// has been answered for LostAfter TTLs, at once (see giveUp).
 func (r *Registry) Heartbeat(ctx context.Context) (int, error) {
 	r.deleteStale(ctx)
 	l := r.current()
@@ -242,13 +254,33 @@ func (r *Registry) Heartbeat(ctx context.Context) (int, error) {
 	switch {
 	case errors.Is(err, ErrLeaseLost):
 		return r.lost(l), nil
+	case err != nil && r.giveUp(l, time.Now()):
+		return r.lost(l), nil
 	case err != nil:
 		return 0, fmt.Errorf("presence heartbeat: %w", err)
 	}
 	r.mu.Lock()
-	l.rev = rev
+	l.rev, l.confirmed = rev, time.Now()
 	r.mu.Unlock()
 	return 0, nil
+}
+
+// LostAfter is how many TTLs a lease may go without a refresh answered
+// before the gateway gives it up (see giveUp).
+const LostAfter = 2
+
+// giveUp reports whether lease l has gone LostAfter TTLs without a
+// refresh answered. It has expired then, unless a refresh whose answer
+// was lost was stored; and a gateway that long without an answer has
+// lost contact with NATS (a partition that leaves its connection open):
+// its sockets are given up at once, closed with the code that says so,
+// rather than when contact returns. Kept open, they would take the live
+// messages that follow the return and skip, when they resume, the ones
+// sent while the gateway was cut off, which never reached it.
+func (r *Registry) giveUp(l *lease, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ttl > 0 && now.Sub(l.confirmed) > LostAfter*r.ttl
 }
 
 // recheck follows a refresh that found another revision than the last
@@ -269,7 +301,7 @@ func (r *Registry) recheck(ctx context.Context, l *lease) (uint64, error) {
 	if revisionMismatch(err) {
 		return 0, ErrLeaseLost // expired between the read and the write
 	}
-	return rev, err
+	return rev, err // confirmed by the caller
 }
 
 // revisionMismatch is an update that found another revision than the one

@@ -246,3 +246,38 @@ func TestRemoveDuringOutageDeletedAtNextHeartbeat(t *testing.T) {
 		t.Fatalf("the open socket's entry: %v", err)
 	}
 }
+
+// TestLeaseGivenUpWithoutAnswers: a gateway cut off from NATS with its
+// connection left open (a partition) hears no answer to its refreshes;
+// after LostAfter TTLs without one it gives its sockets up, at once,
+// rather than keep them until contact returns (they would then take the
+// live messages after the cut and skip, on resume, those sent during it).
+func TestLeaseGivenUpWithoutAnswers(t *testing.T) {
+	const ttl = 2 * time.Second
+	kv, ns := newBucket(t, ttl)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	lost := make(chan struct{}, 1)
+	if err := r.Add(ctx, "alice", "c", func() { lost <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	confirmed := time.Now()
+	ns.Stop()
+	var n int
+	poll.Until(t, LostAfter*ttl+10*time.Second, func() error {
+		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		var err error
+		n, err = r.Heartbeat(hctx)
+		if n == 0 {
+			return fmt.Errorf("heartbeat: %v, no socket given up", err)
+		}
+		return nil
+	})
+	if n != 1 || len(lost) != 1 {
+		t.Fatalf("%d sockets given up, onLost called %d times; want 1 and 1", n, len(lost))
+	}
+	if since := time.Since(confirmed); since < LostAfter*ttl {
+		t.Fatalf("given up %s after the last answered refresh, before %d TTLs", since, LostAfter)
+	}
+}
