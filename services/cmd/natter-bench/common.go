@@ -226,13 +226,33 @@ type frame struct {
 	Code string `json:"code"`
 }
 
-// readFrames calls f for each object of each frame until the socket ends.
-// A frame is read in pieces through one buffer per socket, reused, and
-// split at '\n': the tool shares the machine with the servers, so its own
-// work costs them CPU. A presence object (in a connect storm, most of
-// what it reads; the online list alone is tens of KB) is reported by its
-// type and passed over, never kept whole.
+// readFrames calls f for each object of each frame until the socket ends,
+// decoding it into a frame (see readLines).
 func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
+	return readLines(conn, func(line []byte, now time.Time) {
+		if line == nil {
+			f(frame{Type: "presence"}, now)
+			return
+		}
+		if fr, ok := fastMessage(line); ok {
+			f(fr, now)
+			return
+		}
+		var fr frame
+		if json.Unmarshal(line, &fr) == nil {
+			f(fr, now)
+		}
+	})
+}
+
+// readLines calls f with each object of each frame, undecoded, until the
+// socket ends. A frame is read in pieces through one buffer per socket,
+// reused, and split at '\n': the tool shares the machine with the
+// servers, so its own work costs them CPU. A presence object (in a
+// connect storm, most of what it reads; the online list alone is tens of
+// KB) is passed over, never kept whole, and reported as a nil line. The
+// line is only valid during the call.
+func readLines(conn *websocket.Conn, f func([]byte, time.Time)) error {
 	chunk := make([]byte, 4096)
 	var line []byte
 	for {
@@ -241,16 +261,6 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 			return err
 		}
 		now := time.Now()
-		emit := func(line []byte) {
-			if fr, ok := fastMessage(line); ok {
-				f(fr, now)
-				return
-			}
-			var fr frame
-			if json.Unmarshal(line, &fr) == nil {
-				f(fr, now)
-			}
-		}
 		skipping := false // the rest of this line is a presence object's
 		line = line[:0]
 		for {
@@ -264,7 +274,7 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 				if !skipping {
 					line = append(line, part...)
 					if len(line) >= len(presencePrefix) && string(line[:len(presencePrefix)]) == presencePrefix {
-						f(frame{Type: "presence"}, now)
+						f(nil, now)
 						skipping, line = true, line[:0]
 					}
 				}
@@ -272,7 +282,7 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 					break
 				}
 				if !skipping && len(line) > 0 {
-					emit(line)
+					f(line, now)
 				}
 				skipping, line = false, line[:0]
 				data = data[end+1:]
@@ -285,7 +295,7 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 			}
 		}
 		if !skipping && len(line) > 0 {
-			emit(line)
+			f(line, now)
 		}
 	}
 }
