@@ -7,6 +7,8 @@
 //	natter-bench direct  -pairs 500 -rate 5 -duration 10s        direct messages between pairs
 //	natter-bench connect -sockets 2000                           handshakes per second
 //	natter-bench idle    -sockets 10000 -hold 20s -gateway-pid N gateway memory per idle socket
+//	natter-bench conversations -users 100 -sockets 2000        handshakes and lists with 200 conversations
+//	natter-bench rooms   -gateway A,B -rooms 100 -rate 200      room fan-out over two gateways
 //
 // Every size and duration has a hard upper bound. Client sockets are spread
 // over 127.0.0.x source addresses, and the tool raises its own file limit;
@@ -36,7 +38,7 @@ func main() {
 	}
 }
 
-const usage = `usage: natter-bench fanout|direct|connect|idle [-runs N] [flags]  (natter-bench <scenario> -h lists the flags)`
+const usage = `usage: natter-bench fanout|direct|connect|idle|conversations|rooms [-runs N] [flags]  (natter-bench <scenario> -h lists the flags)`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) < 2 {
@@ -47,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"direct":  runDirect,
 		"connect": runConnect,
 		"idle":    runIdle,
+
+		"conversations": runConversations,
+		"rooms":         runRooms,
 	}
 	f, ok := scenarios[args[1]]
 	if !ok {
