@@ -25,6 +25,7 @@ type convFlags struct {
 	common
 	sockets, inFlight, dms, rooms int
 	samples, requests, setupConc  int
+	natsPID                       int
 }
 
 func (f *convFlags) parse(args []string, getenv func(string) string, stderr io.Writer) error {
@@ -38,6 +39,7 @@ func (f *convFlags) parse(args []string, getenv func(string) string, stderr io.W
 	fs.Int(&f.samples, "samples", "", 100, "sockets opened one at a time to time hello -> conversations")
 	fs.Int(&f.requests, "requests", "", 200, "conversations requests, one at a time, to time")
 	fs.Int(&f.setupConc, "setup-concurrency", "", 32, "setup requests in flight at once")
+	fs.Int(&f.natsPID, "nats-pid", "", 0, "pid of the NATS server (the dev stack's holds FerretDB too): its CPU per handshake is reported too")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -93,7 +95,7 @@ func measureConversations(ctx context.Context, d *dialer, f *convFlags, heavy, e
 		name     string
 		sessions []session
 	}{{"many", heavy}, {"none", empty}} {
-		fig, err := storm(ctx, d, s.sessions, f.sockets, f.inFlight, f.gatewayPID)
+		fig, err := storm(ctx, d, s.sessions, f.sockets, f.inFlight, f.gatewayPID, f.natsPID)
 		if err != nil {
 			return fmt.Errorf("storm (%s): %w", s.name, err)
 		}
@@ -241,7 +243,7 @@ type stormSocket struct {
 // counted done at its conversations frame: the handshake rate a user
 // sees the page ready at. It also times hello -> conversations under the
 // storm, and the gateway's CPU per handshake.
-func storm(ctx context.Context, d *dialer, sessions []session, sockets, inFlight, gatewayPID int) (map[string]float64, error) {
+func storm(ctx context.Context, d *dialer, sessions []session, sockets, inFlight, gatewayPID, natsPID int) (map[string]float64, error) {
 	conns := make([]io.Closer, sockets)
 	defer func() {
 		for _, c := range conns {
@@ -254,7 +256,7 @@ func storm(ctx context.Context, d *dialer, sessions []session, sockets, inFlight
 	var failed atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
-	cpu0, start := cpuSeconds(gatewayPID), time.Now()
+	cpu0, natsCPU0, start := cpuSeconds(gatewayPID), cpuSeconds(natsPID), time.Now()
 	_ = eachBounded(sockets, inFlight, func(i int) error {
 		s, conn, err := stormOne(ctx, d, sessions[i%len(sessions)], i)
 		conns[i] = conn
@@ -279,6 +281,9 @@ func storm(ctx context.Context, d *dialer, sessions []session, sockets, inFlight
 	putLatencies(fig, "storm_list_", lat)
 	if cpu := cpuSeconds(gatewayPID) - cpu0; gatewayPID > 0 && cpu > 0 {
 		fig["cpu_ms_per_handshake"] = 1000 * cpu / float64(sockets)
+	}
+	if cpu := cpuSeconds(natsPID) - natsCPU0; natsPID > 0 && cpu > 0 {
+		fig["nats_cpu_ms_per_handshake"] = 1000 * cpu / float64(sockets)
 	}
 	return fig, nil
 }
