@@ -299,10 +299,10 @@ func roomsResult(f *roomsFlags, plan *roomPlan, t *roomTally, sent int64, elapse
 	}}
 	t.refused.addTo(r.Figures)
 	putLatencies(r.Figures, "latency_", t.lat)
-	cpu := cpu1
+	cpu := cpu1 // gateway_cpu_s, below, is both gateways'
 	if f.gateway2PID > 0 {
 		cpu += cpu2
-		r.Figures["gateway2_cpu_s"] = cpu2
+		r.Figures["gateway1_cpu_s"], r.Figures["gateway2_cpu_s"] = cpu1, cpu2
 	}
 	addCPU(&r, cpu, float64(t.delivered.Load()), "deliveries")
 	if cpu > 0 && f.gatewayPID > 0 && t.delivered.Load() > 0 {
