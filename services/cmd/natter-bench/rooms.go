@@ -297,6 +297,9 @@ func roomsResult(f *roomsFlags, plan *roomPlan, t *roomTally, sent int64, elapse
 		"wrong_room":       float64(t.wrongRoom.Load()),
 		"deliveries_per_s": float64(t.delivered.Load()) / elapsed.Seconds(),
 	}}
+	if missing+dups+t.wrongRoom.Load() > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("CHECK FAILED: %d missing, %d duplicates, %d of a room the receiver is not in", missing, dups, t.wrongRoom.Load()))
+	}
 	t.refused.addTo(r.Figures)
 	putLatencies(r.Figures, "latency_", t.lat)
 	cpu := cpu1 // gateway_cpu_s, below, is both gateways'
