@@ -158,3 +158,19 @@ func fakeConversations(id string, before uint64) string {
 	b, _ := json.Marshal(map[string]any{"type": "conversations", "id": id, "items": items, "more": before-1 > uint64(len(items))})
 	return string(b)
 }
+
+// A storm's handshake ends at the conversations frame, after hello, and
+// reads no further.
+func TestStormOne(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(fakeRoomsGateway))
+	defer srv.Close()
+	var c common
+	c.gateways, c.sources = srv.URL, 1
+	s, conn, err := stormOne(t.Context(), c.newDialer(), session{ID: "u1"}, 0)
+	if conn != nil {
+		defer conn.Close()
+	}
+	if err != nil || s.failed != "" || s.hello.IsZero() || s.listed.Before(s.hello) {
+		t.Fatalf("storm socket %+v, %v", s, err)
+	}
+}
