@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -27,8 +28,19 @@ const contactsTimeout = 5 * time.Second
 // connect storm of a few users reads nothing. h.mu held.
 func (h *hub) wantContacts() bool { return h.presMax > 0 && 2*len(h.online) > h.presMax }
 
-// partialMode reports whether presence lists are partial now. h.mu held.
-func (h *hub) partialMode() bool { return h.presMax > 0 && len(h.online) > h.presMax }
+// partialMode reports whether presence lists are partial now: past
+// presMax online, and until a tenth fewer (at least one) are, so one
+// account connecting and leaving at the threshold does not make every
+// socket get its list afresh at every batch. h.mu held.
+func (h *hub) partialMode() bool {
+	if h.presMax == 0 {
+		return false
+	}
+	if h.partial {
+		return len(h.online) > h.presMax-max(1, h.presMax/10)
+	}
+	return len(h.online) > h.presMax
+}
 
 // partialList is user's presence list in partial mode: their contacts
 // who are online (by id), with the total. h.mu held.
@@ -51,11 +63,12 @@ func (h *hub) partialList(user string) []byte {
 const (
 	contactsWorkers = 2
 	contactsQueue   = 4096
+	contactsRetry   = 5 * time.Second // after a read that failed
 )
 
 // queueContacts asks for user's contacts to be read again; past the
-// queue's bound the request is dropped (their list stays as it is until
-// their next socket or membership change).
+// queue's bound the request is dropped (a user without contacts is asked
+// for again with their next socket, or when the mode changes).
 func (h *hub) queueContacts(user string) {
 	h.contactsMu.Lock()
 	defer h.contactsMu.Unlock()
@@ -66,7 +79,7 @@ func (h *hub) queueContacts(user string) {
 	case h.contactsQ <- user:
 		h.contactsQueued[user] = true
 	default:
-		h.log.Warn("contacts queue full; a presence list stays as it is", "user", user)
+		h.m.errors.WithLabelValues("contacts_dropped").Inc()
 	}
 }
 
@@ -95,7 +108,8 @@ func (h *hub) refreshContacts(user string) {
 	defer cancel()
 	ids, err := h.loadContacts(ctx, user)
 	if err != nil {
-		h.log.Warn("contacts not read", "user", user, "err", err)
+		h.log.Warn("contacts not read; asking again later", "user", user, "err", err)
+		time.AfterFunc(contactsRetry, func() { h.queueContacts(user) })
 		return
 	}
 	h.mu.Lock()
@@ -147,7 +161,8 @@ func (h *hub) dropContacts(user string, u *localUser) {
 }
 
 // flushPartial sends a batch of changes in partial mode: each socket the
-// changes of its user's contacts, then the total. h.mu held for writing.
+// changes of its user's contacts, with the total when one is due, in one
+// write. h.mu held for writing.
 func (h *hub) flushPartial(l *wsconn.Lineup) {
 	perUser := map[string][]byte{}
 	for _, ch := range h.changes {
@@ -159,47 +174,60 @@ func (h *hub) flushPartial(l *wsconn.Lineup) {
 			perUser[user] = append(b, ch.line...)
 		}
 	}
+	count := h.countDue()
 	for c := range h.local {
-		if b := perUser[c.user.ID]; len(b) > 0 {
+		b := perUser[c.user.ID]
+		switch {
+		case len(b) > 0 && count != nil:
+			c.send(append(append(b[:len(b):len(b)], '\n'), count...), l)
+		case len(b) > 0:
 			c.send(b, l)
+		case count != nil:
+			c.send(count, l)
 		}
 	}
-	h.sendCount(l)
 }
 
 // countEvery is how often, at most, sockets with a partial list get the
 // total: in a connect storm it changes every batch.
 const countEvery = time.Second
 
-// sendCount sends every socket the total online, unless one went out
-// less than countEvery ago: then it goes then, with the total of then.
-// h.mu held for writing.
-func (h *hub) sendCount(l *wsconn.Lineup) {
+// countDue is the total as a frame if one may go out now; if not, one is
+// scheduled for when it may (flushCount). h.mu held for writing.
+func (h *hub) countDue() []byte {
 	if wait := countEvery - time.Since(h.countSent); wait > 0 {
 		if !h.countLater {
 			h.countLater = true
 			time.AfterFunc(wait, h.flushCount)
 		}
-		return
+		return nil
 	}
 	h.countSent = time.Now()
-	count := chat.Encode(chat.OnlineCountFrame{Type: chat.FrameOnlineCount, Total: len(h.online)})
-	for c := range h.local {
-		c.send(count, l)
-	}
+	return chat.Encode(chat.OnlineCountFrame{Type: chat.FrameOnlineCount, Total: len(h.online)})
 }
 
-// flushCount sends the total a batch held back (sendCount).
+// flushCount sends the total a batch held back (countDue).
 func (h *hub) flushCount() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.countLater = false
+	select {
+	case <-h.stop:
+		return
+	default:
+	}
 	if !h.partial {
+		return
+	}
+	count := h.countDue()
+	if count == nil {
 		return
 	}
 	var l wsconn.Lineup
 	defer l.Flush()
-	h.sendCount(&l)
+	for c := range h.local {
+		c.send(count, &l)
+	}
 }
 
 // resendLists sends every socket its list afresh: the mode changed (the
@@ -222,23 +250,101 @@ func (h *hub) resendLists(l *wsconn.Lineup) {
 }
 
 // onlinePage is a page of everyone online whose name or handle holds
-// query (any case), by name, from offset, with how many match.
+// query (any case), by name, from offset, with how many match: one scan
+// of names kept in lower case, in an order kept until someone comes or
+// goes.
 func (h *hub) onlinePage(query string, offset int) ([]chat.User, int, bool) {
 	q := strings.ToLower(strings.TrimSpace(query))
-	h.mu.RLock()
-	found := []chat.User{}
-	for _, u := range h.online {
-		if strings.Contains(strings.ToLower(u.Name), q) || strings.Contains(strings.ToLower(u.Account), q) {
-			found = append(found, u)
+	h.mu.Lock()
+	if h.byName == nil {
+		h.byName = slices.SortedFunc(maps.Values(h.online), func(a, b chat.User) int {
+			return cmp.Or(cmp.Compare(h.onlineKeys[a.ID], h.onlineKeys[b.ID]), cmp.Compare(a.ID, b.ID))
+		})
+	}
+	byName, keys := h.byName, h.onlineKeys
+	found, total := []chat.User{}, 0
+	for _, u := range byName {
+		if strings.Contains(keys[u.ID], q) {
+			if total >= offset && len(found) <= chat.OnlinePage {
+				found = append(found, u)
+			}
+			total++
 		}
 	}
-	h.mu.RUnlock()
-	slices.SortFunc(found, func(a, b chat.User) int {
-		return cmp.Or(cmp.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)), cmp.Compare(a.ID, b.ID))
-	})
-	total := len(found)
-	found = found[min(offset, total):]
+	h.mu.Unlock()
 	return found[:min(len(found), chat.OnlinePage)], total, len(found) > chat.OnlinePage
+}
+
+// dmPartner is the other user of a direct conversation's live subject, as
+// user sees it.
+func dmPartner(subject, user string) string {
+	return subjectTo(user, strings.TrimPrefix(subject, chat.LivePrefix)).User
+}
+
+// noteContact makes other a contact of user (someone they now have a
+// direct conversation with), telling their sockets whether other is
+// online, in partial mode, when other was not one already. Cheap when
+// nothing changes: a read lock.
+func (h *hub) noteContact(user, other string) {
+	if h.presMax == 0 || other == "" || other == user {
+		return
+	}
+	h.mu.RLock()
+	u := h.users[user]
+	_, known := u.contacts[other]
+	h.mu.RUnlock()
+	if u == nil || known {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.addContacts(user, []string{other})
+}
+
+// addContacts adds ids to a local user's contacts (up to presMax), and in
+// partial mode tells their sockets which of them are online. h.mu held
+// for writing.
+func (h *hub) addContacts(user string, ids []string) {
+	u := h.users[user]
+	if u == nil || u.contacts == nil {
+		return // not read yet: the read will have them
+	}
+	var lines []byte
+	for _, id := range ids {
+		if _, ok := u.contacts[id]; ok || id == user || len(u.contacts) >= h.presMax {
+			continue
+		}
+		u.contacts[id] = struct{}{}
+		if h.contactOf[id] == nil {
+			h.contactOf[id] = map[string]struct{}{}
+		}
+		h.contactOf[id][user] = struct{}{}
+		if o, on := h.online[id]; on && h.partial {
+			if len(lines) > 0 {
+				lines = append(lines, '\n')
+			}
+			lines = append(lines, chat.Encode(chat.PresenceFrame{Type: chat.FramePresence, User: o, Online: true})...)
+		}
+	}
+	if len(lines) > 0 {
+		for c := range u.clients {
+			c.send(lines, nil)
+		}
+	}
+}
+
+// memberJoined makes a room's new member a contact of its members here,
+// if the room is small enough for its members to be contacts. h.mu held
+// for writing.
+func (h *hub) memberJoined(room, member string, members int) {
+	if h.presMax == 0 || members > chat.PresenceRoomMembers {
+		return
+	}
+	if lr := h.rooms[room]; lr != nil {
+		for user := range lr.users {
+			h.addContacts(user, []string{member})
+		}
+	}
 }
 
 // handleOnline answers a page of everyone online matching a query: how a

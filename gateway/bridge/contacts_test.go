@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/token"
 )
 
 // At 15,000 online, a socket's first presence frame holds its contacts
 // who are online, at most presMax of them, whatever their number: under
 // 32 KiB with names as long as the page shows them.
 func TestPartialListBounded(t *testing.T) {
-	h := &hub{presMax: 200, online: map[string]chat.User{}, users: map[string]*localUser{}, contactOf: map[string]map[string]struct{}{}}
+	h := &hub{presMax: 200, online: map[string]chat.User{}, onlineKeys: map[string]string{}, users: map[string]*localUser{}, contactOf: map[string]map[string]struct{}{}}
 	for i := range 15000 {
 		id := fmt.Sprintf("u%05d", i)
 		h.online[id] = chat.User{ID: id, Name: fmt.Sprintf("Someone with a longish name %05d", i), Account: fmt.Sprintf("someone%05d", i)}
@@ -44,4 +48,44 @@ func TestPartialListBounded(t *testing.T) {
 	if len(h.contactOf) != 0 {
 		t.Fatalf("%d index entries after the user's contacts were dropped", len(h.contactOf))
 	}
+}
+
+// In partial mode a batch reaches each socket as its user's contacts'
+// changes, with the total in the same write; a socket with no contact
+// among the changes gets the total alone, and the next total waits its
+// second.
+func TestPartialBatchRouting(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry())
+	gw := &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
+	h := &hub{presMax: 1, partial: true, online: map[string]chat.User{}, onlineKeys: map[string]string{}, users: map[string]*localUser{},
+		local: map[*client]struct{}{}, contactOf: map[string]map[string]struct{}{}, stop: make(chan struct{}),
+		flushing: true} // batches are flushed by hand here
+	sockets := map[string]*recorder{}
+	for _, user := range []string{"ann", "bob"} {
+		r := newRecorder()
+		c := &client{gw: gw, conn: r, claims: &token.Claims{}, user: chat.User{ID: user}}
+		h.users[user] = &localUser{clients: map[*client]struct{}{c: {}}}
+		h.local[c] = struct{}{}
+		sockets[user] = r
+	}
+	h.setContacts("ann", h.users["ann"], []string{"cat"})
+	h.setOnline(chat.User{ID: "cat"}, true)
+	h.setOnline(chat.User{ID: "dan"}, true)
+	var l wsconn.Lineup
+	h.flushPartial(&l)
+	l.Flush()
+	ann, bob := sockets["ann"].sentFrames(), sockets["bob"].sentFrames()
+	if len(ann) != 1 || string(ann[0]) != `{"type":"presence","user":{"id":"cat","name":""},"online":true}`+"\n"+`{"type":"online_count","total":2}` {
+		t.Fatalf("ann got %q, want cat's change and the total in one write", ann)
+	}
+	if len(bob) != 1 || string(bob[0]) != `{"type":"online_count","total":2}` {
+		t.Fatalf("bob got %q, want the total alone", bob)
+	}
+	h.changes = nil
+	h.flushPartial(&l) // within the second: no total yet (flushCount sends it)
+	l.Flush()
+	if n := len(sockets["bob"].sentFrames()); n != 1 {
+		t.Fatalf("bob got %d writes, want the second total held back", n)
+	}
+	close(h.stop)
 }

@@ -308,33 +308,46 @@ func (g *Gateway) conversation(ctx context.Context, user string, to chat.To) (*c
 	return &items[0], nil
 }
 
-// contacts is the people whose presence matters to user, most first: the
-// other people of their direct conversations, then the members of their
-// rooms of up to chat.PresenceRoomMembers, smallest rooms first (at most
-// PRESENCE_LIST_MAX are kept: see hub.setContacts).
+// contacts is the people whose presence matters to user: the other
+// people of their direct conversations (in no order), then the members
+// of their rooms of up to chat.PresenceRoomMembers, smallest rooms first,
+// at most contactRooms of them; PRESENCE_LIST_MAX distinct people at
+// most.
 func (g *Gateway) contacts(ctx context.Context, user string) ([]string, error) {
+	seen := map[string]bool{user: true}
 	var ids []string
+	add := func(id string) {
+		if !seen[id] && len(ids) < g.limits.PresenceListMax {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
 	for _, filter := range []string{dmPrefixStored + user + ".*", dmPrefixStored + "*." + user} {
 		counts, err := g.subjectCounts(ctx, filter)
 		if err != nil {
 			return nil, err
 		}
 		for s := range counts {
-			ids = append(ids, subjectTo(user, s).User)
+			add(subjectTo(user, s).User)
 		}
 	}
 	rooms := g.hub.roomsOf(user)
 	size := func(r string) int { info, _ := g.roomDir.get(r); return info.Members }
 	slices.SortFunc(rooms, func(a, b string) int { return cmp.Compare(size(a), size(b)) })
-	for _, r := range rooms {
-		if len(ids) >= g.limits.PresenceListMax || size(r) > chat.PresenceRoomMembers {
+	for i, r := range rooms {
+		if i >= contactRooms || len(ids) >= g.limits.PresenceListMax || size(r) > chat.PresenceRoomMembers {
 			break
 		}
 		members, err := g.memberIDs(ctx, r)
 		if err != nil {
 			return nil, err
 		}
-		ids = append(ids, members...)
+		for _, id := range members {
+			add(id)
+		}
 	}
 	return ids, nil
 }
+
+// contactRooms bounds the rooms one contacts read lists the members of.
+const contactRooms = 20

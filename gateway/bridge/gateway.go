@@ -137,12 +137,11 @@ func (g *Gateway) JetStreamOptions() []jetstream.JetStreamOpt {
 // the stream and buckets and the loading of auth's keys (see Checks); a
 // setup that cannot succeed ends the service through fail.
 func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, fail context.CancelCauseFunc) error {
-	h, err := newHub(g.log, nc, g.metrics)
+	h, err := newHub(g.log, nc, g.metrics, g.limits.PresenceListMax)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	g.nc, g.js, g.hub, g.auth = nc, js, h, authclient.New(nc, authclient.Config{})
-	h.presMax = g.limits.PresenceListMax
 	g.watchConnection()
 	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	// A gateway without auth's keys can open no socket (503), so it is

@@ -58,9 +58,11 @@ type hub struct {
 	membersChanged func(room string)
 
 	// Partial presence (see contacts.go): presMax is PRESENCE_LIST_MAX
-	// (set before any socket joins; 0: always everyone); partial, the
-	// mode of the last batch sent; changes, the pending batch's changes
-	// one by one; contactOf, who has whom as a contact here.
+	// (0: always everyone); partial, the mode of the last batch sent;
+	// changes, the pending batch's changes one by one; contactOf, who has
+	// whom as a contact here; onlineKeys, each online user's name and
+	// handle in lower case, and byName everyone online by name (rebuilt
+	// when nil), for search.
 	presMax        int
 	partial        bool
 	changes        []presChange
@@ -69,8 +71,10 @@ type hub struct {
 	contactsQ      chan string     // users whose contacts to read (see queueContacts)
 	contactsMu     sync.Mutex      // guards contactsQueued
 	contactsQueued map[string]bool // users in contactsQ
-	countSent      time.Time       // when sockets were last sent the total
-	countLater     bool            // a held-back total is scheduled
+	onlineKeys     map[string]string
+	byName         []chat.User
+	countSent      time.Time // when sockets were last sent the total
+	countLater     bool      // a held-back total is scheduled
 
 	online    map[string]chat.User // who is online, everywhere
 	presRev   uint64               // presence bucket revision the list is as of
@@ -115,10 +119,10 @@ type presChange struct {
 	line []byte
 }
 
-func newHub(log *slog.Logger, nc *nats.Conn, m *metrics) (*hub, error) {
-	h := &hub{log: log, nc: nc, m: m, local: map[*client]struct{}{}, users: map[string]*localUser{},
+func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int) (*hub, error) {
+	h := &hub{log: log, nc: nc, m: m, presMax: presMax, local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
-		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{},
+		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{}, onlineKeys: map[string]string{},
 		contactsQ: make(chan string, contactsQueue), contactsQueued: map[string]bool{},
 		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{})}
 	room, err := chat.RoomSubject(chat.Lobby)
@@ -230,6 +234,7 @@ func (h *hub) dispatchLive() {
 				frameSeq = seq
 			}
 			h.deliverDM(user, frame, seq)
+			h.noteContact(user, dmPartner(m.Subject, user))
 		}
 		if cap(msgs) > liveQueueLen {
 			msgs = nil // a burst's queue is not kept
@@ -339,9 +344,9 @@ func (h *hub) register(c *client, hello func(rooms []string) []byte) (fresh bool
 		for _, r := range rooms {
 			fresh = h.enter(id, u, r) || fresh
 		}
-		if h.wantContacts() {
-			h.queueContacts(id)
-		}
+	}
+	if h.wantContacts() && h.users[id].contacts == nil {
+		h.queueContacts(id) // also for a later socket, should the first read have failed
 	}
 	u := h.users[id]
 	u.clients[c] = struct{}{}

@@ -168,8 +168,8 @@ func (h *hub) subRoom(sub *nats.Subscription) (string, bool) {
 // rest, or a room event (members, typing) to all but its actor's.
 func (h *hub) onMemberRoom(room string, m *nats.Msg) {
 	if strings.HasPrefix(m.Subject, chat.RoomEventsPrefix) {
-		if h.membersChanged != nil && strings.HasPrefix(string(m.Data), `{"type":"`+chat.FrameMember+`"`) {
-			h.membersChanged(room)
+		if strings.HasPrefix(string(m.Data), `{"type":"`+chat.FrameMember+`"`) {
+			h.onMemberEvent(room, m.Data)
 		}
 		actor := m.Header.Get(chat.ActorHeader)
 		h.mu.RLock()
@@ -311,4 +311,19 @@ func (h *hub) onlineIDs() []string {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// onMemberEvent follows a room's member event: a cached member list goes,
+// and one who joined becomes a contact of its members here.
+func (h *hub) onMemberEvent(room string, data []byte) {
+	if h.membersChanged != nil {
+		h.membersChanged(room)
+	}
+	var f chat.MemberFrame
+	if json.Unmarshal(data, &f) != nil || !f.Joined {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.memberJoined(room, f.User.ID, f.Members)
 }

@@ -66,6 +66,8 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	if online == was {
 		if online && u.Name != "" && h.online[u.ID].Name != u.Name {
 			h.online[u.ID] = u // a name learned late: in the next list
+			h.onlineKeys[u.ID] = strings.ToLower(u.Name + "\x00" + u.Account)
+			h.byName = nil
 			if len(h.pending) == 0 {
 				h.listFrame = nil // else the batch's flush rebuilds it
 			}
@@ -74,9 +76,12 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	}
 	if online {
 		h.online[u.ID] = u
+		h.onlineKeys[u.ID] = strings.ToLower(u.Name + "\x00" + u.Account)
 	} else {
 		delete(h.online, u.ID)
+		delete(h.onlineKeys, u.ID)
 	}
+	h.byName = nil
 	if len(h.pending) > 0 {
 		h.pending = append(h.pending, '\n')
 	}
@@ -85,7 +90,11 @@ func (h *hub) setOnline(u chat.User, online bool) {
 	h.changes = append(h.changes, presChange{user: u.ID, line: line})
 	if !h.flushing {
 		h.flushing = true
-		time.AfterFunc(presenceDelay(len(h.local)), h.flushPresence)
+		delay := presenceDelay(len(h.local))
+		if h.partial {
+			delay = presenceBatchMax // a frame a second at most per socket
+		}
+		time.AfterFunc(delay, h.flushPresence)
 	}
 }
 
@@ -93,7 +102,7 @@ func (h *hub) setOnline(u chat.User, online bool) {
 // of the last batch, then the changes since; from the next batch it gets
 // only what follows them. h.mu is held.
 func (h *hub) presenceOnJoin(c *client) {
-	if h.partial { // as of the last batch: its deltas follow
+	if h.partial { // the list as of now: deltas that follow may repeat it, harmlessly
 		c.send(h.partialList(c.user.ID), nil)
 		return
 	}
@@ -132,7 +141,9 @@ func (h *hub) flushPresence() {
 	h.pending, h.changes = nil, nil
 	h.presSent++
 	h.listFrame = nil
-	h.presenceListFrame() // the list as of this batch, for the next joiners
+	if !h.partial {
+		h.presenceListFrame() // the list as of this batch, for the next joiners
+	}
 }
 
 // flushFull sends a batch to every local socket: whole to those older

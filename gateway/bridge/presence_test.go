@@ -20,7 +20,7 @@ import (
 // none is told a change twice.
 func TestPresenceBatchesConverge(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
-	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, local: map[*client]struct{}{}, online: map[string]chat.User{}}
+	h := &hub{log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, local: map[*client]struct{}{}, online: map[string]chat.User{}, onlineKeys: map[string]string{}}
 	gw := &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
 	join := func() *client {
 		c := &client{gw: gw, conn: newRecorder(), claims: &token.Claims{}, state: stateLive}

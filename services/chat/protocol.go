@@ -74,8 +74,9 @@ import (
 // is partial: a socket gets its user's contacts who are online (the
 // people they have direct conversations with and the members of their
 // rooms of up to [PresenceRoomMembers]; at most PRESENCE_LIST_MAX of them)
-// with the total, changes of those contacts only, and online_count with
-// the total after each batch of changes; online searches everyone online
+// with the total, changes of those contacts only (people become contacts
+// as conversations begin and rooms fill), and online_count with the total
+// at most once a second; it stays partial until a tenth fewer are online; online searches everyone online
 // by name or handle, [OnlinePage] at a time (costs HISTORY_COST). A list
 // frame always replaces what the client had.
 //

@@ -72,8 +72,15 @@ func TestPresencePartialBeyondLimit(t *testing.T) {
 	v.follow(t, ann, "a partial list of ann's contacts", func(v *presenceView) bool {
 		return v.partial && v.total == 4 && v.users[bobID] && len(v.users) == 1
 	})
+	// dan is no contact of ann's: she hears the count, not him.
 	dan.close()
-	v.follow(t, ann, "the count without dan", func(v *presenceView) bool { return v.total == 3 })
+	ann.waitFor(t, "the count without dan", func(o map[string]any) bool {
+		if o["type"] == "presence" && o["user"] != nil && o["user"].(map[string]any)["id"] != bobID {
+			t.Fatalf("ann heard of a non-contact: %v", o)
+		}
+		v.apply(o)
+		return v.total == 3
+	})
 	if !v.partial || len(v.users) != 1 || !v.users[bobID] {
 		t.Fatalf("ann's view after dan left: %s, want bob alone, partial", &v)
 	}
@@ -81,11 +88,19 @@ func TestPresencePartialBeyondLimit(t *testing.T) {
 	if f := ann.expect(t, "online answer", typed("online")); f["total"] != 1.0 || !slices.ContainsFunc(f["users"].([]any), func(u any) bool { return u.(map[string]any)["id"] == catID }) {
 		t.Fatalf("online search for ca: %v", f)
 	}
-	// Back to two online: everyone again, as a whole list.
+	// cat writes to ann: a contact now, her presence shown.
+	cat.say(t, "c1", toUser(annID), "hello ann")
+	v.follow(t, ann, "cat as a contact", func(v *presenceView) bool { return v.users[catID] })
+	// bob, a contact, goes: ann hears it while still partial (2 online
+	// leaves partial mode only at 1: a tenth fewer, at least one).
 	bob.close()
-	v.follow(t, ann, "everyone again", func(v *presenceView) bool {
-		return !v.partial && len(v.users) == 2 && v.users[annID] && v.users[catID]
-	})
+	v.follow(t, ann, "bob leaving", func(v *presenceView) bool { return !v.users[bobID] })
+	if !v.partial {
+		t.Fatalf("ann's view after bob left: %s, want still partial", &v)
+	}
+	// Down to one online: everyone again, as a whole list.
 	cat.close()
-	v.follow(t, ann, "cat leaving", func(v *presenceView) bool { return !v.users[catID] })
+	v.follow(t, ann, "everyone again", func(v *presenceView) bool {
+		return !v.partial && len(v.users) == 1 && v.users[annID]
+	})
 }
