@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -24,7 +25,7 @@ const (
 	// conversationsPage is the most items one conversations frame holds.
 	conversationsPage = 100
 	// conversationReads bounds one listing's concurrent stream reads.
-	conversationReads = 8
+	conversationReads = 32
 	// maxListings bounds the listings a gateway runs at once: in a
 	// connect storm each socket's waits its turn rather than every one
 	// reading the stream together.
@@ -247,12 +248,33 @@ func (g *Gateway) seenState(ctx context.Context, user string, items []chat.Conve
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if theirs, err := g.cursors.all(ctx, other); err == nil {
-				items[i].Seen = theirs[convKey(chat.To{User: user})].Seq
-			}
+			items[i].Seen = g.cursors.seq(ctx, other, convKey(chat.To{User: user}))
 		})
 	}
 	wg.Wait()
+}
+
+// seq is user's cursor of conversation key, 0 when it cannot be read.
+// Only that cursor is decoded: a busy user's entry holds up to maxCursors,
+// and a list of 150 direct conversations reads 150 entries. Keys are
+// plain ids (no escapes), so the key, quoted, followed by ':' only
+// occurs as that key.
+func (cs cursors) seq(ctx context.Context, user, key string) uint64 {
+	e, err := cs.kv.Get(ctx, user)
+	if err != nil {
+		return 0
+	}
+	quoted, _ := json.Marshal(key)
+	raw := e.Value()
+	i := bytes.Index(raw, append(quoted, ':'))
+	if i < 0 {
+		return 0
+	}
+	var c cursor
+	if json.NewDecoder(bytes.NewReader(raw[i+len(quoted)+1:])).Decode(&c) != nil {
+		return 0
+	}
+	return c.Seq
 }
 
 // titles names each conversation: a room by its name (its id while this
