@@ -268,13 +268,13 @@ function pendingEl(p) {
 
 // sendErrorText is why a send was refused for good, in the page's
 // language where the page knows the code: a spent quota says when sending
-// resumes (the server's "resumes in N s", as a time of day, so it stays
-// true while it is on screen).
+// resumes (the frame's retry_after, in seconds, as a time of day, so it
+// stays true while it is on screen).
 function sendErrorText(p) {
   if (p.code === 'quota_exceeded') {
-    const wait = /resumes in (\d+) s/.exec(p.message || '');
-    if (!wait) return p.message || t('err.quota_exceeded.later');
-    const at = new Date(p.failedAt + Number(wait[1]) * 1000);
+    const wait = p.retryAfter;
+    if (wait == null) return t('err.quota_exceeded.later');
+    const at = new Date(p.failedAt + wait * 1000);
     return t('err.quota_exceeded', { time: at.toLocaleTimeString(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }) });
   }
   return has(`err.${p.code}`) ? t(`err.${p.code}`) : (p.message || p.code || '');
@@ -1028,11 +1028,11 @@ function startChat(user) {
     onState: setConnState,
     onLive,
     onAck: () => {},
-    onSendError: (id, code, message) => {
+    onSendError: (id, code, message, retryAfter) => {
       for (const c of state.convs.values()) {
         const p = c.pending.get(id);
         if (!p) continue;
-        Object.assign(p, { status: 'failed', code, message, failedAt: Date.now() });
+        Object.assign(p, { status: 'failed', code, message, retryAfter, failedAt: Date.now() });
         announce(`${t('status.failed')}: ${sendErrorText(p)}`);
       }
       renderMessages();

@@ -12,10 +12,20 @@ const maxBackoffMs = 5000;
 // stormSpreadMs spreads the reconnects of sockets a gateway closed together.
 const stormSpreadMs = 3000;
 
+// retryAfterOf is, for a quota_exceeded error frame, in how many seconds
+// the quota allows again: the frame's retry_after, or from a gateway that
+// predates it, the "in N s" of its English message; null if neither says.
+export function retryAfterOf(f) {
+  if (Number.isFinite(f.retry_after) && f.retry_after >= 0) return f.retry_after;
+  const m = /\bin (\d+) ?s\b/.exec(f.message || '');
+  return m ? Number(m[1]) : null;
+}
+
 export class Connection {
   // handlers: onFrame(obj), onState('connected'|'reconnecting'|'offline'),
   // onLive(), onSessionEnd(closeCode), onAck(id, seq), onSendError(id, code,
-  // message): a send refused for good, with the server's words.
+  // message, retryAfter): a send refused for good, with the server's words
+  // (and, on quota_exceeded, in how many seconds sending resumes).
   constructor(handlers) {
     this.h = handlers;
     this.ws = null;
@@ -75,7 +85,7 @@ export class Connection {
             this.retryLater(f.id);
           } else {
             this.outbox.delete(f.id);
-            this.h.onSendError(f.id, f.code, f.message);
+            this.h.onSendError(f.id, f.code, f.message, retryAfterOf(f));
           }
           continue;
         }

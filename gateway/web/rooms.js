@@ -6,6 +6,7 @@
 // the page as text.
 
 import { t, has } from './i18n.js';
+import { retryAfterOf } from './conn.js';
 
 const $ = (id) => document.getElementById(id);
 // maxRoomName bounds a room's name, in characters (chat.MaxRoomName).
@@ -126,13 +127,13 @@ export function onRoomError(f) {
 
 // errorText is what the page says of a refused room request. A spent
 // quota (rooms created, invites sent per hour) says when it comes back,
-// as a time of day, from the gateway's "in N s".
+// as a time of day, from the frame's retry_after.
 function errorText(f, kind = 'room') {
   if (f.code === 'quota_exceeded') {
     const quota = kind === 'invite' ? 'err.invite_quota' : 'err.room_quota';
-    const wait = /in (\d+) ?s\b/.exec(f.message || '');
-    if (!wait) return t(`${quota}.later`);
-    const at = new Date(Date.now() + Number(wait[1]) * 1000);
+    const wait = retryAfterOf(f);
+    if (wait === null) return t(`${quota}.later`);
+    const at = new Date(Date.now() + wait * 1000);
     return t(quota, { time: at.toLocaleTimeString(d.locale(), { hour: '2-digit', minute: '2-digit' }) });
   }
   if (f.code === 'rate_limited') return t('err.room_rate');

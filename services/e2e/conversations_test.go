@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -385,6 +386,17 @@ func TestBrowserQuotaRefusal(t *testing.T) {
 		t.Errorf("failed message shows %q", got)
 	}
 	b.waitJS(t, "announced", `document.querySelector('#announcer').textContent.startsWith('not sent: You have sent as much')`)
+	// When sending resumes comes from the frame's retry_after; only a
+	// frame without it has its English message read.
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	waits, err := chromedp.Run(ctx, chromedp.Evaluate[[]any](`import('/conn.js').then(m => [
+	  m.retryAfterOf({code: 'quota_exceeded', retry_after: 42, message: 'sending resumes in 7 s'}),
+	  m.retryAfterOf({code: 'quota_exceeded', message: 'sending resumes in 7 s'}),
+	  m.retryAfterOf({code: 'quota_exceeded', message: 'try later'})])`, chromedp.EvalAwaitPromise))
+	if err != nil || fmt.Sprint(waits) != "[42 7 <nil>]" {
+		t.Errorf("retryAfterOf: %v, %v; want [42 7 <nil>]", waits, err)
+	}
 	shot(t, b, "1-refused-390x844")
 	b.checkClean(t, axe, "refused send")
 	eval[bool](t, b, `(() => { const s = document.querySelector('#lang'); s.value = 'zh'; s.dispatchEvent(new Event('change')); return true })()`)
