@@ -172,7 +172,7 @@ const strings = {
     'dm.sub': '与 {name}（@{account}）的私聊',
     'dm.sub.noaccount': '与 {name} 的私聊',
     'dm.button': '私聊',
-    'dm.aria': '给 {name} 发私信',
+    'dm.aria': '与 {name} 私聊',
     'private': '私聊',
     'jump.one': '1 条新消息',
     'jump.many': '{n} 条新消息',
