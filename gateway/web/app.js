@@ -17,7 +17,8 @@ const loadOlderPx = 300;
 const historyRetryMs = 2000;
 // readEveryMs: a conversation's read cursor is sent at most this often.
 const readEveryMs = 1000;
-// retryMs: a refused read or conversations request is sent again after this.
+// retryMs: a refused read, conversations or online search request is
+// sent again after this.
 const retryMs = 2000;
 // typingShownMs: someone's typing line goes this long after their last
 // typing frame (chat.TypingShown).
@@ -35,7 +36,6 @@ const state = {
   me: null,                 // {id, account, name}
   current: lobbyKey,        // key of the open conversation
   convs: new Map(),         // key -> conversation
-  online: new Map(),        // id -> {id, name}
   names: new Map(),         // id -> name, from anything seen
   accounts: new Map(),      // id -> account handle, from /api/users
   maxText: 4000,
@@ -393,34 +393,6 @@ function previewOf(c) {
   return text;
 }
 
-function renderOnline() {
-  const list = $('online-list');
-  const focused = document.activeElement?.closest?.('#online-list') ? document.activeElement.dataset.user : null;
-  list.replaceChildren();
-  const users = [...state.online.values()].sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
-  $('online-count').textContent = `(${users.length})`;
-  for (const u of users) {
-    const li = el('li');
-    li.dataset.user = u.id;
-    const who = el('span', 'person');
-    who.append(whoEl(u));
-    li.append(who);
-    if (u.id === state.me.id) {
-      who.append(el('span', 'you', t('you')));
-    } else {
-      // No conversation with yourself: only others get the button.
-      const b = el('button', 'dm', t('dm.button'));
-      b.type = 'button';
-      b.dataset.user = u.id;
-      b.setAttribute('aria-label', t('dm.aria', { name: labelOf(u) }));
-      b.addEventListener('click', () => openConv(`user:${u.id}`));
-      li.append(b);
-    }
-    list.append(li);
-  }
-  if (focused) list.querySelector(`.dm[data-user="${CSS.escape(focused)}"]`)?.focus();
-}
-
 function renderHead() {
   const c = conv(state.current);
   if (c.to.room) $('conv-title').textContent = titleOf(c);
@@ -528,6 +500,14 @@ async function fetchNames(ids) {
   } catch { /* names stay ids */ }
 }
 
+// requestLive sends a request frame if the socket is live; it says
+// whether it went.
+function requestLive(frame) {
+  if (!state.conn?.live) return false;
+  state.conn.request(frame);
+  return true;
+}
+
 // ---- frames ---------------------------------------------------------------
 
 function onFrame(f) {
@@ -539,18 +519,12 @@ function onFrame(f) {
     case 'message': onMessage(f); break;
     case 'history': onHistory(f); break;
     case 'presence':
-      if (f.users) {
-        state.online = new Map(f.users.map((u) => [u.id, u]));
-        f.users.forEach(learnName);
-      } else if (f.online) {
-        state.online.set(f.user.id, f.user);
-        learnName(f.user);
-      } else {
-        state.online.delete(f.user.id);
-      }
+      onPresence(f);
       renderSide();
       renderPanel();
       break;
+    case 'online_count': onOnlineCount(f); break;
+    case 'online': onOnlineAnswer(f); break;
     case 'conversations': onConversations(f); break;
     case 'read': onRead(f); break;
     case 'seen': onSeen(f); break;
@@ -562,7 +536,7 @@ function onFrame(f) {
       if (f.id && state.historyReqs.has(f.id)) onHistoryError(f);
       else if (f.id && state.readReqs.has(f.id)) onReadError(f);
       else if (f.id && f.id === state.convReq) onConversationsError(f);
-      else if (!onRoomError(f)) console.warn('natter:', f.code, f.message);
+      else if (!onRoomError(f) && !onOnlineError(f)) console.warn('natter:', f.code, f.message);
       break;
     default: onRoomFrame(f);
   }
@@ -627,10 +601,11 @@ function onMember(f) {
   roomMember(f);
 }
 
-// people is whom the user could invite: who is online, then those they
-// have private conversations with, by name.
+// people is whom the user could invite: who is online (while the online
+// list is partial, the user's contacts online), then those they have
+// private conversations with, by name.
 function people() {
-  const byId = new Map([...state.online.values()].map((u) => [u.id, u]));
+  const byId = new Map(onlineUsers().map((u) => [u.id, u]));
   for (const c of state.convs.values()) if (c.to.user && !byId.has(c.to.user)) byId.set(c.to.user, userOf(c.to.user));
   return [...byId.values()].sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
 }
@@ -906,6 +881,276 @@ function setConnState(s) {
   e.title = e.textContent;
 }
 
+// ---- online ------------------------------------------------------------------
+
+// Who is online, as the side panel shows it. While few people are online
+// (up to the gateway's PRESENCE_LIST_MAX, 200 by default) the server sends
+// everyone and the panel lists them all. Beyond that the server's list is
+// partial: the user's contacts who are online (the people they talk to
+// privately, the members of their rooms) with the total, changes of those
+// contacts, and now and then the total again (online_count). The panel
+// then shows the total, those contacts under "People you talk to", and a
+// search of everyone online (the online request, a page at a time).
+
+// searchDelayMs: the search asks once typing pauses this long; each
+// search costs HISTORY_COST of the user's send rate.
+const searchDelayMs = 400;
+// maxQuery bounds a search text, in characters (chat.MaxRoomQuery).
+const maxQuery = 64;
+
+// online is what the page knows of who is online; finder, the search of
+// everyone online while the list is partial.
+const online = {
+  users: new Map(),  // id -> user: everyone online, or (partial) the user's contacts online
+  partial: false,    // the server lists only the user's contacts
+  total: 0,          // partial: how many are online in all
+  gone: new Set(),   // partial: contacts who went offline since the list
+};
+const finder = {
+  query: '',         // what the results are for ('' while not searching)
+  users: [],         // the results so far, in the server's order
+  total: 0,          // how many match
+  more: false, next: 0,
+  req: null,         // id of the request under way
+  asked: new Map(),  // request id -> {query, offset}, until answered
+  timer: null,       // the debounce
+  error: '',
+  focusNext: false,  // "Show more" was pressed: focus goes to the first of the next page
+};
+
+// wireOnline wires the search.
+function wireOnline() {
+  // Enter searches at once, again if the text is the same (who is online
+  // changes); typing searches once it pauses.
+  $('online-search').addEventListener('submit', (ev) => { ev.preventDefault(); searchNow(true); });
+  $('online-query').maxLength = maxQuery;
+  $('online-query').addEventListener('input', () => {
+    clearTimeout(finder.timer);
+    finder.timer = setTimeout(searchNow, searchDelayMs);
+  });
+  $('online-query').addEventListener('keydown', (ev) => {
+    // Escape empties the search first (and only then closes the drawer).
+    if (ev.key !== 'Escape' || $('online-query').value === '') return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    $('online-query').value = '';
+    searchNow();
+  });
+  $('online-more').addEventListener('click', () => {
+    finder.focusNext = true;
+    askOnline(finder.query, finder.next);
+  });
+}
+
+// resetOnline forgets everything of the session: a logout, another login.
+function resetOnline() {
+  online.users = new Map();
+  online.partial = false;
+  online.total = 0;
+  online.gone.clear();
+  clearSearch();
+}
+
+function clearSearch() {
+  clearTimeout(finder.timer);
+  Object.assign(finder, { query: '', users: [], total: 0, more: false, next: 0, req: null, error: '', focusNext: false });
+  finder.asked.clear();
+  $('online-query').value = '';
+}
+
+// onPresence takes a presence frame: a list (which always replaces what
+// the page had: everyone, or with partial the user's contacts and the
+// total) or one user's change.
+function onPresence(f) {
+  if (Array.isArray(f.users)) {
+    online.users = new Map(f.users.map((u) => [u.id, u]));
+    online.partial = f.partial === true;
+    online.total = online.partial && Number.isFinite(f.total) ? f.total : f.users.length;
+    online.gone.clear();
+    f.users.forEach(learnName);
+    // Everyone is listed again: there is nothing to search.
+    if (!online.partial) clearSearch();
+  } else if (f.user) {
+    if (f.online) {
+      online.users.set(f.user.id, f.user);
+      online.gone.delete(f.user.id);
+      learnName(f.user);
+    } else {
+      online.users.delete(f.user.id);
+      online.gone.add(f.user.id);
+    }
+  }
+}
+
+// onOnlineCount takes the total online, which a partial list's socket
+// gets at most once a second. Outside partial mode the list is the count.
+function onOnlineCount(f) {
+  if (!Number.isFinite(f.total)) return;
+  online.total = f.total;
+  if (online.partial) renderOnlineHead();
+}
+
+// onlineUsers is who the page knows to be online: everyone, or while
+// the list is partial the user's contacts.
+function onlineUsers() { return [...online.users.values()]; }
+
+// isOnline says whether user id is online; fallback is what the caller
+// was told (a room's members list) for when the page's list cannot say:
+// no list yet, or a partial one that does not know of id.
+function isOnline(id, fallback) {
+  if (online.users.has(id)) return true;
+  if (online.partial) return online.gone.has(id) ? false : fallback;
+  return online.users.size > 0 ? false : fallback;
+}
+
+// ---- online: search ------------------------------------------------------------
+
+// searchNow searches for what the box holds (again: even if it was the
+// last search); an empty box ends the search.
+function searchNow(again = false) {
+  clearTimeout(finder.timer);
+  const query = $('online-query').value.trim();
+  if (query === '') {
+    clearSearch();
+    renderOnline();
+    return;
+  }
+  if (query === finder.query && !again && (finder.req || finder.error === '')) return; // asked already
+  finder.users = [];
+  finder.more = false;
+  askOnline(query, 0);
+}
+
+// askOnline asks the gateway for a page of everyone online matching query.
+function askOnline(query, offset) {
+  const id = `o${++state.reqSeq}`;
+  finder.query = query;
+  finder.error = '';
+  if (!requestLive({ type: 'online', id, query, offset })) {
+    finder.req = null;
+    finder.error = t('err.offline');
+  } else {
+    finder.req = id;
+    finder.asked.set(id, { query, offset });
+  }
+  renderOnline();
+}
+
+// onOnlineAnswer takes a page of the search; an answer to a search
+// overtaken by a newer one is dropped.
+function onOnlineAnswer(f) {
+  const req = finder.asked.get(f.id);
+  if (!req) return;
+  finder.asked.delete(f.id);
+  if (f.id !== finder.req) return;
+  finder.req = null;
+  for (const u of f.users) learnName(u);
+  const first = req.offset > 0 ? finder.users.length : 0;
+  finder.users = req.offset > 0 ? [...finder.users, ...f.users] : f.users;
+  finder.total = f.total;
+  finder.more = f.more;
+  finder.next = f.next;
+  renderOnline();
+  // After "Show more", focus goes on to what it showed (the button
+  // itself may be gone).
+  if (finder.focusNext && req.offset > 0) $('online-results').children[first]?.querySelector('button')?.focus();
+  finder.focusNext = false;
+}
+
+// onOnlineError takes an error frame answering a search; it says whether
+// it was one.
+function onOnlineError(f) {
+  const req = f.id && finder.asked.get(f.id);
+  if (!req) return false;
+  finder.asked.delete(f.id);
+  if (f.id !== finder.req) return true;
+  finder.req = null;
+  if (f.code === 'rate_limited' || f.code === 'unavailable') {
+    // Asked again, unless the search changed meanwhile.
+    finder.req = f.id;
+    setTimeout(() => { if (finder.req === f.id) askOnline(req.query, req.offset); }, retryMs);
+  } else {
+    finder.error = has(`err.${f.code}`) ? t(`err.${f.code}`) : (f.message || f.code || '');
+  }
+  renderOnline();
+  return true;
+}
+
+// onOnlineLive: the socket is (again) ready; a search it was asked will
+// never be answered (or could not be sent): it is asked again.
+function onOnlineLive() {
+  finder.asked.clear();
+  if (finder.query && (finder.req || finder.error)) askOnline(finder.query, finder.users.length > 0 ? finder.next : 0);
+  else finder.req = null;
+}
+
+// ---- online: rendering ---------------------------------------------------------
+
+function fmtCount(n) { return new Intl.NumberFormat(locale()).format(n); }
+
+// renderOnlineHead is the panel's heading: "Online (3)" while everyone is
+// listed, "1,234 online" (the total) while the list is partial.
+function renderOnlineHead() {
+  if (online.partial) {
+    $('online-label').textContent = t('online.total', { n: fmtCount(online.total) });
+    $('online-count').textContent = '';
+  } else {
+    $('online-label').textContent = t('online');
+    $('online-count').textContent = `(${online.users.size})`;
+  }
+}
+
+// renderOnline redraws the panel; focus stays on the button it was on.
+function renderOnline() {
+  const focused = document.activeElement?.closest?.('#online-list, #online-results') ? document.activeElement.dataset.user : null;
+  const searching = online.partial && finder.query !== '';
+  renderOnlineHead();
+  $('online-search').hidden = !online.partial;
+  $('online-contacts-title').hidden = !online.partial || searching;
+  $('online-list').hidden = searching;
+  $('online-empty').hidden = !online.partial || searching || online.users.size > 0;
+  $('online-results').hidden = !searching;
+  $('online-more').hidden = !searching || !finder.more;
+  $('online-more').disabled = finder.req !== null;
+  $('online-status').textContent = searching ? searchStatus() : '';
+  const users = onlineUsers().sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
+  fillPeople($('online-list'), users);
+  fillPeople($('online-results'), searching ? finder.users : []);
+  if (focused) document.querySelector(`#${searching ? 'online-results' : 'online-list'} .dm[data-user="${CSS.escape(focused)}"]`)?.focus();
+}
+
+function searchStatus() {
+  if (finder.error) return finder.error;
+  if (finder.req && finder.users.length === 0) return t('online.searching');
+  if (finder.total === 0) return t('online.none', { query: finder.query });
+  return t(finder.total === 1 ? 'online.found.one' : 'online.found', { n: fmtCount(finder.total) });
+}
+
+// fillPeople lists users, each with a button opening a private conversation
+// (yours says "you" instead).
+function fillPeople(list, users) {
+  const me = state.me;
+  list.replaceChildren();
+  for (const u of users) {
+    const li = el('li');
+    li.dataset.user = u.id;
+    const who = el('span', 'person');
+    who.append(whoEl(u));
+    li.append(who);
+    if (me && u.id === me.id) {
+      who.append(el('span', 'you', t('you')));
+    } else {
+      const b = el('button', 'dm', t('dm.button'));
+      b.type = 'button';
+      b.dataset.user = u.id;
+      b.setAttribute('aria-label', t('dm.aria', { name: labelOf(u) }));
+      b.addEventListener('click', () => openConv(`user:${u.id}`));
+      li.append(b);
+    }
+    list.append(li);
+  }
+}
+
 // ---- drawer (phones) -----------------------------------------------------
 
 function setDrawer(open) {
@@ -1022,6 +1267,7 @@ function startChat(user) {
   state.typingSentAt = 0;
   state.current = lobbyKey;
   resetRooms();
+  resetOnline();
   showView('chat');
   state.conn = new Connection({
     onFrame,
@@ -1053,6 +1299,7 @@ function onLive() {
   for (const req of state.historyReqs.values()) conv(req.key).loading = false;
   state.historyReqs.clear();
   state.convReq = null;
+  onOnlineLive();
   for (const c of state.convs.values()) flushRead(c);
   const c = conv(state.current);
   if (!c.loaded) loadHistory(c);
@@ -1072,6 +1319,7 @@ async function onSessionEnd() {
 
 function endSession(message) {
   resetRooms();
+  resetOnline();
   // What was typed is not left for whoever logs in next.
   $('msg').value = '';
   updateComposer();
@@ -1179,17 +1427,18 @@ async function boot() {
   wireChat();
   wireAccount({ api, showFormErrors, errorText, currentUser: () => state.me, endSession });
   wireRooms({
-    request: (frame) => { if (!state.conn?.live) return false; state.conn.request(frame); return true; },
+    request: requestLive,
     nextID: (prefix) => `${prefix}${++state.reqSeq}`,
     me: () => state.me,
     conv: (room) => state.convs.get(`room:${room}`),
     addRoom,
     openConv,
     people,
-    isOnline: (id, fallback) => (state.online.size > 0 ? state.online.has(id) : fallback),
+    isOnline,
     learn: learnName,
     el, whoEl, labelOf, announce, locale,
   });
+  wireOnline();
   updateComposer();
 
   // Still logged in (the cookie) after a reload? /api/session answers 200
