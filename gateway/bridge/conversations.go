@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -159,23 +161,56 @@ func (g *Gateway) userSubjects(ctx context.Context, user string) (map[string]uin
 // dmPrefixStored starts the stored subjects of direct messages.
 const dmPrefixStored = "chat.dm."
 
-// lastMessages reads each subject's latest message, a few at a time, into
-// one conversation each (a room with no message has no last).
+// lastMessages reads each subject's latest message into one
+// conversation each (a room with no message has no last): one batch
+// direct get (ADR-31's multi_last) per lastBatch subjects, where 200
+// conversations used to take 200 round trips.
 func (g *Gateway) lastMessages(ctx context.Context, user string, subjects []string) ([]chat.Conversation, error) {
-	items := make([]chat.Conversation, len(subjects))
-	errs := make([]error, len(subjects))
-	sem := make(chan struct{}, conversationReads)
-	var wg sync.WaitGroup
-	for i, s := range subjects {
-		items[i].To = subjectTo(user, s)
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			items[i].Last, errs[i] = g.lastMessage(ctx, s)
-		})
+	last := make(map[string]*chat.LastMessage, len(subjects))
+	for start := 0; start < len(subjects); start += lastBatch {
+		if err := g.lastBatch(ctx, subjects[start:min(start+lastBatch, len(subjects))], last); err != nil {
+			return nil, err
+		}
 	}
-	wg.Wait()
-	return items, errors.Join(errs...)
+	items := make([]chat.Conversation, len(subjects))
+	for i, s := range subjects {
+		items[i] = chat.Conversation{To: subjectTo(user, s), Last: last[s]}
+	}
+	return items, nil
+}
+
+// lastBatch is the most subjects one batch get asks for.
+const lastBatch = 256
+
+// lastBatch asks the stream for the latest message of each subject at
+// once; the answers come one message each, then an end-of-batch status
+// (204), or 404 when none of them has a message.
+func (g *Gateway) lastBatch(ctx context.Context, subjects []string, into map[string]*chat.LastMessage) error {
+	inbox := g.nc.NewInbox()
+	sub, err := g.nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req, _ := json.Marshal(map[string]any{"multi_last": subjects, "batch": len(subjects)})
+	if err := g.nc.PublishRequest("$JS.API.DIRECT.GET."+chat.StreamName, inbox, req); err != nil {
+		return err
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return fmt.Errorf("last messages: %w", err)
+		}
+		switch m.Header.Get("Status") {
+		case "204", "404":
+			return nil
+		case "":
+		default:
+			return fmt.Errorf("last messages: status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+		}
+		seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		into[m.Header.Get(jetstream.SubjectHeader)] = preview(m.Data, seq)
+	}
 }
 
 // subjectTo is the conversation of stored subject s, as user sees it.
@@ -199,15 +234,20 @@ func (g *Gateway) lastMessage(ctx context.Context, subject string) (*chat.LastMe
 	if err != nil {
 		return nil, err
 	}
+	return preview(raw.Data, raw.Sequence), nil
+}
+
+// preview is a stored message as a conversation's latest, its text cut.
+func preview(data []byte, seq uint64) *chat.LastMessage {
 	var m chat.Message
-	if err := json.Unmarshal(raw.Data, &m); err != nil {
-		return nil, nil // undecodable: shown without a preview
+	if err := json.Unmarshal(data, &m); err != nil {
+		return &chat.LastMessage{Seq: seq} // undecodable: shown without a preview
 	}
 	text := m.Text
 	if r := []rune(text); len(r) > chat.PreviewChars {
 		text = string(r[:chat.PreviewChars])
 	}
-	return &chat.LastMessage{Seq: raw.Sequence, From: m.From, Text: text, TS: m.TS}, nil
+	return &chat.LastMessage{Seq: seq, From: m.From, Text: text, TS: m.TS}
 }
 
 // readState fills each item's cursor and what is unread after it: the
