@@ -22,16 +22,6 @@ import (
 // ReconnectWait is the pause between reconnect attempts to the same server.
 const ReconnectWait = 500 * time.Millisecond
 
-// A server that stops answering without closing the connection (its node
-// cut off by a partition, or paused) is given up after PingInterval times
-// MaxPingsOutstanding, and the client moves to another node: nats.go's
-// defaults (2 minutes, twice) left a cut-off node's clients stranded for
-// 4 to 6 minutes in the fault suite's partition scenario.
-const (
-	PingInterval        = 5 * time.Second
-	MaxPingsOutstanding = 2
-)
-
 // ErrNotConnected is the readiness error while the connection is down.
 var ErrNotConnected = errors.New("not connected to NATS")
 
@@ -44,8 +34,6 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(ReconnectWait),
-		nats.PingInterval(PingInterval),
-		nats.MaxPingsOutstanding(MaxPingsOutstanding),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected", "server", nc.ConnectedUrlRedacted())
 		}),
