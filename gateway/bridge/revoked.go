@@ -3,8 +3,6 @@ package bridge
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
-	"github.com/natter/natter/services/ops"
 	"github.com/natter/natter/services/token"
 )
 
@@ -60,79 +57,18 @@ func issuedAt(c *token.Claims) time.Time {
 // deletes it).
 func watchRevocations(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue, revoked func(key string)) (*revocations, error) {
 	r := &revocations{log: log, ids: map[string]struct{}{}, users: map[string]time.Time{}}
-	w, err := r.load(ctx, kv, func(string) {}) // no sockets yet
+	// During the first load there are no sockets to close; after it, a
+	// revocation the set did not know (new, or made while a watch was
+	// down, its auth.revoked maybe lost with it) closes its sockets.
+	err := watchKV(ctx, log, kv, jetstream.AllKeys, chat.RevokedBucket, func(e jetstream.KeyValueEntry, first bool) {
+		if r.apply(e) && !first {
+			revoked(e.Key())
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			r.follow(ctx, w, revoked)
-			if ctx.Err() != nil {
-				return
-			}
-			// The client library's watch outlives reconnects; should it
-			// end anyway, a new one reloads the bucket (anything revoked
-			// meanwhile is in it).
-			log.Warn("revocation watch ended; watching again")
-			for w = nil; w == nil; {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(ops.SetupRetry):
-				}
-				if w, err = r.load(ctx, kv, revoked); err != nil {
-					log.Warn("revocation watch failed", "err", err)
-				}
-			}
-		}
-	}()
 	return r, nil
-}
-
-// load starts a watch and applies the bucket's current state from it,
-// calling revoked for tokens it did not know (revoked while a previous
-// watch was down: their auth.revoked may have been lost with it).
-func (r *revocations) load(ctx context.Context, kv jetstream.KeyValue, revoked func(key string)) (jetstream.KeyWatcher, error) {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", chat.RevokedBucket, err)
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			_ = w.Stop()
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return nil, errors.New("revocation watch ended while loading")
-			case e == nil:
-				return w, nil
-			default:
-				if r.apply(e) {
-					revoked(e.Key())
-				}
-			}
-		}
-	}
-}
-
-// follow applies w's updates until it or ctx ends.
-func (r *revocations) follow(ctx context.Context, w jetstream.KeyWatcher, revoked func(key string)) {
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil && r.apply(e) {
-				revoked(e.Key())
-			}
-		}
-	}
 }
 
 // apply records one update; true for a token not known revoked before,

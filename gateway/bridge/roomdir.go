@@ -4,18 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
-	"github.com/natter/natter/services/ops"
 )
 
 // roomDir is every room's metadata, kept from a watch of the rooms
@@ -33,77 +29,15 @@ type roomDir struct {
 }
 
 // watchRooms loads the rooms' metadata, then keeps it current until ctx
-// ends or stop is called, watching again should the watch end.
+// ends or stop is called.
 func watchRooms(ctx context.Context, log *slog.Logger, kv jetstream.KeyValue) (*roomDir, error) {
 	ctx, stop := context.WithCancel(ctx)
 	d := &roomDir{log: log, stop: stop, rooms: map[string]chat.Room{}, lower: map[string]string{}}
-	w, err := d.load(ctx, kv)
-	if err != nil {
+	if err := watchKV(ctx, log, kv, chat.RoomInfoPrefix+"*", chat.RoomsBucket, func(e jetstream.KeyValueEntry, _ bool) { d.apply(e) }); err != nil {
 		stop()
 		return nil, err
 	}
-	go func() {
-		for {
-			d.follow(ctx, w)
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warn("room watch ended; watching again")
-			for w = nil; w == nil; {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(ops.SetupRetry):
-				}
-				if w, err = d.load(ctx, kv); err != nil {
-					log.Warn("room watch failed", "err", err)
-				}
-			}
-		}
-	}()
 	return d, nil
-}
-
-// load starts a watch and applies the rooms' current metadata from it.
-func (d *roomDir) load(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
-	w, err := kv.Watch(ctx, chat.RoomInfoPrefix+"*")
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", chat.RoomsBucket, err)
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			_ = w.Stop()
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return nil, errors.New("room watch ended while loading")
-			case e == nil:
-				return w, nil
-			default:
-				d.apply(e)
-			}
-		}
-	}
-}
-
-// follow applies w's updates until it or ctx ends.
-func (d *roomDir) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				d.apply(e)
-			}
-		}
-	}
 }
 
 func (d *roomDir) apply(e jetstream.KeyValueEntry) {
