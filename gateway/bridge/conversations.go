@@ -163,13 +163,23 @@ const dmPrefixStored = "chat.dm."
 
 // lastMessages reads each subject's latest message into one
 // conversation each (a room with no message has no last): one batch
-// direct get (ADR-31's multi_last) per lastBatch subjects, where 200
-// conversations used to take 200 round trips.
+// direct get (ADR-31's multi_last) per lastBatchSize subjects, where 200
+// conversations used to take 200 round trips. A batch the server cut
+// short (its max_pending in bytes) has the rest read one by one.
 func (g *Gateway) lastMessages(ctx context.Context, user string, subjects []string) ([]chat.Conversation, error) {
 	last := make(map[string]*chat.LastMessage, len(subjects))
-	for start := 0; start < len(subjects); start += lastBatch {
-		if err := g.lastBatch(ctx, subjects[start:min(start+lastBatch, len(subjects))], last); err != nil {
+	for start := 0; start < len(subjects); start += lastBatchSize {
+		batch := subjects[start:min(start+lastBatchSize, len(subjects))]
+		cut, err := g.lastBatch(ctx, batch, last)
+		if err != nil {
 			return nil, err
+		}
+		for _, s := range batch {
+			if _, ok := last[s]; cut && !ok {
+				if last[s], err = g.lastMessage(ctx, s); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	items := make([]chat.Conversation, len(subjects))
@@ -179,34 +189,37 @@ func (g *Gateway) lastMessages(ctx context.Context, user string, subjects []stri
 	return items, nil
 }
 
-// lastBatch is the most subjects one batch get asks for.
-const lastBatch = 256
+// lastBatchSize is the most subjects one batch get asks for (the server
+// answers at most 1,024).
+const lastBatchSize = 256
 
 // lastBatch asks the stream for the latest message of each subject at
 // once; the answers come one message each, then an end-of-batch status
-// (204), or 404 when none of them has a message.
-func (g *Gateway) lastBatch(ctx context.Context, subjects []string, into map[string]*chat.LastMessage) error {
+// (204; with messages still pending if the server cut the batch short,
+// then cut is true), or 404 No Results when none of them has a message.
+func (g *Gateway) lastBatch(ctx context.Context, subjects []string, into map[string]*chat.LastMessage) (cut bool, err error) {
 	inbox := g.nc.NewInbox()
 	sub, err := g.nc.SubscribeSync(inbox)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	req, _ := json.Marshal(map[string]any{"multi_last": subjects, "batch": len(subjects)})
 	if err := g.nc.PublishRequest("$JS.API.DIRECT.GET."+chat.StreamName, inbox, req); err != nil {
-		return err
+		return false, err
 	}
-	for {
+	for got := 0; ; got++ {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return fmt.Errorf("last messages: %w", err)
+			return false, fmt.Errorf("last messages: %w", err)
 		}
-		switch m.Header.Get("Status") {
-		case "204", "404":
-			return nil
-		case "":
-		default:
-			return fmt.Errorf("last messages: status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+		switch status := m.Header.Get("Status"); {
+		case status == "204":
+			return m.Header.Get("Nats-Num-Pending") != "" && m.Header.Get("Nats-Num-Pending") != "0", nil
+		case status == "404" && got == 0:
+			return false, nil // none of them has a message
+		case status != "":
+			return false, fmt.Errorf("last messages: status %s %s", status, m.Header.Get("Description"))
 		}
 		seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 		into[m.Header.Get(jetstream.SubjectHeader)] = preview(m.Data, seq)
