@@ -755,7 +755,9 @@ function onRead(f) {
   if (f.seq < c.readSeq) return; // an older read, overtaken
   c.readSeq = f.seq;
   // This page showed more than that read says: its own read follows.
-  if (f.seq >= c.shown) c.unread = f.unread;
+  // The count is as of when the server made it: a message that arrived
+  // here since, after the cursor, is unread too.
+  if (f.seq >= c.shown) c.unread = Math.max(f.unread, othersAfter(c, f.seq));
   renderSide();
 }
 

@@ -15,8 +15,9 @@ import (
 // the frames the socket receives to its first list, as a client does:
 // Zulip's check that applying events gives the state a fresh client gets.
 type convModel struct {
-	me    string
-	items map[string]convState // by convKey
+	me     string
+	items  map[string]convState // by convKey
+	others map[string][]float64 // by convKey: seqs of others' messages received
 }
 
 // convState is what the model follows of one conversation.
@@ -34,7 +35,7 @@ func convKey(to map[string]any) string {
 
 // newConvModel starts from a conversations frame.
 func newConvModel(me string, list map[string]any) *convModel {
-	m := &convModel{me: me, items: conversationStates(list)}
+	m := &convModel{me: me, items: conversationStates(list), others: map[string][]float64{}}
 	return m
 }
 
@@ -70,11 +71,16 @@ func (m *convModel) apply(o map[string]any) {
 		case seq > st.Read:
 			st.Unread++
 		}
+		if from != m.me {
+			m.others[k] = append(m.others[k], seq)
+		}
 		m.items[k] = st
 	case "read":
+		// The count is as of when the server made it: messages from
+		// others after the cursor that arrived since are unread too.
 		k := convKey(o["to"].(map[string]any))
-		st := m.items[k]
-		st.Read, st.Unread = o["seq"].(float64), o["unread"].(float64)
+		st, seq := m.items[k], o["seq"].(float64)
+		st.Read, st.Unread = seq, max(o["unread"].(float64), m.othersAfter(k, seq))
 		m.items[k] = st
 	case "joined":
 		k := "room:" + o["room"].(map[string]any)["id"].(string)
@@ -86,6 +92,18 @@ func (m *convModel) apply(o map[string]any) {
 	case "left":
 		delete(m.items, "room:"+o["room"].(map[string]any)["id"].(string))
 	}
+}
+
+// othersAfter counts the messages from others received in conversation
+// k after seq.
+func (m *convModel) othersAfter(k string, seq float64) float64 {
+	n := 0.0
+	for _, s := range m.others[k] {
+		if s > seq {
+			n++
+		}
+	}
+	return n
 }
 
 // follow applies what s receives until stop matches (applied too).
