@@ -26,30 +26,8 @@ func testOptions() Options {
 // and reports each socket's close code once it is done.
 func echoServer(t *testing.T, opts Options) (url string, codes <-chan int) {
 	t.Helper()
-	s := NewServer(opts)
-	ch := make(chan int, 16)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.Upgrade(w, r)
-		if err != nil {
-			return
-		}
-		for {
-			data, text, err := c.Read()
-			if err != nil {
-				break
-			}
-			if text {
-				c.Send(data)
-			}
-		}
-		<-c.Done()
-		ch <- c.CloseCode()
-	}))
-	t.Cleanup(func() {
-		hs.Close()
-		s.Close()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http"), ch
+	_, url, codes = echoServerOf(t, opts)
+	return url, codes
 }
 
 func dial(t *testing.T, url string) *websocket.Conn {
