@@ -289,11 +289,16 @@ func (h *hub) noteContact(user, other string) {
 	if h.presMax == 0 || other == "" || other == user {
 		return
 	}
+	// The user's subscription can still deliver after their last socket
+	// here left (it was queued): then they have no entry.
 	h.mu.RLock()
 	u := h.users[user]
-	_, known := u.contacts[other]
+	known := u == nil
+	if u != nil {
+		_, known = u.contacts[other]
+	}
 	h.mu.RUnlock()
-	if u == nil || known {
+	if known {
 		return
 	}
 	h.mu.Lock()

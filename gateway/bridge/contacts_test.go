@@ -89,3 +89,21 @@ func TestPartialBatchRouting(t *testing.T) {
 	}
 	close(h.stop)
 }
+
+// A direct message can reach the hub after its recipient's last socket
+// here left (it was queued behind others): noting the contact is then a
+// no-op, not a crash. Both gateways of the fault suite's NATS kill
+// scenario died of this.
+func TestNoteContactAfterLastSocketLeft(t *testing.T) {
+	h := &hub{presMax: 200, online: map[string]chat.User{}, onlineKeys: map[string]string{}, users: map[string]*localUser{}, contactOf: map[string]map[string]struct{}{}}
+	h.noteContact("gone", "ann")
+	if len(h.contactOf) != 0 {
+		t.Fatalf("contact index %v for a user with no socket here", h.contactOf)
+	}
+	u := &localUser{contacts: map[string]struct{}{}}
+	h.users["here"] = u
+	h.noteContact("here", "ann")
+	if _, ok := u.contacts["ann"]; !ok {
+		t.Fatal("a connected user's new partner is not a contact")
+	}
+}
