@@ -64,6 +64,9 @@ type Registry struct {
 	lease *lease              // nil until the first socket, and after a loss
 	socks map[string]*sock    // by key
 	stale map[string]struct{} // keys of closed sockets whose delete failed
+	// unwritten: entries of open sockets whose write failed, by key,
+	// written by the next heartbeats.
+	unwritten map[string][]byte
 }
 
 // lease is one epoch of the gateway's lease.
@@ -90,11 +93,16 @@ func New(kv *chat.PresenceKV, gateway string) (*Registry, error) {
 	return &Registry{
 		kv: kv, js: kv.JetStream(), gateway: gateway, leaseKey: leaseKey,
 		prefix: "$KV." + kv.Bucket() + ".", socks: map[string]*sock{}, stale: map[string]struct{}{},
+		unwritten: map[string][]byte{},
 	}, nil
 }
 
 // Add announces a socket of user; onLost is called (once) if a heartbeat
-// finds the gateway's lease expired.
+// finds the gateway's lease expired. Once the gateway holds a lease, a
+// socket whose entry cannot be written now (the bucket electing a leader
+// after a NATS node failed: 4 to 9 s) is admitted all the same and its
+// entry written by the heartbeats: refused, every such failure became a
+// reconnect storm whose backoff kept clients away for 15-22 s.
 func (r *Registry) Add(ctx context.Context, user, conn string, onLost func()) error {
 	key, err := chat.PresenceKey(user, r.gateway, conn)
 	if err != nil {
@@ -105,15 +113,19 @@ func (r *Registry) Add(ctx context.Context, user, conn string, onLost func()) er
 		return err
 	}
 	value, _ := json.Marshal(chat.PresenceEntry{User: user, Gateway: r.gateway, Conn: conn, Since: time.Now().UTC(), Epoch: l.epoch})
-	if err := r.putSocket(ctx, key, value); err != nil {
-		return fmt.Errorf("presence add: %w", err)
-	}
+	putErr := r.putSocket(ctx, key, value)
 	r.mu.Lock()
 	current := r.lease == l
 	if current {
 		r.socks[key] = &sock{epoch: l.epoch, onLost: onLost}
+		if putErr != nil {
+			r.unwritten[key] = value
+		}
 	}
 	r.mu.Unlock()
+	if !current && putErr != nil {
+		return fmt.Errorf("presence add: %w", putErr)
+	}
 	if !current {
 		// The heartbeat found the lease expired while this socket was
 		// being written: it counts nowhere, and its key is garbage.
@@ -200,6 +212,7 @@ func (r *Registry) Remove(ctx context.Context, user, conn string) error {
 	r.mu.Lock()
 	_, ok := r.socks[key]
 	delete(r.socks, key)
+	delete(r.unwritten, key) // deleted all the same: a failed write may have been stored
 	r.mu.Unlock()
 	if !ok {
 		return nil
@@ -262,7 +275,43 @@ func (r *Registry) Heartbeat(ctx context.Context) (int, error) {
 	r.mu.Lock()
 	l.rev, l.confirmed = rev, time.Now()
 	r.mu.Unlock()
+	if err := r.writeUnwritten(ctx); err != nil {
+		return 0, fmt.Errorf("presence add (retried at the next heartbeat): %w", err)
+	}
 	return 0, nil
+}
+
+// writeUnwritten writes the entries of open sockets whose write failed
+// (see Add). A socket closed while its entry was being written has its
+// key deleted again, or it would count until the lease ends.
+func (r *Registry) writeUnwritten(ctx context.Context) error {
+	r.mu.Lock()
+	todo := make(map[string][]byte, len(r.unwritten))
+	for k, v := range r.unwritten {
+		todo[k] = v
+	}
+	r.mu.Unlock()
+	var errs []error
+	for key, value := range todo {
+		if err := r.putSocket(ctx, key, value); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.mu.Lock()
+		_, open := r.socks[key]
+		delete(r.unwritten, key)
+		if !open {
+			r.stale[key] = struct{}{} // deleted at the next heartbeat, if not now
+		}
+		r.mu.Unlock()
+		if !open {
+			r.deleteStale(ctx)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d entries not written: %w", len(errs), errs[0])
+	}
+	return nil
 }
 
 // LostAfter is how many TTLs a lease may go without a refresh answered
@@ -323,6 +372,7 @@ func (r *Registry) lost(l *lease) int {
 		if s.epoch == l.epoch {
 			lost = append(lost, s.onLost)
 			delete(r.socks, key)
+			delete(r.unwritten, key)
 		}
 	}
 	r.mu.Unlock()

@@ -281,3 +281,47 @@ func TestLeaseGivenUpWithoutAnswers(t *testing.T) {
 		t.Fatalf("given up %s after the last answered refresh, before %d TTLs", since, LostAfter)
 	}
 }
+
+// TestAddDuringOutageWrittenAtNextHeartbeat: with the gateway's lease
+// held, a socket whose entry cannot be written (the bucket without a
+// leader for a while after a node failed) is admitted, and its entry is
+// written by the first heartbeat that can; one closed before that
+// leaves no entry behind.
+func TestAddDuringOutageWrittenAtNextHeartbeat(t *testing.T) {
+	kv, ns := newBucket(t, 30*time.Second)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	if err := r.Add(ctx, "ann", "c0", func() { t.Error("ann lost") }); err != nil {
+		t.Fatal(err)
+	}
+	ns.Stop()
+	for _, c := range []string{"c1", "c2"} {
+		actx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := r.Add(actx, "bob", c, func() { t.Error("bob lost") })
+		cancel()
+		if err != nil {
+			t.Fatalf("add %s with the bucket unreachable and the lease held: %v", c, err)
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_ = r.Remove(rctx, "bob", "c2")
+	cancel()
+	ns.Restart(t)
+	poll.Until(t, 20*time.Second, func() error {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := r.Heartbeat(hctx)
+		return err
+	})
+	e, err := entry[chat.PresenceEntry](t, kv, "bob.gw1.c1")
+	if err != nil || e.User != "bob" || e.Conn != "c1" {
+		t.Fatalf("the socket admitted during the outage: entry %+v, %v", e, err)
+	}
+	if _, err := kv.Get(ctx, "bob.gw1.c2"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the socket closed during the outage has an entry (%v)", err)
+	}
+	if err := r.Remove(ctx, "bob", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, kv, "bob.gw1.c1")
+}
