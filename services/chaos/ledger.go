@@ -24,6 +24,7 @@ type Ledger struct {
 	users   map[string][]int // user id -> its clients' indexes
 
 	ackLat, delivLat, recover []time.Duration
+	slowNoted                 int
 	measure                   bool // delivery latencies are recorded
 	doubleStored              int  // a send acked with two different seqs
 	refusals                  map[string]int
@@ -169,6 +170,19 @@ func (l *Ledger) recovered(d time.Duration) {
 	l.mu.Lock()
 	l.recover = append(l.recover, d)
 	l.mu.Unlock()
+}
+
+// slowRecovery is a recovery long enough to be noted with its history.
+const slowRecovery = 10 * time.Second
+
+// noteSlow notes a slow recovery, the first few only.
+func (l *Ledger) noteSlow(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.slowNoted < 5 {
+		l.slowNoted++
+		l.notes = append(l.notes, s)
+	}
 }
 
 func (l *Ledger) note(s string) {
