@@ -60,6 +60,9 @@ type lease struct {
 	mu     sync.Mutex // held across the KV round trip: one lease at a time per user
 	window int64
 	left   int64
+	// unrecorded: this window's lease was granted here without the
+	// bucket, which could not be reached (see Spend).
+	unrecorded bool
 }
 
 // entry is a user's KV value: the window it counts and what was leased
@@ -79,6 +82,12 @@ func NewMeter(kv jetstream.KeyValue, name string, window time.Duration, budget i
 // budget cannot cover n it spends nothing and says how long until the
 // next window; err is the bucket's failure (the caller refuses the send
 // as unavailable).
+//
+// A bucket that cannot be reached (its raft group electing a leader for
+// 4 to 9 s after a NATS node failed) does not stop sends at once: each
+// gateway grants each user one lease per window on its own, unrecorded,
+// before refusing. A user may so pass the budget by one lease (a tenth)
+// per gateway per window while the bucket is down, and no more.
 func (m *Meter) Spend(ctx context.Context, user string, n int64) (ok bool, retryAfter time.Duration, err error) {
 	l := m.lease(user, m.windowAt(m.now()))
 	l.mu.Lock()
@@ -89,7 +98,7 @@ func (m *Meter) Spend(ctx context.Context, user string, n int64) (ok bool, retry
 		now := m.now()
 		w := m.windowAt(now)
 		if l.window != w {
-			l.window, l.left = w, 0
+			l.window, l.left, l.unrecorded = w, 0, false
 		}
 		if l.left >= n {
 			l.left -= n
@@ -100,7 +109,9 @@ func (m *Meter) Spend(ctx context.Context, user string, n int64) (ok bool, retry
 		if errors.Is(err, errNewerWindow) {
 			continue
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrContended) && !l.unrecorded {
+			got, l.unrecorded = max(need, m.budget/leaseShares), true
+		} else if err != nil {
 			return false, 0, err
 		}
 		if got == 0 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/natter/natter/services/chat"
 	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/poll"
 )
 
 func bucket(t *testing.T) *natstest.Server {
@@ -112,4 +113,52 @@ func TestSpentSurvivesGatewayRestart(t *testing.T) {
 	if ok, _, _ := ms[1].Spend(ctx, "dan", 10); !ok {
 		t.Fatal("a second gateway refused the rest of dan's budget")
 	}
+}
+
+// With the bucket unreachable (its leader being elected after a node
+// failed), a gateway grants each user one lease of the window on its
+// own, then refuses with the bucket's error; once the bucket is back,
+// spending goes through it again.
+func TestUnreachableBucketGrantsOneLease(t *testing.T) {
+	ns := bucket(t)
+	kv, err := chat.EnsureQuotaBucket(context.Background(), natstest.JetStream(t, ns.URL()), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 3, 10, 0, 30, 0, time.UTC)
+	m := NewMeter(kv, "sends", time.Minute, 100)
+	m.now = func() time.Time { return now }
+	spend := func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		ok, _, err := m.Spend(ctx, "alice", 1)
+		return ok, err
+	}
+	if ok, err := spend(); !ok || err != nil { // a recorded lease of 10, 1 spent
+		t.Fatalf("first send: %v %v", ok, err)
+	}
+	ns.Stop()
+	allowed := 0
+	for range 30 {
+		ok, err := spend()
+		if err != nil {
+			break
+		}
+		if !ok {
+			t.Fatal("refused as over budget with the bucket down")
+		}
+		allowed++
+	}
+	if allowed != 9+10 { // the rest of the recorded lease, then one unrecorded
+		t.Fatalf("%d sends allowed with the bucket down, want 19 (9 left + one lease of 10)", allowed)
+	}
+	ns.Restart(t)
+	now = now.Add(time.Minute) // a new window: its lease comes from the bucket again
+	poll.Until(t, 20*time.Second, func() error {
+		ok, err := spend()
+		if err == nil && !ok {
+			t.Fatal("refused as over budget in a new window")
+		}
+		return err
+	})
 }
