@@ -365,6 +365,43 @@ func TestRetryStoredOnce(t *testing.T) {
 	}
 }
 
+// A send made while the stream has no leader (here: none at all for a
+// second, as during an election after a NATS node failed) is stored and
+// acked once the stream is back, not refused: the gateway tries the
+// store again for publishTimeout.
+func TestSendWaitsOutALeaderlessStream(t *testing.T) {
+	e := startChat(t, 1, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	js := natstest.JetStream(t, e.ns.URL())
+	ctx := context.Background()
+	s, err := js.Stream(ctx, chat.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if err := js.DeleteStream(ctx, chat.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	back := make(chan error, 1)
+	time.AfterFunc(time.Second, func() { // the outage lasts a second
+		_, err := js.CreateStream(ctx, cfg)
+		back <- err
+	})
+	alice.send(t, `{"type":"send","id":"during","to":{"room":"lobby"},"text":"while electing"}`)
+	for f := alice.next(t); f["type"] != "ack"; f = alice.next(t) {
+		if f["type"] == "error" {
+			t.Fatalf("send during a one-second outage answered %v, want an ack", f)
+		}
+	}
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+	if m := bob.nextOf(t, "message"); m["text"] != "while electing" {
+		t.Fatalf("bob got %v", m)
+	}
+}
+
 func TestHandshakeRefusals(t *testing.T) {
 	e := startChat(t, 1, nil)
 	gw := e.gws[0]

@@ -54,7 +54,8 @@ func (g *Gateway) handleSend(c *client, f chat.ClientFrame) {
 	g.acks.add(msg, pendingSend{c: c, id: f.ID, to: *f.To, start: time.Now()})
 	// The dedupe key is the sender's id with theirs: a retry is stored once,
 	// and two users' ids never collide.
-	if _, err := g.js.PublishMsgAsync(msg, jetstream.WithMsgID(c.user.ID+":"+f.ID)); err != nil {
+	if _, err := g.js.PublishMsgAsync(msg, jetstream.WithMsgID(c.user.ID+":"+f.ID),
+		jetstream.WithRetryAttempts(storeRetries), jetstream.WithRetryWait(storeRetryWait)); err != nil {
 		if _, ok := g.acks.take(msg); ok {
 			g.log.Warn("publish failed", "subject", subject, "err", err)
 			c.reply(errorFrame(f.ID, chat.CodeUnavailable, "could not store the message; retry with the same id"))
@@ -93,6 +94,16 @@ func (g *Gateway) userExists(id string) (bool, error) {
 const (
 	MaxSendsInFlight  = 32
 	maxStoresInFlight = 16384
+)
+
+// A stream without a leader (electing one for 4 to 9 s after a NATS
+// node failed) has no responder: a store is tried again every
+// storeRetryWait for publishTimeout before the send is refused, so it is
+// acked as soon as the leader is there rather than after the client's
+// own retry (2 s after the refusal).
+const (
+	storeRetryWait = 250 * time.Millisecond
+	storeRetries   = int(publishTimeout / storeRetryWait)
 )
 
 // pendingSend is a send published to the stream, waiting for its ack.
