@@ -165,7 +165,10 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 // interest has reached every node of the cluster before the resumes
 // read the stream.
 func (g *Gateway) watchConnection() {
-	natsconn.OnDisconnect(g.nc, g.hub.freezeAll)
+	natsconn.OnDisconnect(g.nc, func() {
+		g.hub.freezeAll()
+		g.hub.liveSeqs.reset()
+	})
 	natsconn.OnAsyncError(g.nc, func(sub *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrSlowConsumer) {
 			g.hub.onSlowConsumer(sub)
@@ -173,6 +176,7 @@ func (g *Gateway) watchConnection() {
 	})
 	natsconn.OnReconnect(g.nc, func() {
 		g.reconnects.Add(1)
+		g.hub.liveSeqs.reset()
 		time.AfterFunc(resumeCloseDelay, func() {
 			g.metrics.resumeCloses.Add(float64(g.hub.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
 		})
@@ -228,6 +232,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
 	g.hub.loadRooms = g.rooms.roomsOfUser
+	g.hub.readStored = g.storedAt
 	g.hub.loadContacts = g.contacts
 	g.hub.membersChanged = g.members.drop
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)

@@ -44,6 +44,12 @@ type hub struct {
 	subs    []*nats.Subscription            // hub-wide: rooms, revocations, presence
 	roomSub *nats.Subscription              // the lobby's live messages, into live
 
+	// liveSeqs finds the stored messages a subscription missed, and
+	// readStored (set before sockets join; nil: gaps are not filled)
+	// reads them: see livegaps.go.
+	liveSeqs   liveSeqs
+	readStored func(ctx context.Context, subject string, from uint64) (storedMsg, error)
+
 	// Rooms beyond the lobby that local users are in: subscribed while
 	// one of their members is connected here (see hubrooms.go).
 	rooms    map[string]*localRoom
@@ -150,6 +156,7 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int) (*hub, err
 	}
 	h.roomSub = sub
 	h.subs = append(h.subs, sub)
+	h.liveSeqs.track(sub)
 	go h.takeLive()
 	go h.dispatchLive()
 	for range contactsWorkers {
@@ -184,13 +191,11 @@ func (h *hub) takeLive() {
 }
 
 // dispatchLive delivers the pending room and direct messages, in arrival
-// order.
+// order, each after those its subscription missed before it (see
+// livegaps.go).
 func (h *hub) dispatchLive() {
 	var msgs []*nats.Msg
-	// A dm between two users of this gateway arrives once per user's
-	// subscription, one copy after the other: its frame is built once.
-	var frame []byte
-	var frameSeq uint64
+	var dms dmFrames
 	for {
 		select {
 		case <-h.liveReady:
@@ -202,44 +207,63 @@ func (h *hub) dispatchLive() {
 		h.liveMu.Unlock()
 		for i, m := range msgs {
 			msgs[i] = nil
-			if m.Sub != nil && m.Sub == h.roomSub {
-				h.onRoom(m)
-				continue
+			missed, deliver := h.fillGap(m)
+			for _, mm := range missed {
+				h.dispatch(mm, &dms)
 			}
-			if room, ok := h.subRoom(m.Sub); ok {
-				h.onMemberRoom(room, m)
-				continue
+			if deliver {
+				h.dispatch(m, &dms)
 			}
-			if strings.HasPrefix(m.Subject, roomLivePrefix) || strings.HasPrefix(m.Subject, chat.RoomEventsPrefix) {
-				continue // of a room unsubscribed since: its last member here left
-			}
-			if user, ok := strings.CutPrefix(m.Subject, chat.UserEventsPrefix); ok {
-				h.applyMembership(user, m.Data)
-				h.deliverUserEvent(user, m.Data)
-				continue
-			}
-			user, ok := dmRecipient(m)
-			if !ok {
-				continue
-			}
-			seq, ok := h.liveSeq(m)
-			if !ok {
-				continue
-			}
-			if frame == nil || seq != frameSeq {
-				if frame, ok = h.frameAt(m, seq); !ok {
-					frame = nil
-					continue
-				}
-				frameSeq = seq
-			}
-			h.deliverDM(user, frame, seq)
-			h.noteContact(user, dmPartner(m.Subject, user))
 		}
 		if cap(msgs) > liveQueueLen {
 			msgs = nil // a burst's queue is not kept
 		}
 	}
+}
+
+// dmFrames keeps the last dm's frame: a dm between two users of this
+// gateway arrives once per user's subscription, one copy after the
+// other, and its frame is built once.
+type dmFrames struct {
+	frame []byte
+	seq   uint64
+}
+
+// dispatch delivers one message of the hub's subscriptions.
+func (h *hub) dispatch(m *nats.Msg, dms *dmFrames) {
+	if m.Sub != nil && m.Sub == h.roomSub {
+		h.onRoom(m)
+		return
+	}
+	if room, ok := h.subRoom(m.Sub); ok {
+		h.onMemberRoom(room, m)
+		return
+	}
+	if strings.HasPrefix(m.Subject, roomLivePrefix) || strings.HasPrefix(m.Subject, chat.RoomEventsPrefix) {
+		return // of a room unsubscribed since: its last member here left
+	}
+	if user, ok := strings.CutPrefix(m.Subject, chat.UserEventsPrefix); ok {
+		h.applyMembership(user, m.Data)
+		h.deliverUserEvent(user, m.Data)
+		return
+	}
+	user, ok := dmRecipient(m)
+	if !ok {
+		return
+	}
+	seq, ok := h.liveSeq(m)
+	if !ok {
+		return
+	}
+	if dms.frame == nil || seq != dms.seq {
+		if dms.frame, ok = h.frameAt(m, seq); !ok {
+			dms.frame = nil
+			return
+		}
+		dms.seq = seq
+	}
+	h.deliverDM(user, dms.frame, seq)
+	h.noteContact(user, dmPartner(m.Subject, user))
 }
 
 // dmPrefix starts the live subjects of direct messages.
@@ -336,6 +360,7 @@ func (h *hub) register(c *client, hello func(rooms []string) []byte) (fresh bool
 			return false, err
 		}
 		if h.users[id] != nil { // another socket of the user won the race
+			h.liveSeqs.forget(subs)
 			unsubscribe(subs)
 			break
 		}
@@ -390,6 +415,7 @@ func (h *hub) subscribeUser(id string) ([]*nats.Subscription, []string, error) {
 		unsubscribe(subs)
 		return nil, nil, fmt.Errorf("rooms of %s: %w", id, err)
 	}
+	h.liveSeqs.track(subs...)
 	return subs, rooms, nil
 }
 

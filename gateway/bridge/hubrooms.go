@@ -52,6 +52,7 @@ func (h *hub) enter(user string, u *localUser, room string) bool {
 			}
 			lr.subs = append(lr.subs, s)
 			h.subRooms[s] = room
+			h.liveSeqs.track(s)
 		}
 		h.rooms[room] = lr
 	}
@@ -89,6 +90,7 @@ func (h *hub) exit(user string, u *localUser, room string) {
 		for _, s := range lr.subs {
 			delete(h.subRooms, s)
 		}
+		h.liveSeqs.forget(lr.subs)
 		unsubscribe(lr.subs)
 		delete(h.rooms, room)
 	}
@@ -101,6 +103,7 @@ func (h *hub) dropUser(id string, u *localUser) {
 		h.exit(id, u, room)
 	}
 	h.dropContacts(id, u)
+	h.liveSeqs.forget(u.subs)
 	unsubscribe(u.subs)
 	delete(h.users, id)
 }

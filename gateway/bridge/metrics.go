@@ -12,6 +12,8 @@ type metrics struct {
 	slowCloses   prometheus.Counter
 	resumeCloses prometheus.Counter
 	publishWait  prometheus.Histogram
+	gapReads     prometheus.Counter
+	gapsUnfilled prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,7 +28,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gateway_publish_ack_seconds", Help: "From publishing a message to the stream's ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		gapReads: prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_live_gap_messages_total",
+			Help: "Stored messages a live subscription missed (not republished to it), read from the stream and delivered."}),
+		gapsUnfilled: prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_live_gaps_unfilled_total",
+			Help: "Gaps in live messages whose reading from the stream failed."}),
 	}
-	reg.MustRegister(m.sockets, m.framesIn, m.objectsOut, m.errors, m.slowCloses, m.resumeCloses, m.publishWait)
+	reg.MustRegister(m.sockets, m.framesIn, m.objectsOut, m.errors, m.slowCloses, m.resumeCloses, m.publishWait, m.gapReads, m.gapsUnfilled)
 	return m
 }

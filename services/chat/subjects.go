@@ -73,6 +73,10 @@ const (
 	LivePrefix = "live."
 	// SequenceHeader carries a republished message's stream sequence.
 	SequenceHeader = "Nats-Sequence"
+	// LastSequenceHeader, on a republished message, is the seq of the
+	// message stored before it on the same subject (0: none): a gap in
+	// what a subscriber received shows there.
+	LastSequenceHeader = "Nats-Last-Sequence"
 
 	roomPrefix = "chat.room."
 	dmPrefix   = "chat.dm."
