@@ -402,6 +402,60 @@ func TestSendWaitsOutALeaderlessStream(t *testing.T) {
 	}
 }
 
+// A message the stream stored but did not republish (as when its leader
+// fails between its replicas storing it and applying it itself; here the
+// republish is turned off for it) reaches the recipients' sockets all
+// the same, before the next message of its conversation: the next one
+// names it as the previous seq on the subject, and the gateway reads it
+// from the stream. In the lobby and in a direct conversation, for
+// recipients on the sender's gateway and on another.
+func TestUnrepublishedMessageDelivered(t *testing.T) {
+	e := startChat(t, 2, nil)
+	alice, _ := e.dial(t, e.gws[0], "alice")
+	bob, _ := e.dial(t, e.gws[1], "bob")
+	carol, _ := e.dial(t, e.gws[0], "carol")
+	js := natstest.JetStream(t, e.ns.URL())
+	ctx := context.Background()
+	s, err := js.Stream(ctx, chat.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	republish := func(on bool) {
+		c := cfg
+		if !on {
+			c.RePublish = nil
+		}
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round, to := range []string{`{"room":"lobby"}`, `{"user":"bob"}`} {
+		send := func(n int, text string) {
+			alice.send(t, fmt.Sprintf(`{"type":"send","id":"r%d-%d","to":%s,"text":%q}`, round, n, to, text))
+			alice.nextOf(t, "ack")
+		}
+		send(1, "before")
+		republish(false)
+		send(2, "not republished")
+		republish(true)
+		send(3, "after")
+		recipients := map[string]*wsClient{"bob": bob}
+		if to == `{"room":"lobby"}` {
+			recipients["carol"] = carol
+		}
+		for name, c := range recipients {
+			var got []string
+			for len(got) < 3 {
+				got = append(got, c.nextOf(t, "message")["text"].(string))
+			}
+			if strings.Join(got, "|") != "before|not republished|after" {
+				t.Fatalf("alice to %s: %s got %q, want before, not republished, after", to, name, got)
+			}
+		}
+	}
+}
+
 func TestHandshakeRefusals(t *testing.T) {
 	e := startChat(t, 1, nil)
 	gw := e.gws[0]
