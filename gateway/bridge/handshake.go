@@ -47,8 +47,13 @@ type seqFetch struct {
 	err  error
 }
 
-// seqTimeout bounds one stream info request of helloSeq.
-const seqTimeout = 5 * time.Second
+// seqTimeout bounds the stream info requests of one helloSeq fetch. A
+// failed request is tried again within it, every storeRetryWait: the
+// stream electing a leader after a NATS node failed (4 to 9 s) holds the
+// handshakes until it has one, rather than refusing them with 503 and
+// leaving the clients to their backoff, which added seconds after the
+// leader was back.
+const seqTimeout = 10 * time.Second
 
 // fetchSeqs runs the pending fetch, then the one queued meanwhile, until
 // none is waiting.
@@ -65,6 +70,13 @@ func (g *Gateway) fetchSeqs() {
 		g.seqMu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), seqTimeout)
 		info, err := g.stream.Info(ctx)
+		for err != nil && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(storeRetryWait):
+				info, err = g.stream.Info(ctx)
+			}
+		}
 		cancel()
 		if err == nil {
 			f.seq = info.State.LastSeq
