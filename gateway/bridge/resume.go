@@ -89,19 +89,22 @@ func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 // may lack messages already acknowledged: a replay up to that state's
 // last seq, then live, lost such a message for every socket that
 // resumed then (chaos scenario 3, 43 sockets). So it asks again, paced,
-// until a leader answers or ctx ends.
+// until a leader answers or ctx ends. A request that fails (no responders
+// while the gateway's NATS node is back but its JetStream is not yet, a
+// timeout) is asked again too: failing the replay closed the socket and
+// left the client to its backoff.
 func leaderInfo(ctx context.Context, stream jetstream.Stream) (*jetstream.StreamInfo, error) {
 	for {
 		info, err := stream.Info(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if info.Cluster == nil || info.Cluster.Leader != "" || info.Config.Replicas <= 1 {
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "" || info.Config.Replicas <= 1) {
 			return info, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("stream %s has no leader", info.Config.Name)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("stream %s has no leader: %w", info.Config.Name, ctx.Err())
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
 		case <-time.After(replayRetryWait):
 		}
 	}
