@@ -384,9 +384,9 @@ func (c *Client) goLive(conn *websocket.Conn, now time.Time) {
 	c.history = append(c.history, fmt.Sprintf("live %s after %d", now.Format(clock), c.lastSeq))
 	if !c.downAt.IsZero() {
 		c.ledger.recovered(now.Sub(c.downAt))
-		if d := now.Sub(c.downAt); d > slowRecovery {
-			// The first few say where the time went.
-			c.ledger.noteSlow(fmt.Sprintf("client %d: live again %.1f s after its drop: closes %v, refused handshakes %v, history %v",
+		if d := now.Sub(c.downAt); d > slowRecoveryAt {
+			// The slowest say where the time went.
+			c.ledger.noteSlow(d, fmt.Sprintf("client %d: live again %.1f s after its drop: closes %v, refused handshakes %v, history %v",
 				c.Index, d.Seconds(), c.closes, c.statuses, c.history))
 		}
 		c.downAt = time.Time{}

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -24,7 +25,7 @@ type Ledger struct {
 	users   map[string][]int // user id -> its clients' indexes
 
 	ackLat, delivLat, recover []time.Duration
-	slowNoted                 int
+	slow                      []slowRecovery // the slowest few
 	measure                   bool // delivery latencies are recorded
 	doubleStored              int  // a send acked with two different seqs
 	refusals                  map[string]int
@@ -172,17 +173,22 @@ func (l *Ledger) recovered(d time.Duration) {
 	l.mu.Unlock()
 }
 
-// slowRecovery is a recovery long enough to be noted with its history.
-const slowRecovery = 10 * time.Second
+// slowRecoveryAt is a recovery long enough to be noted with its history.
+const slowRecoveryAt = 10 * time.Second
 
-// noteSlow notes a slow recovery, the first few only.
-func (l *Ledger) noteSlow(s string) {
+// slowRecovery is one such recovery and what the client went through.
+type slowRecovery struct {
+	d     time.Duration
+	story string
+}
+
+// noteSlow keeps a slow recovery's story; the report shows the slowest.
+func (l *Ledger) noteSlow(d time.Duration, s string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.slowNoted < 5 {
-		l.slowNoted++
-		l.notes = append(l.notes, s)
-	}
+	l.slow = append(l.slow, slowRecovery{d, s})
+	slices.SortFunc(l.slow, func(a, b slowRecovery) int { return cmp.Compare(b.d, a.d) })
+	l.slow = l.slow[:min(len(l.slow), 5)]
 }
 
 func (l *Ledger) note(s string) {

@@ -92,6 +92,9 @@ func (l *Ledger) Check(scenario string, seed uint64) Result {
 	r.AckP99, r.AckMax = percentile(l.ackLat, .99), percentile(l.ackLat, 1)
 	r.DeliveryP99 = percentile(l.delivLat, .99)
 	r.Notes = append(slices.Clone(l.notes), r.Notes...)
+	for _, s := range l.slow {
+		r.Notes = append(r.Notes, s.story)
+	}
 	return r
 }
 
