@@ -69,12 +69,12 @@ func (g *Gateway) fetchSeqs() {
 		}
 		g.seqMu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), seqTimeout)
-		info, err := g.stream.Info(ctx)
+		info, err := streamInfo(ctx, g.stream)
 		for err != nil && ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
 			case <-time.After(storeRetryWait):
-				info, err = g.stream.Info(ctx)
+				info, err = streamInfo(ctx, g.stream)
 			}
 		}
 		cancel()

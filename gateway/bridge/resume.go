@@ -95,7 +95,7 @@ func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 // left the client to its backoff.
 func leaderInfo(ctx context.Context, stream jetstream.Stream) (*jetstream.StreamInfo, error) {
 	for {
-		info, err := stream.Info(ctx)
+		info, err := streamInfo(ctx, stream)
 		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "" || info.Config.Replicas <= 1) {
 			return info, nil
 		}
@@ -108,6 +108,19 @@ func leaderInfo(ctx context.Context, stream jetstream.Stream) (*jetstream.Stream
 		case <-time.After(replayRetryWait):
 		}
 	}
+}
+
+// infoTimeout bounds one stream info request. One sent just before the
+// stream's leader failed gets no answer at all: without its own bound it
+// would use up its caller's whole deadline (10 s) rather than be asked
+// again of the next leader.
+const infoTimeout = 2 * time.Second
+
+// streamInfo is one stream info request, bounded by infoTimeout.
+func streamInfo(ctx context.Context, stream jetstream.Stream) (*jetstream.StreamInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, infoTimeout)
+	defer cancel()
+	return stream.Info(ctx)
 }
 
 // missed says whether the stream's leader holds a message user may see
@@ -164,7 +177,7 @@ type storedMsg struct {
 // no JetStream meta leader needed (unlike a consumer's creation).
 func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (storedMsg, error) {
 	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": filter})
-	m, err := g.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+chat.StreamName, req)
+	m, err := g.askLeader(ctx, "$JS.API.STREAM.MSG.GET."+chat.StreamName, req)
 	if err != nil {
 		return storedMsg{}, fmt.Errorf("message get: %w", err)
 	}
@@ -190,6 +203,25 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 		return storedMsg{}, errors.New("message get: empty answer")
 	}
 	return storedMsg{seq: resp.Message.Seq, data: resp.Message.Data}, nil
+}
+
+// askLeader sends a request the stream's leader answers, each try
+// bounded by infoTimeout (one sent as the leader failed is never
+// answered) and tried again, paced, until ctx ends.
+func (g *Gateway) askLeader(ctx context.Context, subject string, req []byte) (*nats.Msg, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, infoTimeout)
+		m, err := g.nc.RequestWithContext(tctx, subject, req)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(replayRetryWait):
+		}
+	}
 }
 
 // errCodeNoMessage is JetStream's "no message found".
