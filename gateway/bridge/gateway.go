@@ -257,15 +257,34 @@ func (g *Gateway) Shutdown(d time.Duration) {
 	}
 }
 
-// heartbeat refreshes the gateway's presence entries every period.
+// heartbeatRetryWait paces the retries of a failed presence refresh.
+const heartbeatRetryWait = time.Second
+
+// heartbeat refreshes the gateway's presence entries every period. A
+// refresh that fails (the bucket electing a leader after a NATS node
+// failed: 4 to 9 s) is tried again every heartbeatRetryWait until the
+// next period: left to the next period, the lease came near its TTL,
+// and one more miss lost it and closed every socket of the gateway.
 func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, period time.Duration) {
 	ops.Every(ctx, period, func(ctx context.Context) {
-		lost, err := reg.Heartbeat(ctx)
-		if err != nil && ctx.Err() == nil {
+		until := time.Now().Add(period - heartbeatRetryWait)
+		for {
+			lost, err := reg.Heartbeat(ctx)
+			if lost > 0 {
+				log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
+			}
+			if err == nil || ctx.Err() != nil {
+				return
+			}
 			log.Warn("presence heartbeat failed", "err", err)
-		}
-		if lost > 0 {
-			log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
+			if time.Now().After(until) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(heartbeatRetryWait):
+			}
 		}
 	})
 }
