@@ -365,6 +365,18 @@ func TestRetryStoredOnce(t *testing.T) {
 	}
 }
 
+// chatStream is a JetStream context on e's server and the chat stream's
+// configuration, for tests that change the stream under the gateways.
+func (e *chatEnv) chatStream(t *testing.T) (jetstream.JetStream, jetstream.StreamConfig) {
+	t.Helper()
+	js := natstest.JetStream(t, e.ns.URL())
+	s, err := js.Stream(context.Background(), chat.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, s.CachedInfo().Config
+}
+
 // A send made while the stream has no leader (here: none at all for a
 // second, as during an election after a NATS node failed) is stored and
 // acked once the stream is back, not refused: the gateway tries the
@@ -373,13 +385,8 @@ func TestSendWaitsOutALeaderlessStream(t *testing.T) {
 	e := startChat(t, 1, nil)
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	bob, _ := e.dial(t, e.gws[0], "bob")
-	js := natstest.JetStream(t, e.ns.URL())
+	js, cfg := e.chatStream(t)
 	ctx := context.Background()
-	s, err := js.Stream(ctx, chat.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
 	if err := js.DeleteStream(ctx, chat.StreamName); err != nil {
 		t.Fatal(err)
 	}
@@ -414,13 +421,8 @@ func TestUnrepublishedMessageDelivered(t *testing.T) {
 	alice, _ := e.dial(t, e.gws[0], "alice")
 	bob, _ := e.dial(t, e.gws[1], "bob")
 	carol, _ := e.dial(t, e.gws[0], "carol")
-	js := natstest.JetStream(t, e.ns.URL())
+	js, cfg := e.chatStream(t)
 	ctx := context.Background()
-	s, err := js.Stream(ctx, chat.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
 	republish := func(on bool) {
 		c := cfg
 		if !on {

@@ -58,6 +58,17 @@ func entry[T any](t *testing.T, kv *chat.PresenceKV, key string) (T, error) {
 	return v, nil
 }
 
+// heartbeatUntilAnswered beats until a heartbeat succeeds (NATS back).
+func heartbeatUntilAnswered(t *testing.T, r *Registry) {
+	t.Helper()
+	poll.Until(t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := r.Heartbeat(ctx)
+		return err
+	})
+}
+
 func waitGone(t *testing.T, kv *chat.PresenceKV, key string) {
 	t.Helper()
 	poll.Until(t, 10*time.Second, func() error {
@@ -235,12 +246,7 @@ func TestRemoveDuringOutageDeletedAtNextHeartbeat(t *testing.T) {
 	}
 	cancel()
 	ns.Restart(t)
-	poll.Until(t, 20*time.Second, func() error {
-		hctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := r.Heartbeat(hctx)
-		return err
-	})
+	heartbeatUntilAnswered(t, r)
 	waitGone(t, kv, "bob.gw1.c1")
 	if _, err := kv.Get(ctx, "bob.gw1.c2"); err != nil {
 		t.Fatalf("the open socket's entry: %v", err)
@@ -307,12 +313,7 @@ func TestAddDuringOutageWrittenAtNextHeartbeat(t *testing.T) {
 	_ = r.Remove(rctx, "bob", "c2")
 	cancel()
 	ns.Restart(t)
-	poll.Until(t, 20*time.Second, func() error {
-		hctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := r.Heartbeat(hctx)
-		return err
-	})
+	heartbeatUntilAnswered(t, r)
 	e, err := entry[chat.PresenceEntry](t, kv, "bob.gw1.c1")
 	if err != nil || e.User != "bob" || e.Conn != "c1" {
 		t.Fatalf("the socket admitted during the outage: entry %+v, %v", e, err)
