@@ -235,7 +235,7 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.hub.readStored = g.storedAt
 	g.hub.loadContacts = g.contacts
 	g.hub.membersChanged = g.members.drop
-	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat)
+	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat, func() { _ = g.nc.ForceReconnect() })
 	return nil
 }
 
@@ -265,13 +265,24 @@ const heartbeatRetryWait = time.Second
 // failed: 4 to 9 s) is tried again every heartbeatRetryWait until the
 // next period: left to the next period, the lease came near its TTL,
 // and one more miss lost it and closed every socket of the gateway.
-func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, period time.Duration) {
+//
+// A lease given up because no refresh was answered for its lifetime means
+// the NATS node this gateway uses is cut off while the connection looks
+// open (nats.go's pings notice only after 4 minutes): reconnect, to
+// another node, at once, or the clients that come back find the gateway
+// still unable to serve them.
+func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, period time.Duration, reconnect func()) {
 	ops.Every(ctx, period, func(ctx context.Context) {
 		until := time.Now().Add(period - heartbeatRetryWait)
 		for {
 			lost, err := reg.Heartbeat(ctx)
 			if lost > 0 {
 				log.Warn("presence entries had expired; their sockets are closed", "sockets", lost)
+			}
+			if errors.Is(err, presencekv.ErrNoAnswers) {
+				log.Warn("no answer from NATS for the presence lease's lifetime; reconnecting to another node")
+				reconnect()
+				return
 			}
 			if err == nil || ctx.Err() != nil {
 				return

@@ -247,7 +247,8 @@ func (r *Registry) deleteStale(ctx context.Context) {
 
 // Heartbeat refreshes the gateway's lease: one write, whatever the number
 // of sockets. If the lease expired, every socket under it is dropped and
-// its onLost called; Heartbeat returns how many. Other errors (NATS
+// its onLost called; Heartbeat returns how many (with ErrNoAnswers when
+// it was given up for lack of answers). Other errors (NATS
 // unreachable) are returned: the next heartbeat tries again, and if the
 // lease expires meanwhile its sockets are lost then, or, once no refresh
 // has been answered for LostAfter TTLs, at once (see giveUp).
@@ -268,7 +269,7 @@ func (r *Registry) Heartbeat(ctx context.Context) (int, error) {
 	case errors.Is(err, ErrLeaseLost):
 		return r.lost(l), nil
 	case err != nil && r.giveUp(l, time.Now()):
-		return r.lost(l), nil
+		return r.lost(l), fmt.Errorf("%w: %w", ErrNoAnswers, err)
 	case err != nil:
 		return 0, fmt.Errorf("presence heartbeat: %w", err)
 	}
@@ -313,6 +314,11 @@ func (r *Registry) writeUnwritten(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrNoAnswers: the lease was given up after LostAfter TTLs without an
+// answered refresh (see giveUp); the gateway's NATS connection, open as
+// it may look, reaches no one.
+var ErrNoAnswers = errors.New("no presence refresh answered for the lease's lifetime")
 
 // LostAfter is how many TTLs a lease may go without a refresh answered
 // before the gateway gives it up (see giveUp).

@@ -270,10 +270,10 @@ func TestLeaseGivenUpWithoutAnswers(t *testing.T) {
 	confirmed := time.Now()
 	ns.Stop()
 	var n int
+	var err error
 	poll.Until(t, LostAfter*ttl+10*time.Second, func() error {
 		hctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		var err error
 		n, err = r.Heartbeat(hctx)
 		if n == 0 {
 			return fmt.Errorf("heartbeat: %v, no socket given up", err)
@@ -282,6 +282,9 @@ func TestLeaseGivenUpWithoutAnswers(t *testing.T) {
 	})
 	if n != 1 || len(lost) != 1 {
 		t.Fatalf("%d sockets given up, onLost called %d times; want 1 and 1", n, len(lost))
+	}
+	if !errors.Is(err, ErrNoAnswers) {
+		t.Fatalf("giving up said %v, want ErrNoAnswers (the gateway reconnects on it)", err)
 	}
 	if since := time.Since(confirmed); since < LostAfter*ttl {
 		t.Fatalf("given up %s after the last answered refresh, before %d TTLs", since, LostAfter)
