@@ -6,8 +6,10 @@
 //
 // After the upgrade this package alone writes to the connection. gorilla
 // still parses the client's messages, from bytes this package reads for
-// it (read.go: an idle socket's reader waits shallow, holding no buffer,
-// and pings and pongs are dealt with before gorilla sees them). While
+// it (read.go: an idle socket holds no buffer, and pings and pongs are
+// dealt with before gorilla sees them), on no goroutine of its own while
+// idle (Serve, serve.go: a readiness loop starts a reader when bytes
+// come). While
 // reading gorilla writes control frames of its own: the echo of a close,
 // a close 1009 for a frame over the read limit, a close 1002 for a
 // protocol error. The connection gorilla
@@ -76,8 +78,9 @@ type Server struct {
 	upgrader websocket.Upgrader
 	flusher  *flusher
 	pinger   *pinger
-	buffers  sync.Pool // write buffers (*[]byte), shared by all sockets
-	reads    sync.Pool // read buffers (*[]byte), held while bytes wait
+	ready    *readiness // nil where there is none: sockets get a reader each
+	buffers  sync.Pool  // write buffers (*[]byte), shared by all sockets
+	reads    sync.Pool  // read buffers (*[]byte), held while bytes wait
 
 	readsHeld atomic.Int64 // read buffers sockets hold now
 }
@@ -98,6 +101,7 @@ func NewServer(opts Options) *Server {
 	}
 	s.flusher = newFlusher(max(1, opts.Workers), opts.WriteDelay)
 	s.pinger = newPinger(opts.PingInterval)
+	s.ready, _ = newReadiness() // without it, Serve falls back to a goroutine per socket
 	return s
 }
 
@@ -107,10 +111,11 @@ func NewServer(opts Options) *Server {
 func (s *Server) Close() {
 	s.pinger.close()
 	s.flusher.close()
+	s.ready.close()
 }
 
-// Conn is one server websocket. One goroutine reads (Read); anyone may
-// Send or Close.
+// Conn is one server websocket. Serve reads it (or one goroutine, with
+// Read); anyone may Send or Close.
 type Conn struct {
 	srv *Server
 	ws  *websocket.Conn // reads; its writes come to this Conn (owned)
@@ -141,6 +146,15 @@ type Conn struct {
 	ended   bool          // the writes have ended and the connection is closed
 
 	pingSlot, pingIndex int32 // where the socket is in the pinger's slots
+
+	// Serve's: the callbacks, whether a reader run holds the reads, and
+	// whether onEnd was called (all under qmu); the socket's id in the
+	// readiness loop.
+	onMessage func(data []byte, text bool)
+	onEnd     func()
+	reading   bool
+	endCalled bool
+	readyID   uint64
 
 	closing   chan struct{} // closed by Close
 	done      chan struct{} // closed once ended; made by the first Done
@@ -188,12 +202,19 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) 
 // means the socket is closing: gorilla's close (1009, 1002), the
 // client's own (echoed), or 1000 for a connection that failed or went
 // silent; CloseCode says which.
-func (c *Conn) Read() ([]byte, bool, error) {
-	err := c.wait() // parked shallow, not in gorilla's reads
+func (c *Conn) Read() ([]byte, bool, error) { return c.read(false) }
+
+// read is Read; idle, it returns errIdle rather than wait for a
+// message's first bytes (a reader run's read).
+func (c *Conn) read(idle bool) ([]byte, bool, error) {
+	err := c.wait(idle) // parked shallow, if at all, not in gorilla's reads
 	var typ int
 	var data []byte
 	if err == nil {
 		typ, data, err = c.ws.ReadMessage()
+	}
+	if errors.Is(err, errIdle) {
+		return nil, false, err
 	}
 	if err != nil {
 		c.Close(websocket.CloseNormalClosure, "") // unless a close came first

@@ -48,7 +48,7 @@ func (o *owned) Read(b []byte) (int, error) {
 	if c == nil {
 		return o.Conn.Read(b)
 	}
-	if err := c.wait(); err != nil {
+	if err := c.wait(false); err != nil { // a message has begun: park for the rest
 		return 0, err
 	}
 	n := copy(b, c.in.output())

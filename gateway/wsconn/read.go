@@ -9,15 +9,16 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// An idle socket should cost little: no read buffer, and a reader
-// goroutine parked with a small stack. gorilla blocks deep in its read
-// path (a 4 KiB stack per socket) and is woken by every pong. So gorilla
-// reads a message only once its first bytes are here (Conn.Read waits
-// for them first, through the runtime's poller: a shallow park), and the
-// bytes it reads come through inbound, which answers pings and notes
-// pongs itself and hands gorilla everything else, one message at a time:
-// when gorilla returns a message it has nothing left buffered, and the
-// reader parks again.
+// An idle socket should cost little: no read buffer, and no reader
+// goroutine (Serve), or one parked with a small stack (Read). gorilla
+// blocks deep in its read path (a 4 KiB stack per socket) and is woken by
+// every pong. So gorilla reads a message only once its first bytes are
+// here (a reader run is started for them, or Conn.Read waits for them
+// first through the runtime's poller: a shallow park), and the bytes it
+// reads come through inbound, which answers pings and notes pongs itself
+// and hands gorilla everything else, one message at a time: when gorilla
+// returns a message it has nothing left buffered, and the run ends (the
+// reader parks again).
 //
 // inbound is the socket's read side: bytes read from the socket, in a
 // buffer taken from the Server's pool only while some are waiting, and
@@ -171,8 +172,9 @@ func (c *Conn) refreshDeadline() {
 
 // wait returns once gorilla has something to read: the start of a
 // message, a close, or an error to meet. Meanwhile the reader is parked
-// in the poller, holding no buffer.
-func (c *Conn) wait() error {
+// in the poller, holding no buffer; or, idle, it returns errIdle as soon
+// as the socket has nothing more to read.
+func (c *Conn) wait(idle bool) error {
 	in := &c.in
 	if len(in.output()) > 0 {
 		return nil
@@ -184,6 +186,16 @@ func (c *Conn) wait() error {
 			if len(in.output()) > 0 {
 				return nil
 			}
+		}
+		if idle {
+			read, err := c.readLate()
+			if err == nil && !read {
+				return errIdle
+			}
+			if err != nil {
+				return err
+			}
+			continue
 		}
 		err := c.readSocket()
 		if errors.Is(err, os.ErrDeadlineExceeded) {

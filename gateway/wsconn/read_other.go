@@ -28,3 +28,7 @@ func (c *Conn) readSocket() error {
 
 // readLate has no way around a passed deadline here.
 func (c *Conn) readLate() (bool, error) { return false, nil }
+
+// bytesWaiting cannot tell here; the socket's reader, parked with a read
+// deadline, finds the silence instead.
+func (c *Conn) bytesWaiting() bool { return true }

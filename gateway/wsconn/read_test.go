@@ -27,17 +27,16 @@ func echoServerOf(t *testing.T, opts Options) (*Server, string, <-chan int) {
 		if err != nil {
 			return
 		}
-		for {
-			data, text, err := c.Read()
-			if err != nil {
-				break
-			}
+		c.Serve(func(data []byte, text bool) {
 			if text {
 				c.Send(data)
 			}
-		}
-		<-c.Done()
-		codes <- c.CloseCode()
+		}, func() {
+			if !isClosed(c.Done()) {
+				t.Error("onEnd before the socket ended")
+			}
+			codes <- c.CloseCode()
+		})
 	}))
 	t.Cleanup(func() {
 		hs.Close()
@@ -46,14 +45,15 @@ func echoServerOf(t *testing.T, opts Options) (*Server, string, <-chan int) {
 	return s, "ws" + strings.TrimPrefix(hs.URL, "http"), codes
 }
 
-// readers counts the goroutines in Conn.Read: parked in the poller
-// (shallow), and blocked inside gorilla's reads (deep).
+// readers counts the goroutines reading sockets (Read, or Serve's runs):
+// parked in the poller (shallow), and blocked inside gorilla's reads
+// (deep).
 func readers() (shallow, deep int) {
 	buf := make([]byte, 8<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
 		switch {
-		case !strings.Contains(g, "wsconn.(*Conn).Read("):
+		case !strings.Contains(g, "wsconn.(*Conn).read("):
 		case strings.Contains(g, "github.com/gorilla/websocket."):
 			deep++
 		case strings.Contains(g, "internal/poll.(*FD).RawRead"):
@@ -63,14 +63,21 @@ func readers() (shallow, deep int) {
 	return shallow, deep
 }
 
-// parked waits until n readers are parked in the poller, none in gorilla,
-// and no socket holds a read buffer.
+// parked waits until n served sockets are idle: no reader goroutine at
+// all, each watched by the readiness loop (or, without one, n readers
+// parked in the poller), none in gorilla, and no read buffer held.
 func parked(t *testing.T, s *Server, n int) {
 	t.Helper()
+	wantParked, wantServed := 0, n
+	if s.ready == nil {
+		wantParked, wantServed = n, 0
+	}
 	poll.Until(t, 10*time.Second, func() error {
 		shallow, deep := readers()
-		if held := s.readsHeld.Load(); shallow != n || deep != 0 || held != 0 {
-			return fmt.Errorf("%d readers parked, %d in gorilla, %d read buffers held; want %d, 0, 0", shallow, deep, held, n)
+		held, served := s.readsHeld.Load(), s.ready.served()
+		if shallow != wantParked || deep != 0 || held != 0 || served != wantServed {
+			return fmt.Errorf("%d readers parked, %d in gorilla, %d read buffers held, %d sockets watched; want %d, 0, 0, %d",
+				shallow, deep, held, served, wantParked, wantServed)
 		}
 		return nil
 	})
@@ -115,8 +122,8 @@ func readText(t *testing.T, c *websocket.Conn) string {
 	return string(b)
 }
 
-// An idle socket's reader waits in the poller, not in gorilla, holding
-// no read buffer; a frame wakes it, and it parks again after.
+// An idle socket has no reader goroutine and holds no read buffer; a
+// frame starts a reader run, and the socket is idle again after.
 func TestIdleSocketParkedThenWoken(t *testing.T) {
 	s, url, _ := echoServerOf(t, testOptions())
 	c := dial(t, url)
@@ -132,7 +139,7 @@ func TestIdleSocketParkedThenWoken(t *testing.T) {
 	}
 }
 
-// Many idle sockets: every reader parked, no buffer held, each still
+// Many idle sockets: no reader goroutine, no buffer held, each still
 // answers.
 func TestManyIdleSocketsParked(t *testing.T) {
 	const n = 200
@@ -155,8 +162,7 @@ func TestManyIdleSocketsParked(t *testing.T) {
 }
 
 // A socket that answers pings but sends nothing else stays open past
-// the silence limit, and its reader stays parked: pongs never wake
-// gorilla.
+// the silence limit, and stays idle: pongs never wake gorilla.
 func TestPongsKeepIdleSocketParked(t *testing.T) {
 	opts := testOptions()
 	// Long enough that a loaded machine answers each ping in time.
@@ -211,7 +217,7 @@ func TestFramesSplitAndJoined(t *testing.T) {
 	parked(t, s, 1)
 	raw := c.NetConn()
 	// A 300-byte message (16-bit length): its header one byte per write,
-	// each piece read while the reader stays parked holding the buffer;
+	// each piece read while the socket stays idle holding the buffer;
 	// then the payload in pieces, which gorilla waits for.
 	msg := strings.Repeat("split ", 50)
 	frame := clientFrame(websocket.TextMessage, true, msg)
@@ -219,7 +225,7 @@ func TestFramesSplitAndJoined(t *testing.T) {
 	for i := range header - 1 {
 		write(t, raw, frame[i:i+1])
 		poll.Until(t, 10*time.Second, func() error {
-			if shallow, _ := readers(); shallow != 1 || s.readsHeld.Load() != 1 {
+			if _, deep := readers(); deep != 0 || s.readsHeld.Load() != 1 {
 				return fmt.Errorf("header byte %d not read yet", i)
 			}
 			return nil
@@ -279,8 +285,8 @@ func TestFramesSplitAndJoined(t *testing.T) {
 }
 
 // A client that sends part of a frame and then nothing is dropped at the
-// silence limit, whether it stopped in the header (the reader parked) or
-// in the payload (gorilla reading).
+// silence limit, whether it stopped in the header (no reader: the pinger
+// finds it) or in the payload (gorilla reading, to the read deadline).
 func TestPartialFrameThenSilence(t *testing.T) {
 	frame := clientFrame(websocket.TextMessage, true, strings.Repeat("p", 200))
 	for _, cut := range []int{1, 3, 20} {

@@ -26,10 +26,11 @@ func (c *Conn) readSocket() error {
 	return c.took(n, rerr)
 }
 
-// readLate reads, without waiting, what came just as the read deadline
-// passed (a pong late on a loaded machine): the poller refuses reads once
-// the deadline has passed, so a pong waiting in the socket would be taken
-// for silence. false if nothing was there.
+// readLate reads, without waiting, what the socket has: for a reader
+// run, and for what came just as the read deadline passed (a pong late
+// on a loaded machine: the poller refuses reads once the deadline has
+// passed, so a pong waiting in the socket would be taken for silence).
+// false if nothing was there.
 func (c *Conn) readLate() (bool, error) {
 	var n int
 	var rerr error
@@ -76,4 +77,14 @@ func (c *Conn) took(n int, err error) error {
 	}
 	c.in.u += n
 	return nil
+}
+
+// bytesWaiting says whether the client's bytes wait unread in the socket.
+func (c *Conn) bytesWaiting() bool {
+	n := 0
+	_ = c.raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return n > 0
 }

@@ -51,10 +51,15 @@ func (c *Conn) kick() {
 	}
 }
 
-// ping is the pinger's visit: the next write sends a ping; a socket that
-// needs a write for it joins l. The read deadline follows the last pong
-// here, off the reader's stack.
+// ping is the pinger's visit: a silent socket is closed; else the next
+// write sends a ping, and a socket that needs a write for it joins l.
+// The read deadline (for a reader parked inside a message) follows the
+// last pong here, off the reader's stack.
 func (c *Conn) ping(l *Lineup) {
+	if c.silent() {
+		c.closeSilent()
+		return
+	}
 	c.refreshDeadline()
 	c.qmu.Lock()
 	c.pingDue = true
@@ -244,13 +249,18 @@ func (c *Conn) finish(bp *[]byte) {
 // so none starts again.
 func (c *Conn) end() {
 	c.srv.pinger.remove(c)
-	_ = c.ws.Close()
+	_ = c.ws.Close() // out of the readiness loop's epoll too
+	c.srv.ready.remove(c)
 	c.qmu.Lock()
 	c.ended = true
 	if c.done != nil {
 		close(c.done)
 	}
+	served := c.endedUnserved()
 	c.qmu.Unlock()
+	if served { // no run reads it: onEnd is ours, off the writers' goroutine
+		go c.onEnd()
+	}
 }
 
 // getBuffer and putBuffer keep write buffers in the server's pool,
