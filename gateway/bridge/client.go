@@ -17,7 +17,7 @@ import (
 // socket is what a client needs of its websocket (wsconn.Conn): the
 // hub's and presence's tests queue frames on a recording socket.
 type socket interface {
-	Read() ([]byte, bool, error)
+	Serve(onMessage func(data []byte, text bool), onEnd func())
 	Send(b []byte) bool
 	SendIn(b []byte, l *wsconn.Lineup) bool
 	SendWait(b []byte) bool
@@ -26,12 +26,11 @@ type socket interface {
 	CloseCode() int
 	Closing() <-chan struct{}
 	IsClosing() bool
-	Done() <-chan struct{}
 }
 
 // client is one websocket connection as the chat sees it: a user, their
-// token, what they may be sent and when. One goroutine reads (readPump);
-// the socket writes what is sent to it.
+// token, what they may be sent and when. The socket hands its frames to
+// handle, one at a time, and writes what is sent to it.
 type client struct {
 	id     string
 	user   chat.User
@@ -44,10 +43,10 @@ type client struct {
 	sendSlots chan struct{}
 
 	limiter *rate.Limiter
-	strikes int  // rate-limited frames in a row; reader goroutine only
-	started bool // a first frame was read; reader goroutine only
+	strikes int  // rate-limited frames in a row; handle only
+	started bool // a first frame was read; handle only
 
-	lastTyping time.Time   // when a typing frame was last relayed; reader goroutine only
+	lastTyping time.Time   // when a typing frame was last relayed; handle only
 	listing    atomic.Bool // a requested conversations page is being listed
 
 	// Live delivery starts held: a reconnecting client's first frame is
@@ -154,31 +153,29 @@ func (c *client) beginResume() bool {
 	return true
 }
 
-// readPump reads client frames until the socket fails or closes; it is
-// the only reader.
-func (c *client) readPump() {
-	for {
-		data, text, err := c.conn.Read()
-		if err != nil {
-			switch c.conn.CloseCode() {
-			case websocket.CloseMessageTooBig:
-				c.gw.metrics.errors.WithLabelValues("frame_too_big").Inc()
-			case websocket.CloseProtocolError:
-				c.gw.metrics.errors.WithLabelValues("protocol_error").Inc()
-			}
-			return
-		}
-		if c.conn.IsClosing() {
-			continue // its answers would go nowhere: no work for it
-		}
-		if !c.admit(data) {
-			continue // refused; a flooding client's socket is closing
-		}
-		if !text {
-			c.reply(errorFrame("", chat.CodeBadFrame, "frames are JSON text"))
-			continue
-		}
-		c.gw.handleFrame(c, data)
+// handle takes one client frame; the socket calls it for each, never
+// two at once.
+func (c *client) handle(data []byte, text bool) {
+	if c.conn.IsClosing() {
+		return // its answers would go nowhere: no work for it
+	}
+	if !c.admit(data) {
+		return // refused; a flooding client's socket is closing
+	}
+	if !text {
+		c.reply(errorFrame("", chat.CodeBadFrame, "frames are JSON text"))
+		return
+	}
+	c.gw.handleFrame(c, data)
+}
+
+// countClose counts a socket that gorilla closed for a bad frame.
+func (c *client) countClose() {
+	switch c.conn.CloseCode() {
+	case websocket.CloseMessageTooBig:
+		c.gw.metrics.errors.WithLabelValues("frame_too_big").Inc()
+	case websocket.CloseProtocolError:
+		c.gw.metrics.errors.WithLabelValues("protocol_error").Inc()
 	}
 }
 

@@ -232,9 +232,11 @@ func (g *Gateway) hello(u chat.User, lastSeq uint64, rooms []string) []byte {
 	})
 }
 
-// run serves an admitted socket until it ends. It lives on goroutines of
-// its own: the HTTP handler's, deep in net/http with a stack grown by the
-// handshake, ends here, which keeps an idle socket's memory small.
+// run serves an admitted socket until it ends. It leaves no goroutine
+// behind: the socket hands its frames to handle, and its end to the
+// cleanup, from goroutines that live only while there is work (an idle
+// socket's memory is then its state alone). The HTTP handler's goroutine,
+// deep in net/http with a stack grown by the handshake, ends here.
 func (g *Gateway) run(c *client) {
 	// The conversations follow hello and the online list; reading them
 	// takes stream round trips, so they come when ready.
@@ -243,13 +245,13 @@ func (g *Gateway) run(c *client) {
 	hold := time.AfterFunc(chat.HoldTimeout, func() { c.goLive(0, stateHolding) })
 	// The socket ends when its token does.
 	expiry := time.AfterFunc(time.Until(c.claims.ExpiresAt.Time), func() { c.conn.Close(chat.CloseTokenExpired, "token expired; log in again") })
-	go func() {
-		defer g.dropSocket(c)
-		defer hold.Stop()
-		defer expiry.Stop()
-		c.readPump()
-		<-c.conn.Done()
-	}()
+	c.conn.Serve(c.handle, func() {
+		// Once, after the last frame was handled and the socket closed.
+		expiry.Stop()
+		hold.Stop()
+		c.countClose()
+		g.dropSocket(c)
+	})
 }
 
 // originAllowed accepts requests without Origin (not a browser), and

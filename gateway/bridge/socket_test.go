@@ -3,8 +3,6 @@ package bridge
 import (
 	"sync"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/natter/natter/gateway/wsconn"
 )
 
@@ -19,13 +17,16 @@ type recorder struct {
 	closing chan struct{}
 	once    sync.Once
 	code    int
+	onEnd   func()
 }
 
 func newRecorder() *recorder { return &recorder{closing: make(chan struct{})} }
 
-func (r *recorder) Read() ([]byte, bool, error) {
-	<-r.closing
-	return nil, false, websocket.ErrCloseSent
+// Serve reads nothing; the socket ends when it is closed.
+func (r *recorder) Serve(_ func([]byte, bool), onEnd func()) {
+	r.mu.Lock()
+	r.onEnd = onEnd
+	r.mu.Unlock()
 }
 
 func (r *recorder) Send(b []byte) bool {
@@ -42,12 +43,17 @@ func (r *recorder) SendIn(b []byte, _ *wsconn.Lineup) bool { return r.Send(b) }
 func (r *recorder) SendWait(b []byte) bool                 { return r.Send(b) }
 func (r *recorder) CloseTooSlow()                          { r.Close(4009, "too slow") }
 func (r *recorder) Closing() <-chan struct{}               { return r.closing }
-func (r *recorder) Done() <-chan struct{}                  { return r.closing }
 
 func (r *recorder) Close(code int, _ string) {
 	r.once.Do(func() {
 		r.code = code
 		close(r.closing)
+		r.mu.Lock()
+		onEnd := r.onEnd
+		r.mu.Unlock()
+		if onEnd != nil {
+			go onEnd() // as a socket's: never on the goroutine that closed it
+		}
 	})
 }
 
