@@ -26,8 +26,8 @@ type Ledger struct {
 
 	ackLat, delivLat, recover []time.Duration
 	slow                      []slowRecovery // the slowest few
-	measure                   bool // delivery latencies are recorded
-	doubleStored              int  // a send acked with two different seqs
+	measure                   bool           // delivery latencies are recorded
+	doubleStored              int            // a send acked with two different seqs
 	refusals                  map[string]int
 	notes                     []string
 }
