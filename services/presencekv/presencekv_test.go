@@ -329,3 +329,40 @@ func TestAddDuringOutageWrittenAtNextHeartbeat(t *testing.T) {
 	}
 	waitGone(t, kv, "bob.gw1.c1")
 }
+
+// TestGivenUpDespiteStaleKeys: sockets that close while NATS is
+// unreachable leave keys to delete; those deletes (each waiting out its
+// own timeout) must not keep the heartbeat from refreshing the lease, or,
+// as here, from giving it up. With the deletes first, each heartbeat
+// spent 5 s per closed socket before the lease (20 s here).
+func TestGivenUpDespiteStaleKeys(t *testing.T) {
+	const ttl = 2 * time.Second
+	kv, ns := newBucket(t, ttl)
+	ctx := context.Background()
+	r := newRegistry(t, kv, "gw1")
+	for i := range 5 {
+		if err := r.Add(ctx, "bob", fmt.Sprint("c", i), func() {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.Stop()
+	for i := range 4 {
+		rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_ = r.Remove(rctx, "bob", fmt.Sprint("c", i))
+		cancel()
+	}
+	// Heartbeats as the gateway runs them: no deadline of their own. One
+	// call can outlast the poll's bound, so the time is checked as well.
+	start := time.Now()
+	bound := LostAfter*ttl + 10*time.Second
+	poll.Until(t, bound, func() error {
+		n, err := r.Heartbeat(ctx)
+		if n == 0 {
+			return fmt.Errorf("heartbeat: %v, lease not given up", err)
+		}
+		return nil
+	})
+	if took := time.Since(start); took > bound {
+		t.Fatalf("lease given up %s after NATS went, want within %s", took, bound)
+	}
+}
