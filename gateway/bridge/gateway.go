@@ -137,11 +137,12 @@ func (g *Gateway) JetStreamOptions() []jetstream.JetStreamOpt {
 // the stream and buckets and the loading of auth's keys (see Checks); a
 // setup that cannot succeed ends the service through fail.
 func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, fail context.CancelCauseFunc) error {
-	h, err := newHub(g.log, nc, g.metrics, g.limits.PresenceListMax)
+	g.nc, g.js = nc, js // before the hub's dispatcher, which reads the stream through g
+	h, err := newHub(g.log, nc, g.metrics, g.limits.PresenceListMax, g.storedAt)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	g.nc, g.js, g.hub, g.auth = nc, js, h, authclient.New(nc, authclient.Config{})
+	g.hub, g.auth = h, authclient.New(nc, authclient.Config{})
 	g.watchConnection()
 	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	// A gateway without auth's keys can open no socket (503), so it is
@@ -232,7 +233,6 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
 	g.hub.loadRooms = g.rooms.roomsOfUser
-	g.hub.readStored = g.storedAt
 	g.hub.loadContacts = g.contacts
 	g.hub.membersChanged = g.members.drop
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat, func() { _ = g.nc.ForceReconnect() })

@@ -45,10 +45,12 @@ type hub struct {
 	roomSub *nats.Subscription              // the lobby's live messages, into live
 
 	// liveSeqs finds the stored messages a subscription missed, and
-	// readStored (set before sockets join; nil: gaps are not filled)
-	// reads them: see livegaps.go.
-	liveSeqs   liveSeqs
-	readStored func(ctx context.Context, subject string, from uint64) (storedMsg, error)
+	// readStored (nil: gaps are not filled) reads them, unless a read
+	// failed before gapsPausedUntil (the dispatcher's own): see
+	// livegaps.go.
+	liveSeqs        liveSeqs
+	readStored      storedReader
+	gapsPausedUntil time.Time
 
 	// Rooms beyond the lobby that local users are in: subscribed while
 	// one of their members is connected here (see hubrooms.go).
@@ -125,8 +127,12 @@ type presChange struct {
 	line []byte
 }
 
-func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int) (*hub, error) {
-	h := &hub{log: log, nc: nc, m: m, presMax: presMax, local: map[*client]struct{}{}, users: map[string]*localUser{},
+// storedReader reads the first message stored on subject at or after
+// from, from the stream's leader.
+type storedReader func(ctx context.Context, subject string, from uint64) (storedMsg, error)
+
+func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int, readStored storedReader) (*hub, error) {
+	h := &hub{log: log, nc: nc, m: m, presMax: presMax, readStored: readStored, local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
 		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{}, onlineKeys: map[string]string{},
 		contactsQ: make(chan string, contactsQueue), contactsQueued: map[string]bool{},

@@ -25,7 +25,7 @@ func TestRoomSubscriptionsFollowMembers(t *testing.T) {
 	ns := natstest.Start(t)
 	nc := natstest.Connect(t, ns.URL())
 	m := newMetrics(prometheus.NewRegistry())
-	h, err := newHub(slog.New(slog.NewTextHandler(io.Discard, nil)), nc, m, 0)
+	h, err := newHub(slog.New(slog.NewTextHandler(io.Discard, nil)), nc, m, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

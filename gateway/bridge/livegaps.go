@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,22 +49,35 @@ const maxGapRead = 256
 // are not checked.
 const maxTrackedSubjects = 4096
 
+// gapPause is how long after a failed read gaps are not read (only
+// counted): the dispatcher waits for reads, and a stream that cannot
+// answer would hold every socket's live messages 2 s per gap.
+const gapPause = 5 * time.Second
+
 // liveSeqs is the last stored seq each hub subscription received, per
 // subject. Only subscriptions tracked (from their creation until they
 // end) are: a message still queued from one that ended adds nothing.
 type liveSeqs struct {
 	mu   sync.Mutex
-	last map[*nats.Subscription]map[string]uint64
+	last map[*nats.Subscription]map[string]subjectSeqs
+}
+
+// subjectSeqs is what a subscription received on one subject: the last
+// seq, and the seqs of a gap that could not be read (a hole), which are
+// still delivered if they come late.
+type subjectSeqs struct {
+	last             uint64
+	holeFrom, holeTo uint64 // holeTo 0: none
 }
 
 // track starts tracking subs.
 func (s *liveSeqs) track(subs ...*nats.Subscription) {
 	s.mu.Lock()
 	if s.last == nil {
-		s.last = map[*nats.Subscription]map[string]uint64{}
+		s.last = map[*nats.Subscription]map[string]subjectSeqs{}
 	}
 	for _, sub := range subs {
-		s.last[sub] = map[string]uint64{}
+		s.last[sub] = map[string]subjectSeqs{}
 	}
 	s.mu.Unlock()
 }
@@ -83,7 +97,7 @@ func (s *liveSeqs) forget(subs []*nats.Subscription) {
 func (s *liveSeqs) reset() {
 	s.mu.Lock()
 	for sub := range s.last {
-		s.last[sub] = map[string]uint64{}
+		s.last[sub] = map[string]subjectSeqs{}
 	}
 	s.mu.Unlock()
 }
@@ -99,24 +113,44 @@ func (s *liveSeqs) seen(sub *nats.Subscription, subject string, seq, prev uint64
 	if on == nil {
 		return 0, false // not tracked
 	}
-	last, known := on[subject]
+	st, known := on[subject]
 	switch {
-	case known && seq <= last:
-		return 0, true
-	case known && prev > last:
-		from = last + 1
+	case known && seq <= st.last:
+		return 0, st.holeTo == 0 || seq < st.holeFrom || seq > st.holeTo
+	case known && prev > st.last:
+		from = st.last + 1
 	}
 	if known || len(on) < maxTrackedSubjects {
-		on[subject] = seq
+		st.last = seq
+		on[subject] = st
 	}
 	return from, false
+}
+
+// hole records that the seqs from..to on subject were missed by sub and
+// not read: delivered should they come after all. Holes merge into one
+// range, which may so cover seqs delivered between them: one of those
+// repeated by the server would be delivered twice, where a late message
+// of the hole would otherwise be lost.
+func (s *liveSeqs) hole(sub *nats.Subscription, subject string, from, to uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.last[sub][subject]
+	if !ok {
+		return
+	}
+	if st.holeTo != 0 {
+		from, to = min(from, st.holeFrom), max(to, st.holeTo)
+	}
+	st.holeFrom, st.holeTo = from, to
+	s.last[sub][subject] = st
 }
 
 // fillGap checks m against what its subscription received last on its
 // subject. It returns the stored messages m's subscription missed before
 // it, read from the stream, and whether m itself is to be delivered (not
 // a duplicate). Messages that are not stored ones (events) pass as they
-// are.
+// are. Only the dispatcher calls it.
 func (h *hub) fillGap(m *nats.Msg) ([]*nats.Msg, bool) {
 	if m.Sub == nil || m.Header == nil {
 		return nil, true
@@ -134,12 +168,21 @@ func (h *hub) fillGap(m *nats.Msg) ([]*nats.Msg, bool) {
 	if dup || from == 0 || h.readStored == nil {
 		return nil, !dup
 	}
-	return h.readGap(m.Sub, subject, from, prev), true
+	missed, next := h.readGap(m.Sub, subject, from, prev)
+	if next <= prev {
+		h.liveSeqs.hole(m.Sub, subject, next, prev)
+	}
+	return missed, true
 }
 
 // readGap reads the messages stored on subject from seq from up to upTo,
-// as sub would have received them.
-func (h *hub) readGap(sub *nats.Subscription, subject string, from, upTo uint64) []*nats.Msg {
+// as sub would have received them, and says where it stopped (past upTo:
+// all read). After a failed read it reads nothing for gapPause.
+func (h *hub) readGap(sub *nats.Subscription, subject string, from, upTo uint64) ([]*nats.Msg, uint64) {
+	if time.Now().Before(h.gapsPausedUntil) {
+		h.countGap(subject, from, upTo, 0, errGapsPaused)
+		return nil, from
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), gapReadTimeout)
 	defer cancel()
 	var missed []*nats.Msg
@@ -147,19 +190,33 @@ func (h *hub) readGap(sub *nats.Subscription, subject string, from, upTo uint64)
 	var err error
 	for len(missed) < maxGapRead && next <= upTo {
 		var sm storedMsg
-		if sm, err = h.readStored(ctx, subject, next); err != nil || sm.seq == 0 || sm.seq > upTo {
+		if sm, err = h.readStored(ctx, subject, next); err != nil {
+			h.gapsPausedUntil = time.Now().Add(gapPause)
+			break
+		}
+		if sm.seq == 0 || sm.seq > upTo {
+			next = upTo + 1 // nothing more stored up to it (removed by the stream's limits)
 			break
 		}
 		missed = append(missed, &nats.Msg{Subject: chat.LivePrefix + subject, Data: sm.data, Sub: sub,
 			Header: nats.Header{chat.SequenceHeader: {strconv.FormatUint(sm.seq, 10)}}})
 		next = sm.seq + 1
 	}
-	h.log.Warn("live messages missed; read from the stream", "subject", subject, "from", from, "to", upTo, "read", len(missed), "err", err)
-	if h.m != nil {
-		h.m.gapReads.Add(float64(len(missed)))
-		if err != nil {
-			h.m.gapsUnfilled.Inc()
-		}
+	h.countGap(subject, from, upTo, len(missed), err)
+	return missed, next
+}
+
+// errGapsPaused: a gap not read, within gapPause of a failed read.
+var errGapsPaused = errors.New("gap reads paused after a failure")
+
+// countGap logs a gap and counts what was read of it.
+func (h *hub) countGap(subject string, from, upTo uint64, read int, err error) {
+	h.log.Warn("live messages missed; read from the stream", "subject", subject, "from", from, "to", upTo, "read", read, "err", err)
+	if h.m == nil {
+		return
 	}
-	return missed
+	h.m.gapReads.Add(float64(read))
+	if err != nil {
+		h.m.gapsUnfilled.Inc()
+	}
 }
