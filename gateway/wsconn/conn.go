@@ -154,7 +154,7 @@ type Conn struct {
 	onEnd     func()
 	reading   bool
 	endCalled bool
-	readyID   uint64
+	readyID   uint64 // under the readiness loop's mu
 
 	closing   chan struct{} // closed by Close
 	done      chan struct{} // closed once ended; made by the first Done

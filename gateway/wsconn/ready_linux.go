@@ -73,7 +73,13 @@ func (r *readiness) loop() {
 			continue
 		}
 		if err != nil {
-			return // epfd is ours and valid until close: not reached
+			// Not expected (epfd is ours until close). New sockets and
+			// runs ending then get readers of their own; the watched ones
+			// are closed by the pinger as silent, and reconnect.
+			r.mu.Lock()
+			r.closed = true
+			r.mu.Unlock()
+			return
 		}
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
@@ -117,12 +123,12 @@ func (r *readiness) ctl(c *Conn, op int) error {
 	if r == nil {
 		return errNoReadiness
 	}
-	ev := syscall.EpollEvent{Events: readyEvents, Fd: int32(uint32(c.readyID)), Pad: int32(uint32(c.readyID >> 32))}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
 		return errNoReadiness
 	}
+	ev := syscall.EpollEvent{Events: readyEvents, Fd: int32(uint32(c.readyID)), Pad: int32(uint32(c.readyID >> 32))}
 	var err error
 	if cerr := c.raw.Control(func(fd uintptr) { err = syscall.EpollCtl(r.epfd, op, int(fd), &ev) }); cerr != nil {
 		return cerr
@@ -133,11 +139,13 @@ func (r *readiness) ctl(c *Conn, op int) error {
 // remove forgets c, which has ended: closing its descriptor took it out
 // of epoll.
 func (r *readiness) remove(c *Conn) {
-	if r == nil || c.readyID == 0 {
+	if r == nil {
 		return
 	}
-	r.mu.Lock()
-	delete(r.conns, c.readyID)
+	r.mu.Lock() // readyID is set under it, maybe by another goroutine
+	if c.readyID != 0 {
+		delete(r.conns, c.readyID)
+	}
 	r.mu.Unlock()
 }
 
