@@ -299,16 +299,20 @@ func (r *Registry) writeUnwritten(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	for key, value := range todo {
-		if err := r.putSocket(ctx, key, value); err != nil {
-			return fmt.Errorf("entry %s not written: %w", key, err) // the rest at the next heartbeat
-		}
+		err := r.putSocket(ctx, key, value)
 		r.mu.Lock()
 		_, open := r.socks[key]
-		delete(r.unwritten, key)
+		if err == nil {
+			delete(r.unwritten, key)
+		}
 		if !open {
-			r.stale[key] = struct{}{} // deleted at the next heartbeat, if not now
+			// Closed meanwhile; a failed write may have been stored too.
+			r.stale[key] = struct{}{}
 		}
 		r.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("entry %s not written: %w", key, err) // the rest at the next heartbeat
+		}
 		if !open {
 			r.deleteStale(ctx)
 		}
