@@ -89,8 +89,7 @@ func NewMeter(kv jetstream.KeyValue, name string, window time.Duration, budget i
 // before refusing. A user may so pass the budget by one lease (a tenth)
 // per gateway per window while the bucket is down, and no more.
 func (m *Meter) Spend(ctx context.Context, user string, n int64) (ok bool, retryAfter time.Duration, err error) {
-	l := m.lease(user, m.windowAt(m.now()))
-	l.mu.Lock()
+	l := m.lockedLease(user)
 	defer l.mu.Unlock()
 	for range 2 {
 		// The time is taken holding the lease: a spend that waited for it
@@ -123,6 +122,24 @@ func (m *Meter) Spend(ctx context.Context, user string, n int64) (ok bool, retry
 	// Still a later window by this gateway's clock: its clock is behind
 	// another's. Refused until it catches up (NTP keeps that short).
 	return false, m.window, nil
+}
+
+// lockedLease is user's lease here, locked. One swept from the map
+// between its lookup and its lock (a window ended) is not used: a second
+// lease for the user would be made, and with it a second unrecorded
+// grant in a window.
+func (m *Meter) lockedLease(user string) *lease {
+	for {
+		l := m.lease(user, m.windowAt(m.now()))
+		l.mu.Lock()
+		m.mu.Lock()
+		current := m.users[user] == l
+		m.mu.Unlock()
+		if current {
+			return l
+		}
+		l.mu.Unlock()
+	}
 }
 
 // window_ is the index of the window at t.
