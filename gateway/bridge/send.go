@@ -100,7 +100,9 @@ const (
 // node failed) has no responder: a store is tried again every
 // storeRetryWait for publishTimeout before the send is refused, so it is
 // acked as soon as the leader is there rather than after the client's
-// own retry (2 s after the refusal).
+// own retry (2 s after the refusal). nats.go restarts the ack timeout
+// with each try, so a last try that gets no answer at all fails only
+// publishTimeout after it: a send may so hold its slot twice that.
 const (
 	storeRetryWait = 250 * time.Millisecond
 	storeRetries   = int(publishTimeout / storeRetryWait)
