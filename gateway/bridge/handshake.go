@@ -20,7 +20,9 @@ import (
 // helloSeq is the stream's last sequence, from a stream info request that
 // started after the call: concurrent handshakes share one request (one
 // per round trip, not one per socket) and none gets a value older than
-// its own arrival.
+// its own arrival. One that arrives while a fetch is retrying waits for
+// it and then for its own: up to twice seqTimeout while the stream has
+// no leader.
 func (g *Gateway) helloSeq(ctx context.Context) (uint64, error) {
 	g.seqMu.Lock()
 	if g.seqNext == nil {
