@@ -201,3 +201,45 @@ func ConnectJetStream(b config.Base, service string, log *slog.Logger, jsOpts ..
 	}
 	return nc, js, nil
 }
+
+// WatchdogPeriod and WatchdogMisses: a server silent for about
+// WatchdogPeriod times WatchdogMisses is given up (see Watchdog).
+const (
+	WatchdogPeriod = 5 * time.Second
+	WatchdogMisses = 3
+)
+
+// Watchdog moves nc to another server when the one it is on stops
+// answering with the connection left open (its node cut off from the
+// network, or paused): nats.go's own pings (every 2 minutes, two missed)
+// leave it there for 4 to 6 minutes. Every period it round-trips a ping;
+// after misses in a row it forces a reconnect. It runs until ctx ends.
+// The presence service runs it (its replica on a cut node served no one
+// for the fault suite's whole partition); the gateway instead reconnects
+// when its presence lease goes unanswered.
+func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses int, log *slog.Logger) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !nc.IsConnected() {
+			missed = 0 // reconnecting already
+			continue
+		}
+		if err := nc.FlushTimeout(period); err != nil {
+			missed++
+		} else {
+			missed = 0
+		}
+		if missed >= misses {
+			log.Warn("nats server silent; reconnecting to another", "server", nc.ConnectedUrlRedacted(), "missed", missed)
+			_ = nc.ForceReconnect()
+			missed = 0
+		}
+	}
+}
