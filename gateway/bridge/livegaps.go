@@ -2,7 +2,7 @@ package bridge
 
 import (
 	"context"
-	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +33,10 @@ import (
 //
 // A gap is only seen when the next message on its subject arrives: one
 // in a conversation that goes quiet waits for the next message there,
-// or for the page's history of the conversation.
+// or for the page's history of the conversation. A gap that cannot be
+// read yet (the stream electing a leader) is kept as a hole and read
+// with the subject's next message: its messages then come after later
+// ones of the conversation, late rather than lost.
 
 // gapReadTimeout bounds the stream reads that fill one gap; the hub's
 // dispatch waits for them.
@@ -49,9 +52,10 @@ const maxGapRead = 256
 // are not checked.
 const maxTrackedSubjects = 4096
 
-// gapPause is how long after a failed read gaps are not read (only
-// counted): the dispatcher waits for reads, and a stream that cannot
-// answer would hold every socket's live messages 2 s per gap.
+// gapPause is how long after a failed read gaps are not read (they are
+// kept as holes, read with their subject's next message after it): the
+// dispatcher waits for reads, and a stream that cannot answer (electing
+// a leader) would hold every socket's live messages 2 s per gap.
 const gapPause = 5 * time.Second
 
 // liveSeqs is the last stored seq each hub subscription received, per
@@ -63,12 +67,20 @@ type liveSeqs struct {
 }
 
 // subjectSeqs is what a subscription received on one subject: the last
-// seq, and the seqs of a gap that could not be read (a hole), which are
-// still delivered if they come late.
+// seq, and the gaps that could not be read yet (holes), read again with
+// the subject's next message once reads work, and delivered meanwhile if
+// their messages come late.
 type subjectSeqs struct {
-	last             uint64
-	holeFrom, holeTo uint64 // holeTo 0: none
+	last  uint64
+	holes []seqRange
 }
+
+// seqRange is the seqs from..to.
+type seqRange struct{ from, to uint64 }
+
+// maxHoles bounds the holes kept per subject; past it the oldest is
+// given up (counted as unfilled).
+const maxHoles = 8
 
 // track starts tracking subs.
 func (s *liveSeqs) track(subs ...*nats.Subscription) {
@@ -104,55 +116,75 @@ func (s *liveSeqs) reset() {
 
 // seen records seq, stored after prev on subject, as received by sub. It
 // says whether seq was received already (a duplicate: not to deliver
-// again), and, if messages between the last one received and seq were
-// missed, the seq to read them from (0: none missed, or nothing known).
-func (s *liveSeqs) seen(sub *nats.Subscription, subject string, seq, prev uint64) (from uint64, dup bool) {
+// again), and returns the ranges to read: the holes still open, and the
+// seqs between the last one received and seq if some were missed. The
+// ranges are taken: the caller gives back what it could not read (hole).
+func (s *liveSeqs) seen(sub *nats.Subscription, subject string, seq, prev uint64) (toRead []seqRange, dup bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	on := s.last[sub]
 	if on == nil {
-		return 0, false // not tracked
+		return nil, false // not tracked
 	}
 	st, known := on[subject]
-	switch {
-	case known && seq <= st.last:
-		return 0, st.holeTo == 0 || seq < st.holeFrom || seq > st.holeTo
-	case known && prev > st.last:
-		from = st.last + 1
+	if known && seq <= st.last {
+		// A duplicate, unless it is a late message of a hole.
+		for i, h := range st.holes {
+			if seq >= h.from && seq <= h.to {
+				st.holes = slices.Concat(st.holes[:i], splitRange(h, seq), st.holes[i+1:])
+				on[subject] = st
+				return nil, false
+			}
+		}
+		return nil, true
+	}
+	toRead, st.holes = st.holes, nil
+	if known && prev > st.last {
+		toRead = append(toRead, seqRange{st.last + 1, prev})
 	}
 	if known || len(on) < maxTrackedSubjects {
 		st.last = seq
 		on[subject] = st
 	}
-	return from, false
+	return toRead, false
 }
 
-// hole records that the seqs from..to on subject were missed by sub and
-// not read: delivered should they come after all. Holes merge into one
-// range, which may so cover seqs delivered between them: one of those
-// repeated by the server would be delivered twice, where a late message
-// of the hole would otherwise be lost.
-func (s *liveSeqs) hole(sub *nats.Subscription, subject string, from, to uint64) {
+// splitRange is r without seq.
+func splitRange(r seqRange, seq uint64) []seqRange {
+	var out []seqRange
+	if seq > r.from {
+		out = append(out, seqRange{r.from, seq - 1})
+	}
+	if seq < r.to {
+		out = append(out, seqRange{seq + 1, r.to})
+	}
+	return out
+}
+
+// hole gives back a range that could not be read; it reports whether an
+// older hole was given up to make room.
+func (s *liveSeqs) hole(sub *nats.Subscription, subject string, r seqRange) (dropped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.last[sub][subject]
 	if !ok {
-		return
+		return false
 	}
-	if st.holeTo != 0 {
-		from, to = min(from, st.holeFrom), max(to, st.holeTo)
+	if len(st.holes) >= maxHoles {
+		st.holes, dropped = st.holes[1:], true
 	}
-	st.holeFrom, st.holeTo = from, to
+	st.holes = append(st.holes, r)
 	s.last[sub][subject] = st
+	return dropped
 }
 
-// fillGap checks m against what its subscription received last on its
+// fillGap checks m against what its subscription received on its
 // subject. It returns the stored messages m's subscription missed before
-// it, read from the stream, and whether m itself is to be delivered (not
-// a duplicate). Messages that are not stored ones (events) pass as they
-// are. Only the dispatcher calls it.
+// it, read from the stream (oldest first), and whether m itself is to be
+// delivered (not a duplicate). Messages that are not stored ones
+// (events) pass as they are. Only the dispatcher calls it.
 func (h *hub) fillGap(m *nats.Msg) ([]*nats.Msg, bool) {
-	if m.Sub == nil || m.Header == nil {
+	if m.Sub == nil || m.Header == nil || h.readStored == nil {
 		return nil, true
 	}
 	seq, err := strconv.ParseUint(m.Header.Get(chat.SequenceHeader), 10, 64)
@@ -164,13 +196,17 @@ func (h *hub) fillGap(m *nats.Msg) ([]*nats.Msg, bool) {
 		return nil, true
 	}
 	subject := strings.TrimPrefix(m.Subject, chat.LivePrefix)
-	from, dup := h.liveSeqs.seen(m.Sub, subject, seq, prev)
-	if dup || from == 0 || h.readStored == nil {
-		return nil, !dup
+	toRead, dup := h.liveSeqs.seen(m.Sub, subject, seq, prev)
+	if dup {
+		return nil, false
 	}
-	missed, next := h.readGap(m.Sub, subject, from, prev)
-	if next <= prev {
-		h.liveSeqs.hole(m.Sub, subject, next, prev)
+	var missed []*nats.Msg
+	for _, r := range toRead {
+		got, next := h.readGap(m.Sub, subject, r.from, r.to)
+		missed = append(missed, got...)
+		if next <= r.to && h.liveSeqs.hole(m.Sub, subject, seqRange{next, r.to}) && h.m != nil {
+			h.m.gapsUnfilled.Inc()
+		}
 	}
 	return missed, true
 }
@@ -180,8 +216,7 @@ func (h *hub) fillGap(m *nats.Msg) ([]*nats.Msg, bool) {
 // all read). After a failed read it reads nothing for gapPause.
 func (h *hub) readGap(sub *nats.Subscription, subject string, from, upTo uint64) ([]*nats.Msg, uint64) {
 	if time.Now().Before(h.gapsPausedUntil) {
-		h.countGap(subject, from, upTo, 0, errGapsPaused)
-		return nil, from
+		return nil, from // read with the subject's next message
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), gapReadTimeout)
 	defer cancel()
@@ -205,9 +240,6 @@ func (h *hub) readGap(sub *nats.Subscription, subject string, from, upTo uint64)
 	h.countGap(subject, from, upTo, len(missed), err)
 	return missed, next
 }
-
-// errGapsPaused: a gap not read, within gapPause of a failed read.
-var errGapsPaused = errors.New("gap reads paused after a failure")
 
 // countGap logs a gap and counts what was read of it.
 func (h *hub) countGap(subject string, from, upTo uint64, read int, err error) {
