@@ -213,7 +213,10 @@ const (
 // answering with the connection left open (its node cut off from the
 // network, or paused): nats.go's own pings (every 2 minutes, two missed)
 // leave it there for 4 to 6 minutes. Every period it round-trips a ping;
-// after misses in a row it forces a reconnect. It runs until ctx ends.
+// after misses in a row (timeouts with nothing received meanwhile) it
+// forces a reconnect: about 15-20 s with the defaults. A write blocked
+// on a full socket buffer can hold it longer (nats.go's flusher timeout,
+// a minute). It runs until ctx ends.
 // The presence service runs it (its replica on a cut node served no one
 // for the fault suite's whole partition); the gateway instead reconnects
 // when its presence lease goes unanswered.
@@ -221,6 +224,7 @@ func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses i
 	t := time.NewTicker(period)
 	defer t.Stop()
 	missed := 0
+	var heard uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -231,11 +235,17 @@ func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses i
 			missed = 0 // reconnecting already
 			continue
 		}
-		if err := nc.FlushTimeout(period); err != nil {
+		err := nc.FlushTimeout(period)
+		// A server still sending (a busy one, slow to answer the ping) is
+		// not silent.
+		in := nc.Stats().InBytes
+		switch {
+		case errors.Is(err, nats.ErrTimeout) && in == heard:
 			missed++
-		} else {
+		case err == nil || in != heard:
 			missed = 0
 		}
+		heard = in
 		if missed >= misses {
 			log.Warn("nats server silent; reconnecting to another", "server", nc.ConnectedUrlRedacted(), "missed", missed)
 			_ = nc.ForceReconnect()
