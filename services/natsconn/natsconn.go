@@ -22,6 +22,15 @@ import (
 // ReconnectWait is the pause between reconnect attempts to the same server.
 const ReconnectWait = 500 * time.Millisecond
 
+// FlusherTimeout bounds a write to the server. nats.go's minute let a
+// gateway writing to a node cut off from the network (its socket buffer
+// full, the node silent) block every publish, and its presence
+// heartbeat, for that minute (the fault suite's partition). A write that
+// times out now ends the connection (nats.go's ReconnectOnFlusherError;
+// without it the connection stayed, failing every write): a server that
+// reads nothing for 5 s is given up for another.
+const FlusherTimeout = 5 * time.Second
+
 // ErrNotConnected is the readiness error while the connection is down.
 var ErrNotConnected = errors.New("not connected to NATS")
 
@@ -34,6 +43,8 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(ReconnectWait),
+		nats.FlusherTimeout(FlusherTimeout),
+		nats.ReconnectOnFlusherError(),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("nats connected", "server", nc.ConnectedUrlRedacted())
 		}),
