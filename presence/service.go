@@ -62,10 +62,35 @@ func newService(log *slog.Logger, nc *nats.Conn, js jetstream.JetStream, reg pro
 	return s
 }
 
-// follow applies every bucket update until ctx ends. Changes seen while
-// loading the current state are that state, not news: only later ones are
-// reported.
+// follow applies every bucket update until ctx ends. A watch that ends
+// (its consumer lost when the connection moved to another node, as the
+// watchdog does from a silent one) starts again from the bucket's
+// current state, whose differences from what was last reported are
+// reported on loading (reconcile): ending the service instead left one
+// replica fewer until something restarted it.
 func (s *service) follow(ctx context.Context, kv jetstream.KeyValue) error {
+	for {
+		err := s.watch(ctx, kv)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("presence watch ended; loading the state again", "err", err)
+		s.tracker.reset()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(watchRetryWait):
+		}
+	}
+}
+
+// watchRetryWait paces the watches started again.
+const watchRetryWait = time.Second
+
+// watch applies bucket updates until the watch or ctx ends. Changes
+// seen while loading the current state are that state, not news: only
+// later ones are reported.
+func (s *service) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", chat.PresenceBucket, err)

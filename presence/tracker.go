@@ -79,6 +79,15 @@ func newTracker(grace time.Duration) *tracker {
 	}
 }
 
+// reset forgets everything, for a watch that starts again from the
+// bucket's current state.
+func (t *tracker) reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fresh := newTracker(t.grace)
+	t.sockets, t.gateways, t.users, t.dead, t.rev = fresh.sockets, fresh.gateways, fresh.users, fresh.dead, 0
+}
+
 // change is a user coming online or going offline at a revision.
 type change struct {
 	user    string
