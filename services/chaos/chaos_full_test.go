@@ -304,8 +304,7 @@ func TestChaosPartition(t *testing.T) {
 	stop := loaded(f, chaos.Load{Rate: 20, Max: 100000, DM: 0.3, Filler: 40})
 	defer stop()
 	ackedAtLeast(t, f, 40, time.Minute)
-	// gateway-b and presence-1 connect to nats-1 first (Stack.creds).
-	cut, majority := st.Nodes[1], []*chaos.Node{st.Nodes[0], st.Nodes[2]}
+	cut, majority := cutNode(t, st.Nodes)
 	leader, err := chaos.StreamLeader(admin)
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +324,10 @@ func TestChaosPartition(t *testing.T) {
 	ackedAtLeast(t, f, before+40, time.Minute)
 	<-time.After(time.Until(cutAt.Add(partitionMin))) // the partition's shortest length
 	cut.Heal(t)
-	t.Logf("healed %s at %s; its clients on the majority: %v, %s after the cut", cut.Name, time.Now().Format("15:04:05.000"), moved, movedAfter.Round(time.Millisecond))
+	gws, errG := chaos.ClientsNamed(majority, "natter-gateway")
+	pres, errP := chaos.ClientsNamed(majority, "natter-presence")
+	t.Logf("healed %s at %s; its clients on the majority: %v, %s after the cut (on the majority then: %d of %d gateways, %d of %d presence replicas; %v)",
+		cut.Name, time.Now().Format("15:04:05.000"), moved, movedAfter.Round(time.Millisecond), gws, len(st.Gateways), pres, len(st.Presence), errors.Join(errG, errP))
 	whole := func() error { return errors.Join(chaos.ClusterWhole(st.Nodes), chaos.StreamWhole(admin, 3)) }
 	if !chaos.Eventually(2*time.Minute, func() bool { return whole() == nil }) {
 		t.Fatalf("cluster not whole 2 minutes after the partition healed: %v", whole())
@@ -337,4 +339,36 @@ func TestChaosPartition(t *testing.T) {
 	if r.AckP99 > recoverP99 {
 		t.Errorf("send-to-ack p99 %s, want under %s", r.AckP99, recoverP99)
 	}
+}
+
+// cutNode picks the node to cut off, and the others: one a gateway
+// uses, and a presence replica too where one does. The services pick
+// their node at random among all three, as in deploy/.
+func cutNode(t *testing.T, nodes []*chaos.Node) (*chaos.Node, []*chaos.Node) {
+	t.Helper()
+	best, bestScore := -1, 0
+	for i, n := range nodes {
+		gws, err := chaos.ClientsNamed([]*chaos.Node{n}, "natter-gateway")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pres, err := chaos.ClientsNamed([]*chaos.Node{n}, "natter-presence")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if score := 2*min(gws, 1) + min(pres, 1); gws > 0 && score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	if best < 0 {
+		t.Fatal("no node has a gateway connected")
+	}
+	var rest []*chaos.Node
+	for i, n := range nodes {
+		if i != best {
+			rest = append(rest, n)
+		}
+	}
+	t.Logf("cutting %s: a gateway%s uses it", nodes[best].Name, map[bool]string{true: " and a presence replica", false: ""}[bestScore == 3])
+	return nodes[best], rest
 }

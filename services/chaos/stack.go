@@ -101,10 +101,16 @@ func StartStack(t testing.TB, bin string, o Options) *Stack {
 	return s
 }
 
-// creds is a service's NATS settings; on the cluster, instance i of a
-// service connects to node i mod 3 first and learns the others from it.
+// creds is a service's NATS settings. On the cluster every node's URL is
+// given, as deploy/ gives them: a client that knew only one and learned
+// the others from it forgets them when that node loses its routes (the
+// node's updated list names itself alone), and cannot leave it.
 func (s *Stack) creds(user string, i int) []string {
-	env := []string{"LOG_FORMAT=json", "LOG_LEVEL=warn", "NATS_URL=" + s.Nodes[i%len(s.Nodes)].URL()}
+	url := s.Nodes[i%len(s.Nodes)].URL()
+	if s.cluster {
+		url = s.NATSURL()
+	}
+	env := []string{"LOG_FORMAT=json", "LOG_LEVEL=warn", "NATS_URL=" + url}
 	if s.cluster {
 		env = append(env, "NATS_USER="+user, "NATS_PASSWORD="+natsPasswords[user], "JS_REPLICAS=3")
 	}
