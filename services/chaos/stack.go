@@ -46,6 +46,7 @@ type Stack struct {
 	Presence []*Proc
 	Gateways []*Gateway
 	cluster  bool
+	allURLs  bool // services get every node's URL (see creds)
 	mongoURI string
 }
 
@@ -59,7 +60,7 @@ type Gateway struct {
 // waits until every one is ready.
 func StartStack(t testing.TB, bin string, o Options) *Stack {
 	t.Helper()
-	s := &Stack{Bin: bin, cluster: o.Cluster}
+	s := &Stack{Bin: bin, cluster: o.Cluster, allURLs: o.Partitionable}
 	switch {
 	case o.Partitionable:
 		s.cluster = true
@@ -101,13 +102,16 @@ func StartStack(t testing.TB, bin string, o Options) *Stack {
 	return s
 }
 
-// creds is a service's NATS settings. On the cluster every node's URL is
-// given, as deploy/ gives them: a client that knew only one and learned
-// the others from it forgets them when that node loses its routes (the
-// node's updated list names itself alone), and cannot leave it.
+// creds is a service's NATS settings; on the cluster, instance i of a
+// service connects to node i mod 3 first and learns the others from it,
+// so a scenario knows which node each uses. Where nodes can be cut off
+// (Partitionable) every node's URL is given instead, as deploy/ gives
+// them: a client that learned the others from one node forgets them when
+// that node loses its routes (its updated list names itself alone), and
+// cannot leave it; the services then pick a node at random.
 func (s *Stack) creds(user string, i int) []string {
 	url := s.Nodes[i%len(s.Nodes)].URL()
-	if s.cluster {
+	if s.allURLs {
 		url = s.NATSURL()
 	}
 	env := []string{"LOG_FORMAT=json", "LOG_LEVEL=warn", "NATS_URL=" + url}
