@@ -319,7 +319,9 @@ func (c *Client) onHello(conn *websocket.Conn, seq uint64, resuming bool, now ti
 }
 
 func (c *Client) onMessage(m Delivery, now time.Time) {
-	c.ledger.delivered(c, m, now)
+	if c.ledger.delivered(c, m, now) {
+		c.ledger.note(fmt.Sprintf("client %d got seq %d again at %s (%s/%s): %s", c.Index, m.Seq, now.Format(clock), m.From, m.ID, c.state()))
+	}
 	c.mu.Lock()
 	c.lastSeq = max(c.lastSeq, m.Seq)
 	c.mu.Unlock()

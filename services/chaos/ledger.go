@@ -143,13 +143,14 @@ func (l *Ledger) Refusals() map[string]int {
 	return out
 }
 
-func (l *Ledger) delivered(c *Client, d Delivery, at time.Time) {
+// delivered records d reaching c; true if c had it already.
+func (l *Ledger) delivered(c *Client, d Delivery, at time.Time) (again bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.clients[c.Index]
 	r.counts[d.Seq]++
 	if r.counts[d.Seq] > 1 {
-		return
+		return true
 	}
 	r.meta[d.Seq] = d
 	conv := conversation(d)
@@ -165,6 +166,7 @@ func (l *Ledger) delivered(c *Client, d Delivery, at time.Time) {
 			l.delivLat = append(l.delivLat, at.Sub(sent))
 		}
 	}
+	return false
 }
 
 func (l *Ledger) recovered(d time.Duration) {
