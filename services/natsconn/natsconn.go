@@ -116,13 +116,16 @@ func OnReconnect(nc *nats.Conn, f func()) {
 
 // OnDisconnect runs f when nc loses its server (not on Close or Drain),
 // after what Connect already does then (logging). Call it during setup.
+// A reconnect forced by ForceReconnect reports no error: it counts (a
+// gateway that skipped it kept its sockets live across the gap, and lost
+// what they missed), only a closed connection does not.
 func OnDisconnect(nc *nats.Conn, f func()) {
 	prev := nc.Opts.DisconnectedErrCB
 	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
 		if prev != nil {
 			prev(c, err)
 		}
-		if err != nil {
+		if err != nil || !c.IsClosed() {
 			f()
 		}
 	})
@@ -228,10 +231,15 @@ const (
 // forces a reconnect: about 15-20 s with the defaults. A write blocked
 // on a full socket buffer can hold it longer (nats.go's flusher timeout,
 // a minute). It runs until ctx ends.
-// The presence service runs it (its replica on a cut node served no one
-// for the fault suite's whole partition); the gateway instead reconnects
-// when its presence lease goes unanswered.
-func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses int, log *slog.Logger) {
+// The presence service and the gateway run it: on a cut node a presence
+// replica served no one for the fault suite's whole partition, and a
+// gateway's sends waited until its presence lease, unanswered for two
+// TTLs, made it reconnect.
+//
+// before, if set, runs just before the forced reconnect: what must hold
+// before any message of the new connection arrives (the disconnect
+// callbacks run later, on nats.go's own goroutine).
+func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses int, log *slog.Logger, before func()) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	missed := 0
@@ -259,6 +267,9 @@ func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses i
 		heard = in
 		if missed >= misses {
 			log.Warn("nats server silent; reconnecting to another", "server", nc.ConnectedUrlRedacted(), "missed", missed)
+			if before != nil {
+				before()
+			}
 			_ = nc.ForceReconnect()
 			missed = 0
 		}

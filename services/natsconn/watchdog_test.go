@@ -36,7 +36,7 @@ func TestWatchdogLeavesASilentServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go natsconn.Watchdog(ctx, nc, 100*time.Millisecond, 3, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go natsconn.Watchdog(ctx, nc, 100*time.Millisecond, 3, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	relay.freeze()
 	poll.Until(t, 10*time.Second, func() error {
 		if got := nc.ConnectedAddr(); !nc.IsConnected() || got == relay.addr {
@@ -126,5 +126,54 @@ func (r *relay) pass(src, dst net.Conn) {
 		if _, err := dst.Write(buf[:n]); err != nil {
 			return
 		}
+	}
+}
+
+// A forced reconnect (the watchdog's) is a disconnect like any other for
+// OnDisconnect, though nats.go reports it without an error; a Close is
+// not.
+func TestOnDisconnectOnForcedReconnect(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, err := natsconn.Connect(ns.URL(), "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := 0
+	natsconn.OnDisconnect(nc, func() { mu.Lock(); calls++; mu.Unlock() })
+	count := func() int { mu.Lock(); defer mu.Unlock(); return calls }
+	poll.Until(t, 10*time.Second, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected")
+		}
+		return nil
+	})
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if count() != 1 {
+			return fmt.Errorf("OnDisconnect called %d times after a forced reconnect, want 1", count())
+		}
+		return nil
+	})
+	poll.Until(t, 10*time.Second, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not reconnected")
+		}
+		return nil
+	})
+	// nats.go runs its callbacks in order: once the closed one ran, a
+	// disconnect callback for the Close would have too.
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	nc.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no closed callback")
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("OnDisconnect called %d times after Close, want still 1", n)
 	}
 }
