@@ -144,6 +144,10 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 	}
 	g.hub, g.auth = h, authclient.New(nc, authclient.Config{})
 	g.watchConnection()
+	// A silent node is left within 15-20 s, before the presence lease
+	// (two TTLs, 25 s) would say so; the sockets stop taking live
+	// messages first, as on any disconnect, and resume after it.
+	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, g.log, h.freezeAll)
 	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	// A gateway without auth's keys can open no socket (503), so it is
 	// not ready until it has them. Once loaded they are kept, so auth
