@@ -15,7 +15,8 @@ import (
 
 // The stream's leader republishes each message it stores once, over core
 // NATS, and a gateway's sockets see stored messages only that way. Some
-// never reach the gateway:
+// can never reach the gateway; the ways we know of (reasoned from
+// nats-server's code, not reproduced):
 //   - a leader that fails after its replicas stored a message but before
 //     it applied (and so republished) it: the sender's retry is acked
 //     from the next leader's dedupe window, and that leader, a replica
@@ -29,7 +30,7 @@ import (
 // and dispatched before it: a socket then has them, in order within the
 // conversation, without resuming (a resume would start after the highest
 // seq the socket saw, past the gap). The fault suite's node-kill scenario
-// lost 4 acked messages on 41 sockets this way before.
+// once lost 4 acked messages on 41 sockets, most likely this way.
 //
 // A gap is only seen when the next message on its subject arrives: one
 // in a conversation that goes quiet waits for the next message there,
