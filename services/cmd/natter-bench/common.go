@@ -224,16 +224,13 @@ type frame struct {
 	Seq  uint64 `json:"seq"`
 	Text string `json:"text"`
 	Code string `json:"code"`
+	Size int    `json:"-"` // a presence object's bytes
 }
 
 // readFrames calls f for each object of each frame until the socket ends,
 // decoding it into a frame (see readLines).
 func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 	return readLines(conn, func(line []byte, now time.Time) {
-		if line == nil {
-			f(frame{Type: "presence"}, now)
-			return
-		}
 		if fr, ok := fastMessage(line); ok {
 			f(fr, now)
 			return
@@ -242,6 +239,8 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 		if json.Unmarshal(line, &fr) == nil {
 			f(fr, now)
 		}
+	}, func(size int, now time.Time) {
+		f(frame{Type: "presence", Size: size}, now)
 	})
 }
 
@@ -250,9 +249,9 @@ func readFrames(conn *websocket.Conn, f func(frame, time.Time)) error {
 // reused, and split at '\n': the tool shares the machine with the
 // servers, so its own work costs them CPU. A presence object (in a
 // connect storm, most of what it reads; the online list alone is tens of
-// KB) is passed over, never kept whole, and reported as a nil line. The
-// line is only valid during the call.
-func readLines(conn *websocket.Conn, f func([]byte, time.Time)) error {
+// KB) is passed over, never kept whole, and reported at its end with its
+// size to presence, when not nil. The line is only valid during the call.
+func readLines(conn *websocket.Conn, f func([]byte, time.Time), presence func(size int, at time.Time)) error {
 	chunk := make([]byte, 4096)
 	var line []byte
 	for {
@@ -261,31 +260,37 @@ func readLines(conn *websocket.Conn, f func([]byte, time.Time)) error {
 			return err
 		}
 		now := time.Now()
-		skipping := false // the rest of this line is a presence object's
+		skipped := -1 // bytes of the presence object being passed over
+		end := func() {
+			if skipped >= 0 && presence != nil {
+				presence(skipped, now)
+			} else if skipped < 0 && len(line) > 0 {
+				f(line, now)
+			}
+			skipped, line = -1, line[:0]
+		}
 		line = line[:0]
 		for {
 			n, err := r.Read(chunk)
 			for data := chunk[:n]; len(data) > 0; {
-				end := bytes.IndexByte(data, '\n')
+				nl := bytes.IndexByte(data, '\n')
 				part := data
-				if end >= 0 {
-					part = data[:end]
+				if nl >= 0 {
+					part = data[:nl]
 				}
-				if !skipping {
+				if skipped >= 0 {
+					skipped += len(part)
+				} else {
 					line = append(line, part...)
 					if len(line) >= len(presencePrefix) && string(line[:len(presencePrefix)]) == presencePrefix {
-						f(nil, now)
-						skipping, line = true, line[:0]
+						skipped, line = len(line), line[:0]
 					}
 				}
-				if end < 0 {
+				if nl < 0 {
 					break
 				}
-				if !skipping && len(line) > 0 {
-					f(line, now)
-				}
-				skipping, line = false, line[:0]
-				data = data[end+1:]
+				end()
+				data = data[nl+1:]
 			}
 			if err == io.EOF {
 				break
@@ -294,9 +299,7 @@ func readLines(conn *websocket.Conn, f func([]byte, time.Time)) error {
 				return err
 			}
 		}
-		if !skipping && len(line) > 0 {
-			f(line, now)
-		}
+		end()
 	}
 }
 

@@ -309,7 +309,7 @@ func stormOne(ctx context.Context, d *dialer, s session, i int) (*stormSocket, i
 				_ = json.Unmarshal(line, &f)
 				once.Do(func() { st.failed = f.Code; close(st.done) })
 			}
-		})
+		}, nil)
 	}()
 	return st, conn, waitSignal(st.done, "conversations", i)
 }

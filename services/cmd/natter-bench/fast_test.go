@@ -74,9 +74,10 @@ func TestReadFrames(t *testing.T) {
 		users[i] = chat.User{ID: fmt.Sprintf("u%d", i), Name: "someone"}
 	}
 	list := chat.Encode(chat.PresenceListFrame{Type: chat.FramePresence, Users: users})
+	change := `{"type":"presence","user":{"id":"u1"},"online":true}`
 	frames := [][]byte{
 		[]byte(`{"type":"hello","seq":3}` + "\n" + string(list)),
-		[]byte(string(msg) + "\n" + `{"type":"presence","user":{"id":"u1"},"online":true}` + "\n" + `{"type":"ack","id":"m2","seq":8}`),
+		[]byte(string(msg) + "\n" + change + "\n" + `{"type":"ack","id":"m2","seq":8}`),
 		[]byte(`{"type":"error","id":"m3","code":"rate_limited"}`),
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -101,12 +102,13 @@ func TestReadFrames(t *testing.T) {
 	defer conn.Close()
 	var got []string
 	err = readFrames(conn, func(f frame, _ time.Time) {
-		got = append(got, fmt.Sprintf("%s/%s/%d/%s/%s", f.Type, f.ID, f.Seq, f.Code, f.Text))
+		got = append(got, fmt.Sprintf("%s/%s/%d/%s/%s/%d", f.Type, f.ID, f.Seq, f.Code, f.Text, f.Size))
 	})
 	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 		t.Fatalf("readFrames ended with %v", err)
 	}
-	want := []string{"hello//3//", "presence//0//", "message/m1/0//" + stamp(ts), "presence//0//", "ack/m2/8//", "error/m3/0/rate_limited/"}
+	want := []string{"hello//3///0", fmt.Sprintf("presence//0///%d", len(list)), "message/m1/0//" + stamp(ts) + "/0",
+		fmt.Sprintf("presence//0///%d", len(change)), "ack/m2/8///0", "error/m3/0/rate_limited//0"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got\n%q\nwant\n%q", got, want)
 	}

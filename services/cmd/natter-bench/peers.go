@@ -122,7 +122,7 @@ func dialPeer(ctx context.Context, d *dialer, s session, i int, prefix string, h
 			if f, ok := p.handle(line, at, hooks); ok && f.Type == "conversations" && f.ID == "" {
 				listed.Do(func() { close(p.listed) })
 			}
-		})
+		}, nil)
 	}()
 	if err := waitSignal(p.hello, "hello", i); err != nil {
 		_ = conn.Close()
@@ -142,9 +142,6 @@ func closePeers(peers []*peer) {
 // handle passes one frame object on: a timed message to the hooks, any
 // other frame to the hooks and to whoever waits for it.
 func (p *peer) handle(line []byte, at time.Time, hooks peerHooks) (rframe, bool) {
-	if line == nil {
-		return rframe{}, false // presence
-	}
 	if fr, ok := fastMessage(line); ok {
 		if hooks.message != nil {
 			hooks.message(p.i, fr.ID, fr.Text, at)

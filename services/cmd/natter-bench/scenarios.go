@@ -412,11 +412,12 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return result{}, false, err
 	}
+	meter := newPresenceMeter(sockets)
 	cpu0 := cpuSeconds(c.gatewayPID)
 	start := time.Now()
 	// A handshake is upgrade + token check + hello + the presence list
 	// (+ resume and its replay).
-	socks, err := openAllWith(ctx, c.newDialer(), sessions, sockets, inFlight, resume, nil)
+	socks, err := openAllWith(ctx, c.newDialer(), sessions, sockets, inFlight, resume, meter.frame)
 	elapsed := time.Since(start)
 	if err != nil {
 		return result{}, false, fmt.Errorf("%w (file limit %d)", err, limit)
@@ -432,6 +433,9 @@ func runConnect(ctx context.Context, args []string, getenv func(string) string, 
 		"handshakes_per_s": float64(sockets) / elapsed.Seconds(),
 	}}
 	addCPU(&r, cpuSeconds(c.gatewayPID)-cpu0, float64(sockets), "handshakes")
+	for k, v := range meter.figures(start.Add(elapsed)) {
+		r.Figures[k] = v
+	}
 	r.gatewayPID = c.gatewayPID
 	return r, c.json, nil
 }
