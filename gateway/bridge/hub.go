@@ -250,7 +250,7 @@ func (h *hub) dispatch(m *nats.Msg, dms *dmFrames) {
 	}
 	if user, ok := strings.CutPrefix(m.Subject, chat.UserEventsPrefix); ok {
 		h.applyMembership(user, m.Data)
-		h.deliverUserEvent(user, m.Data)
+		h.deliverUserEvent(user, m.Sub, m.Data)
 		return
 	}
 	user, ok := dmRecipient(m)
@@ -268,8 +268,9 @@ func (h *hub) dispatch(m *nats.Msg, dms *dmFrames) {
 		}
 		dms.seq = seq
 	}
-	h.deliverDM(user, dms.frame, seq)
-	h.noteContact(user, dmPartner(m.Subject, user))
+	if h.deliverDM(user, m.Sub, dms.frame, seq) {
+		h.noteContact(user, dmPartner(m.Subject, user))
+	}
 }
 
 // dmPrefix starts the live subjects of direct messages.
@@ -509,26 +510,35 @@ func (h *hub) onRoom(m *nats.Msg) {
 }
 
 // deliverUserEvent queues a frame another gateway (or this one) published
-// for every socket of user (chat.UserEventsSubject) to user's sockets here.
-func (h *hub) deliverUserEvent(user string, frame []byte) {
+// for every socket of user (chat.UserEventsSubject) to user's sockets
+// here, if it came through their current subscription (see deliverDM).
+func (h *hub) deliverUserEvent(user string, sub *nats.Subscription, frame []byte) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if u := h.users[user]; u != nil {
+	if u := h.users[user]; u != nil && slices.Contains(u.subs, sub) {
 		for c := range u.clients {
 			c.send(frame, nil)
 		}
 	}
 }
 
-// deliverDM queues a dm's frame to user's sockets here.
-func (h *hub) deliverDM(user string, b []byte, seq uint64) {
+// deliverDM queues a dm's frame to user's sockets here, and says whether
+// it did. Only what came through the user's current subscriptions is
+// delivered: two sockets of a user joining at once both subscribe, and
+// the loser's subscriptions may already have queued what the winner's
+// did too. (After a user's last socket left, what their subscriptions
+// queued is dropped as well: a socket that comes back resumes.)
+func (h *hub) deliverDM(user string, sub *nats.Subscription, b []byte, seq uint64) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if u := h.users[user]; u != nil {
-		for c := range u.clients {
-			c.deliver(b, seq, nil)
-		}
+	u := h.users[user]
+	if u == nil || !slices.Contains(u.subs, sub) {
+		return false
 	}
+	for c := range u.clients {
+		c.deliver(b, seq, nil)
+	}
+	return true
 }
 
 // onRevoked closes the sockets a revocation covers: those opened with a
