@@ -181,6 +181,11 @@ func (g *Gateway) watchConnection() {
 	})
 	natsconn.OnReconnect(g.nc, func() {
 		g.reconnects.Add(1)
+		// Frozen again before the gap tracking forgets: a socket that
+		// joined since the disconnect would otherwise take, as new, a
+		// late second copy of a seq it already had (a new stream leader
+		// republishes what it applies late) until it is closed below.
+		g.hub.freezeAll()
 		g.hub.liveSeqs.reset()
 		time.AfterFunc(resumeCloseDelay, func() {
 			g.metrics.resumeCloses.Add(float64(g.hub.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
