@@ -9,17 +9,18 @@ import (
 // presenceMeter counts what presence costs each socket of a connect
 // storm: the size of its first presence object (the online list, or in
 // partial mode its contacts and the total) and how many presence and
-// online_count objects follow while the storm lasts. Each socket's entry
-// is written by its own reader only.
+// online_count objects, and websocket frames holding them, follow while
+// the storm lasts. The objects of one frame share its read time.
 type presenceMeter struct {
 	mu    sync.Mutex
 	socks []presenceSocket
 }
 
 type presenceSocket struct {
-	hello time.Time
-	first int         // bytes of the first presence object; 0 before it
-	later []time.Time // presence and online_count objects after the first
+	hello   time.Time
+	first   int         // bytes of the first presence object; 0 before it
+	objects []time.Time // presence and online_count objects after the first
+	frames  []time.Time // the frames that held them
 }
 
 func newPresenceMeter(sockets int) *presenceMeter {
@@ -37,18 +38,22 @@ func (m *presenceMeter) frame(i int, f frame, at time.Time) {
 	case f.Type == "presence" && s.first == 0:
 		s.first = f.Size
 	case f.Type == "presence" || f.Type == "online_count":
-		s.later = append(s.later, at)
+		if n := len(s.objects); n == 0 || !s.objects[n-1].Equal(at) {
+			s.frames = append(s.frames, at)
+		}
+		s.objects = append(s.objects, at)
 	}
 }
 
-// figures are the first objects' sizes (median and largest, KiB) and the
-// objects after them up to end: per socket-second online (each socket
-// counted from its hello), and the most any socket got within one second.
+// figures are the first objects' sizes (median and largest, KiB) and,
+// of the objects and of the frames after them up to end: how many per
+// socket-second online (each socket counted from its hello), and the
+// most any socket got within one second.
 func (m *presenceMeter) figures(end time.Time) map[string]float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var firsts []int
-	var objects, busiest int
+	var objects, frames, busiestObjects, busiestFrames int
 	var online time.Duration
 	for _, s := range m.socks {
 		if s.hello.IsZero() {
@@ -56,33 +61,35 @@ func (m *presenceMeter) figures(end time.Time) map[string]float64 {
 		}
 		firsts = append(firsts, s.first)
 		online += end.Sub(s.hello)
-		n := 0
-		for j, at := range s.later {
-			if at.After(end) {
-				break
-			}
-			n++
-			// objects within the second that ends at this one
-			k := j
-			for k > 0 && at.Sub(s.later[k-1]) < time.Second {
-				k--
-			}
-			busiest = max(busiest, j-k+1)
-		}
-		objects += n
+		n, most := countUntil(s.objects, end)
+		objects, busiestObjects = objects+n, max(busiestObjects, most)
+		n, most = countUntil(s.frames, end)
+		frames, busiestFrames = frames+n, max(busiestFrames, most)
 	}
-	if len(firsts) == 0 {
+	if len(firsts) == 0 || online <= 0 {
 		return map[string]float64{}
 	}
 	slices.Sort(firsts)
-	fig := map[string]float64{
-		"presence_first_kib_p50":      float64(firsts[len(firsts)/2]) / 1024,
-		"presence_first_kib_max":      float64(firsts[len(firsts)-1]) / 1024,
-		"presence_busiest_second":     float64(busiest),
-		"presence_objects_per_sock_s": 0,
+	return map[string]float64{
+		"presence_first_kib_p50":         float64(firsts[len(firsts)/2]) / 1024,
+		"presence_first_kib_max":         float64(firsts[len(firsts)-1]) / 1024,
+		"presence_objects_per_sock_s":    float64(objects) / online.Seconds(),
+		"presence_frames_per_sock_s":     float64(frames) / online.Seconds(),
+		"presence_busiest_second_objs":   float64(busiestObjects),
+		"presence_busiest_second_frames": float64(busiestFrames),
 	}
-	if online > 0 {
-		fig["presence_objects_per_sock_s"] = float64(objects) / online.Seconds()
+}
+
+// countUntil is how many of times (in order) are up to end, and the most
+// of them within any one second.
+func countUntil(times []time.Time, end time.Time) (n, most int) {
+	first := 0 // of the second ending at times[n]
+	for n < len(times) && !times[n].After(end) {
+		for times[n].Sub(times[first]) >= time.Second {
+			first++
+		}
+		most = max(most, n-first+1)
+		n++
 	}
-	return fig
+	return n, most
 }

@@ -9,11 +9,11 @@ func TestPresenceMeter(t *testing.T) {
 	t0 := time.Now()
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	m := newPresenceMeter(3)
-	// socket 0: online 4 s of the storm, a 2 KiB list, then three objects
-	// within one second and one after the storm's end.
+	// socket 0: online 4 s of the storm, a 2 KiB list, then four objects
+	// in three frames within one second, and one after the storm's end.
 	m.frame(0, frame{Type: "hello"}, at(0))
 	m.frame(0, frame{Type: "presence", Size: 2048}, at(1))
-	for _, ms := range []int{1000, 1400, 1900, 5000} {
+	for _, ms := range []int{1000, 1400, 1400, 1900, 5000} { // two at 1400: one frame
 		m.frame(0, frame{Type: "online_count"}, at(ms))
 	}
 	// socket 1: online 2 s, a 1 KiB list, one change.
@@ -24,10 +24,12 @@ func TestPresenceMeter(t *testing.T) {
 	// socket 2 never got its hello: not counted.
 	got := m.figures(at(4000))
 	want := map[string]float64{
-		"presence_first_kib_p50":      2,
-		"presence_first_kib_max":      2,
-		"presence_busiest_second":     3,
-		"presence_objects_per_sock_s": 4.0 / 6.0,
+		"presence_first_kib_p50":         2,
+		"presence_first_kib_max":         2,
+		"presence_busiest_second_objs":   4,
+		"presence_busiest_second_frames": 3,
+		"presence_objects_per_sock_s":    5.0 / 6.0,
+		"presence_frames_per_sock_s":     4.0 / 6.0,
 	}
 	for k, v := range want {
 		if got[k] != v {
