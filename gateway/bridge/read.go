@@ -158,14 +158,20 @@ func (g *Gateway) subjectCounts(ctx context.Context, filter string) (map[string]
 			return nil, err
 		}
 		if e := page.Error; e != nil {
-			return nil, fmt.Errorf("stream info %s: %d %s", filter, e.ErrCode, e.Description)
+			return nil, fmt.Errorf("stream info %s: %w: %d %s", filter, errStreamInfo, e.ErrCode, e.Description)
 		}
+		had := len(counts)
 		maps.Copy(counts, page.State.Subjects)
-		if len(page.State.Subjects) == 0 || len(counts) >= page.Total {
+		// A page that adds nothing (subjects sorting earlier came
+		// meanwhile) would be asked for again and again: stop there.
+		if len(counts) == had || len(counts) >= page.Total {
 			return counts, nil
 		}
 	}
 }
+
+// errStreamInfo is the stream's refusal to give its info.
+var errStreamInfo = errors.New("stream info refused")
 
 // streamInfoSubject asks for the chat stream's info.
 const streamInfoSubject = "$JS.API.STREAM.INFO." + chat.StreamName
