@@ -289,8 +289,8 @@ func (h *hub) noteContact(user, other string) {
 	if h.presMax == 0 || other == "" || other == user {
 		return
 	}
-	// The user's subscription can still deliver after their last socket
-	// here left (it was queued): then they have no entry.
+	// Called after a delivery, outside the lock: the user's last socket
+	// here may have left since, and then they have no entry.
 	h.mu.RLock()
 	u := h.users[user]
 	known := u == nil

@@ -59,11 +59,11 @@ func TestRacingFirstSocketsDeliverOnce(t *testing.T) {
 	}
 	c2.goLive(0, stateHolding)
 	dm := func(id string, seq, last int) {
-		m := nats.NewMsg(dmPrefix + "ann.bob")
-		m.Header.Set(chat.SequenceHeader, fmt.Sprint(seq))
-		m.Header.Set(chat.LastSequenceHeader, fmt.Sprint(last))
-		m.Data = chat.Encode(chat.Message{ID: id, From: chat.User{ID: "ann"}, To: chat.To{User: "bob"}, Text: "hi", TS: time.Now()})
-		if err := nc.PublishMsg(m); err != nil {
+		msg := nats.NewMsg(dmPrefix + "ann.bob")
+		msg.Header.Set(chat.SequenceHeader, fmt.Sprint(seq))
+		msg.Header.Set(chat.LastSequenceHeader, fmt.Sprint(last))
+		msg.Data = chat.Encode(chat.Message{ID: id, From: chat.User{ID: "ann"}, To: chat.To{User: "bob"}, Text: "hi", TS: time.Now()})
+		if err := nc.PublishMsg(msg); err != nil {
 			t.Fatal(err)
 		}
 	}
