@@ -9,18 +9,44 @@ import (
 // presenceMeter counts what presence costs each socket of a connect
 // storm: the size of its first presence object (the online list, or in
 // partial mode its contacts and the total) and how many presence and
-// online_count objects, and websocket frames holding them, follow while
-// the storm lasts. The objects of one frame share its read time.
+// online_count objects, and websocket frames holding them, follow until
+// the storm ends. The objects of one frame share its read time. Memory
+// per socket is bounded by what it gets in one second.
 type presenceMeter struct {
 	mu    sync.Mutex
+	end   time.Time // when set, later frames are not counted
 	socks []presenceSocket
 }
 
 type presenceSocket struct {
-	hello   time.Time
-	first   int         // bytes of the first presence object; 0 before it
-	objects []time.Time // presence and online_count objects after the first
-	frames  []time.Time // the frames that held them
+	hello           time.Time
+	first           int // bytes of the first presence object; 0 before it
+	objects, frames secondCounter
+}
+
+// secondCounter counts events and the most of them within one second;
+// events come in order.
+type secondCounter struct {
+	n, most int
+	window  []time.Time // the events of the last second
+}
+
+func (s *secondCounter) add(at time.Time) {
+	s.n++
+	i := 0
+	for i < len(s.window) && at.Sub(s.window[i]) >= time.Second {
+		i++
+	}
+	s.window = append(s.window[i:], at)
+	s.most = max(s.most, len(s.window))
+}
+
+// last is the time of the latest event, or zero.
+func (s *secondCounter) last() time.Time {
+	if len(s.window) == 0 {
+		return time.Time{}
+	}
+	return s.window[len(s.window)-1]
 }
 
 func newPresenceMeter(sockets int) *presenceMeter {
@@ -31,6 +57,9 @@ func newPresenceMeter(sockets int) *presenceMeter {
 func (m *presenceMeter) frame(i int, f frame, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.end.IsZero() && at.After(m.end) {
+		return
+	}
 	s := &m.socks[i]
 	switch {
 	case f.Type == "hello":
@@ -38,20 +67,22 @@ func (m *presenceMeter) frame(i int, f frame, at time.Time) {
 	case f.Type == "presence" && s.first == 0:
 		s.first = f.Size
 	case f.Type == "presence" || f.Type == "online_count":
-		if n := len(s.objects); n == 0 || !s.objects[n-1].Equal(at) {
-			s.frames = append(s.frames, at)
+		if !s.objects.last().Equal(at) {
+			s.frames.add(at)
 		}
-		s.objects = append(s.objects, at)
+		s.objects.add(at)
 	}
 }
 
-// figures are the first objects' sizes (median and largest, KiB) and,
-// of the objects and of the frames after them up to end: how many per
-// socket-second online (each socket counted from its hello), and the
-// most any socket got within one second.
+// figures ends the count at end and reports the first objects' sizes
+// (median and largest, KiB, of the sockets that had one) and, of the
+// objects and of the frames after them: how many per socket-second
+// online (each socket counted from its hello), and the most any socket
+// got within one second.
 func (m *presenceMeter) figures(end time.Time) map[string]float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.end = end
 	var firsts []int
 	var objects, frames, busiestObjects, busiestFrames int
 	var online time.Duration
@@ -59,12 +90,12 @@ func (m *presenceMeter) figures(end time.Time) map[string]float64 {
 		if s.hello.IsZero() {
 			continue
 		}
-		firsts = append(firsts, s.first)
+		if s.first > 0 {
+			firsts = append(firsts, s.first)
+		}
 		online += end.Sub(s.hello)
-		n, most := countUntil(s.objects, end)
-		objects, busiestObjects = objects+n, max(busiestObjects, most)
-		n, most = countUntil(s.frames, end)
-		frames, busiestFrames = frames+n, max(busiestFrames, most)
+		objects, busiestObjects = objects+s.objects.n, max(busiestObjects, s.objects.most)
+		frames, busiestFrames = frames+s.frames.n, max(busiestFrames, s.frames.most)
 	}
 	if len(firsts) == 0 || online <= 0 {
 		return map[string]float64{}
@@ -78,18 +109,4 @@ func (m *presenceMeter) figures(end time.Time) map[string]float64 {
 		"presence_busiest_second_objs":   float64(busiestObjects),
 		"presence_busiest_second_frames": float64(busiestFrames),
 	}
-}
-
-// countUntil is how many of times (in order) are up to end, and the most
-// of them within any one second.
-func countUntil(times []time.Time, end time.Time) (n, most int) {
-	first := 0 // of the second ending at times[n]
-	for n < len(times) && !times[n].After(end) {
-		for times[n].Sub(times[first]) >= time.Second {
-			first++
-		}
-		most = max(most, n-first+1)
-		n++
-	}
-	return n, most
 }

@@ -10,10 +10,10 @@ func TestPresenceMeter(t *testing.T) {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	m := newPresenceMeter(3)
 	// socket 0: online 4 s of the storm, a 2 KiB list, then four objects
-	// in three frames within one second, and one after the storm's end.
+	// in three frames within one second.
 	m.frame(0, frame{Type: "hello"}, at(0))
 	m.frame(0, frame{Type: "presence", Size: 2048}, at(1))
-	for _, ms := range []int{1000, 1400, 1400, 1900, 5000} { // two at 1400: one frame
+	for _, ms := range []int{1000, 1400, 1400, 1900} { // two at 1400: one frame
 		m.frame(0, frame{Type: "online_count"}, at(ms))
 	}
 	// socket 1: online 2 s, a 1 KiB list, one change.
@@ -22,6 +22,9 @@ func TestPresenceMeter(t *testing.T) {
 	m.frame(1, frame{Type: "presence", Size: 80}, at(3000))
 	m.frame(1, frame{Type: "message"}, at(3100))
 	// socket 2 never got its hello: not counted.
+	// The storm's end is known after the fact: what came after is not counted.
+	m.end = at(4000)
+	m.frame(0, frame{Type: "online_count"}, at(5000))
 	got := m.figures(at(4000))
 	want := map[string]float64{
 		"presence_first_kib_p50":         2,
