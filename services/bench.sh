@@ -58,7 +58,7 @@ scenario() {
   shift
   out=$("${nb[@]}" "$@")
   echo "$out"
-  echo "$out" | awk -v n="$name" '$1 ~ /^(deliveries_per_s|latency_p50_ms|latency_p99_ms|loss|handshakes_per_s|stored_and_delivered_per_s|send_to_receipt_p99_ms)$/ {printf "| %s | %s | %s |\n", n, $1, $2}' >> "$work/summary"
+  echo "$out" | awk -v n="$name" '$1 ~ /^(deliveries_per_s|latency_p50_ms|latency_p99_ms|loss|handshakes_per_s|stored_and_delivered_per_s|send_to_receipt_p99_ms|presence_first_kib_max|presence_frames_per_sock_s)$/ {printf "| %s | %s | %s |\n", n, $1, $2}' >> "$work/summary"
 }
 echo "== natter-bench idle: 15,000 sockets, each run on a fresh stack"
 kib=()
@@ -76,6 +76,9 @@ echo "== natter-bench, gateway pid $gwpid (medians of 3 runs)"
 scenario "connect 2000, 64 in flight" connect -runs 3 "${common[@]}" -sockets 2000
 scenario "connect 2000, 256 in flight" connect -runs 3 "${common[@]}" -sockets 2000 -in-flight 256
 scenario "connect 2000 with resume" connect -runs 3 "${common[@]}" -sockets 2000 -resume
+# A storm past PRESENCE_LIST_MAX: 15,000 sockets of 2,000 users, with the
+# presence each socket gets (issue 17: first list < 32 KiB, < 1 frame/s).
+scenario "storm 15000 sockets, 2000 users" connect -runs 3 "${common[@]}" -sockets 15000 -users 2000 -in-flight 256
 # Latency at 100,000 deliveries/s, then throughput with more offered.
 scenario "fanout 1000 x 100/s" fanout -runs 3 "${common[@]}" -sockets 1000 -rate 100 -duration 5s
 scenario "fanout 1000 x 400/s" fanout -runs 3 "${common[@]}" -sockets 1000 -rate 400 -duration 5s
