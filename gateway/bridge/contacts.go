@@ -188,14 +188,28 @@ func (h *hub) flushPartial(l *wsconn.Lineup) {
 	}
 }
 
-// countEvery is how often, at most, sockets with a partial list get the
-// total: in a connect storm it changes every batch.
-const countEvery = time.Second
+// The total goes to sockets with a partial list at most every
+// countEvery, and on a gateway with many sockets within the presence
+// write budget (presenceWritesPerSecond, every socket gets it): every 3 s
+// at 15,000 sockets, at most every countEveryMax. In a connect storm it
+// changes every batch, and a frame a second to each of 15,000 sockets
+// would take writes from the handshakes.
+const (
+	countEvery    = time.Second
+	countEveryMax = 5 * time.Second
+)
+
+// countInterval is the least time between two totals on a gateway with
+// sockets sockets.
+func countInterval(sockets int) time.Duration {
+	d := time.Duration(sockets) * time.Second / presenceWritesPerSecond
+	return min(max(d, countEvery), countEveryMax)
+}
 
 // countDue is the total as a frame if one may go out now; if not, one is
 // scheduled for when it may (flushCount). h.mu held for writing.
 func (h *hub) countDue() []byte {
-	if wait := countEvery - time.Since(h.countSent); wait > 0 {
+	if wait := countInterval(len(h.local)) - time.Since(h.countSent); wait > 0 {
 		if !h.countLater {
 			h.countLater = true
 			time.AfterFunc(wait, h.flushCount)

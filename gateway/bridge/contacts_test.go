@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -105,5 +106,23 @@ func TestNoteContactAfterLastSocketLeft(t *testing.T) {
 	h.noteContact("here", "ann")
 	if _, ok := u.contacts["ann"]; !ok {
 		t.Fatal("a connected user's new partner is not a contact")
+	}
+}
+
+// The total's pace: once a second on a small gateway, within the
+// presence write budget on a big one, never rarer than countEveryMax.
+func TestCountInterval(t *testing.T) {
+	for _, tc := range []struct {
+		sockets int
+		want    time.Duration
+	}{
+		{0, time.Second},
+		{5000, time.Second},
+		{15000, 3 * time.Second},
+		{1000000, countEveryMax},
+	} {
+		if got := countInterval(tc.sockets); got != tc.want {
+			t.Errorf("countInterval(%d) = %v, want %v", tc.sockets, got, tc.want)
+		}
 	}
 }

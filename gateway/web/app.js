@@ -985,7 +985,8 @@ function onPresence(f) {
 }
 
 // onOnlineCount takes the total online, which a partial list's socket
-// gets at most once a second. Outside partial mode the list is the count.
+// gets at most once a second (less on a busy gateway). Outside partial
+// mode the list is the count.
 function onOnlineCount(f) {
   if (!Number.isFinite(f.total)) return;
   online.total = f.total;

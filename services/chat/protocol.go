@@ -76,9 +76,11 @@ import (
 // rooms of up to [PresenceRoomMembers]; at most PRESENCE_LIST_MAX of them)
 // with the total, changes of those contacts only (people become contacts
 // as conversations begin and rooms fill), and online_count with the total
-// at most once a second; it stays partial until a tenth fewer are online; online searches everyone online
-// by name or handle, [OnlinePage] at a time (costs HISTORY_COST). A list
-// frame always replaces what the client had.
+// at most once a second (on a gateway with over 5,000 sockets, once per
+// 5,000 of them a second, at most every 5 s); it stays partial until a
+// tenth fewer are online; online searches everyone online by name or
+// handle, [OnlinePage] at a time (costs HISTORY_COST). A list frame
+// always replaces what the client had.
 //
 // History: the messages of one conversation the user is part of (a room
 // they are in, or their direct conversation with one user) with seq below
