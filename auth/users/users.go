@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -48,37 +47,11 @@ type Store struct {
 	// about 20 times the cost per user; MongoDB serves "$in" from the _id
 	// index in one round trip.
 	byIDEach bool
-
-	// The collection's estimated size (FerretDB only), read at most every
-	// sizeEvery: it says how many ids one scan is worth (eachMax).
-	sizeMu sync.Mutex
-	size   int64
-	sizeAt time.Time
 }
 
-// On FerretDB an equality query costs about byIDScanRatio stored users'
-// decoding in a scan (measured: BenchmarkByIDs, 2,000 users), so ids are
-// looked up one by one up to a byIDScanRatio-th of the collection (at
-// least byIDEachMin); beyond, one scan is cheaper. A fixed 10 made a
-// connect storm of 5,000 new users scan the whole collection for every
-// batch of names presence asked for.
-const (
-	byIDScanRatio = 20
-	byIDEachMin   = 10
-	sizeEvery     = time.Minute
-)
-
-// eachMax is the most ids worth looking up one by one now.
-func (s *Store) eachMax(ctx context.Context) int {
-	s.sizeMu.Lock()
-	defer s.sizeMu.Unlock()
-	if time.Since(s.sizeAt) > sizeEvery {
-		if n, err := s.c.EstimatedDocumentCount(ctx); err == nil {
-			s.size, s.sizeAt = n, time.Now()
-		}
-	}
-	return max(byIDEachMin, int(s.size/byIDScanRatio))
-}
+// byIDEachMax is the most ids looked up one by one (FerretDB); beyond,
+// one scan is cheaper (measured: BenchmarkByIDs).
+const byIDEachMax = 10
 
 // byIDWorkers bounds the equality queries of one ByIDs in flight.
 const byIDWorkers = 4
@@ -153,7 +126,7 @@ func (s *Store) findOne(ctx context.Context, filter bson.D) (User, error) {
 var publicFields = bson.D{{Key: "password_hash", Value: 0}}
 
 func (s *Store) findIDs(ctx context.Context, ids []string) ([]User, error) {
-	if !s.byIDEach || len(ids) > s.eachMax(ctx) {
+	if !s.byIDEach || len(ids) > byIDEachMax {
 		cur, err := s.c.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
 			options.Find().SetProjection(publicFields))
 		if err != nil {
