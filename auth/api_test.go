@@ -1001,3 +1001,38 @@ func TestMicroEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// Someone who just registered or logged in is named by auth.users.get
+// without a read of the store: presence asks for the names of everyone
+// who comes online, and in a connect storm those reads were the stack's
+// CPU. With the store down, only users remembered that way are found.
+func TestJustLoggedInNamedWithoutTheStore(t *testing.T) {
+	e := startAuth(t)
+	ids := map[string]string{}
+	for _, account := range []string{"rupert", "sybil"} {
+		r := e.register(t, account, goodPW, strings.ToUpper(account))
+		var body struct{ User struct{ ID string } }
+		if err := json.Unmarshal([]byte(r.raw), &body); err != nil || body.User.ID == "" {
+			t.Fatalf("register %s: %d %s", account, r.status, r.raw)
+		}
+		ids[account] = body.User.ID
+	}
+	e.restart(t) // forgets both
+	e.mustLogin(t, "rupert", goodPW)
+	e.db.Stop()
+	nc := natstest.Connect(t, e.ns.URL())
+	ask := func(id string) string {
+		m, err := nc.Request(chat.AuthUsersGetSubject, []byte(`{"ids":["`+id+`"]}`), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(m.Data)
+	}
+	want := `{"users":[{"id":"` + ids["rupert"] + `","name":"RUPERT","account":"rupert"}]}`
+	if got := ask(ids["rupert"]); got != want {
+		t.Fatalf("a user who just logged in, store down: %s, want %s", got, want)
+	}
+	if got := ask(ids["sybil"]); strings.Contains(got, "SYBIL") {
+		t.Fatalf("a user not seen since the restart was named with the store down: %s", got)
+	}
+}

@@ -95,6 +95,7 @@ func (a *api) register(c *gin.Context) {
 		return
 	}
 	a.log.Info("registered", "user", u.ID)
+	a.remember(u)
 	c.JSON(http.StatusCreated, gin.H{"user": toJSON(u)})
 }
 
@@ -165,8 +166,18 @@ func (a *api) login(c *gin.Context) {
 		writeError(c, a.log, err)
 		return
 	}
+	a.remember(u)
 	a.setCookie(c, tok, int(a.lifetime/time.Second))
 	c.JSON(http.StatusOK, gin.H{"token": tok, "expires_at": claims.ExpiresAt.UTC().Format(time.RFC3339), "user": toJSON(u)})
+}
+
+// remember keeps what anyone may see of u, who just registered or logged
+// in, for the lookups by id that follow: presence asks for the names of
+// the users who come online, and on FerretDB (the dev stack) a batch of
+// unknown ids is a scan of every stored user; in a connect storm of
+// thousands of new users those scans were most of the stack's CPU.
+func (a *api) remember(u users.User) {
+	a.public.Add(chat.User{ID: u.ID, Name: u.Name, Account: u.Account})
 }
 
 // doLogin takes the attempt's place under the limits, then checks the
