@@ -90,7 +90,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fmt.Fprintf(stderr, "run %d of %d done\n", i+1, runs)
 		}
 		results = append(results, r)
-		if i < runs-1 {
+		// Also after the last run, when the gateway is known: a storm's
+		// teardown (thousands of sockets closing, users going offline)
+		// must not land in the next scenario's figures.
+		if i < runs-1 || r.gatewayPID > 0 {
 			quiesce(ctx, r.gatewayPID)
 		}
 	}

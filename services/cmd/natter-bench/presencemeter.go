@@ -20,7 +20,8 @@ type presenceMeter struct {
 
 type presenceSocket struct {
 	hello           time.Time
-	first           int // bytes of the first presence object; 0 before it
+	first           int       // bytes of the first presence object; 0 before it
+	lastAt          time.Time // read time of the last presence object: its frame's
 	objects, frames secondCounter
 }
 
@@ -41,14 +42,6 @@ func (s *secondCounter) add(at time.Time) {
 	s.most = max(s.most, len(s.window))
 }
 
-// last is the time of the latest event, or zero.
-func (s *secondCounter) last() time.Time {
-	if len(s.window) == 0 {
-		return time.Time{}
-	}
-	return s.window[len(s.window)-1]
-}
-
 func newPresenceMeter(sockets int) *presenceMeter {
 	return &presenceMeter{socks: make([]presenceSocket, sockets)}
 }
@@ -65,12 +58,13 @@ func (m *presenceMeter) frame(i int, f frame, at time.Time) {
 	case f.Type == "hello":
 		s.hello = at
 	case f.Type == "presence" && s.first == 0:
-		s.first = f.Size
+		s.first, s.lastAt = f.Size, at
 	case f.Type == "presence" || f.Type == "online_count":
-		if !s.objects.last().Equal(at) {
+		if !s.lastAt.Equal(at) { // else it shares the frame of the one before
 			s.frames.add(at)
 		}
 		s.objects.add(at)
+		s.lastAt = at
 	}
 }
 
