@@ -32,7 +32,7 @@ func TestPresenceMeter(t *testing.T) {
 		"presence_first_kib_max":         2,
 		"presence_busiest_second_objs":   4,
 		"presence_busiest_second_frames": 3,
-		"presence_objects_per_sock_s":    6.0 / 6.0,
+		"presence_objects_per_sock_s":    1, // 6 objects in 6 socket-seconds
 		"presence_frames_per_sock_s":     4.0 / 6.0,
 	}
 	for k, v := range want {
