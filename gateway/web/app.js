@@ -750,7 +750,9 @@ function loadOlderConversations() {
 // or another): what is left unread is the server's count.
 function onRead(f) {
   const key = keyOf(f.to, null);
-  if (f.to.room && !state.convs.has(key)) return; // a room left meanwhile
+  // Not listed (a room left meanwhile, or a conversation on a page not
+  // loaded yet): a receipt does not add it; the list brings its state.
+  if (!state.convs.has(key)) return;
   const c = conv(key);
   if (f.seq < c.readSeq) return; // an older read, overtaken
   c.readSeq = f.seq;
@@ -763,7 +765,9 @@ function onRead(f) {
 
 // onSeen: the other person of a direct conversation read up to f.seq.
 function onSeen(f) {
-  const c = conv(keyOf(f.to, null));
+  const key = keyOf(f.to, null);
+  if (!state.convs.has(key)) return; // as in onRead
+  const c = conv(key);
   if (f.seq <= c.seen) return;
   c.seen = f.seq;
   if (c.key === state.current) renderSeen();
