@@ -4,17 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/natter/natter/services/chat"
-	"github.com/natter/natter/services/natstest"
 	"github.com/natter/natter/services/poll"
 	"github.com/natter/natter/services/token"
 )
@@ -24,14 +20,7 @@ import (
 // loser's subscriptions received before they were dropped must not reach
 // the user's sockets a second time.
 func TestRacingFirstSocketsDeliverOnce(t *testing.T) {
-	ns := natstest.Start(t)
-	nc := natstest.Connect(t, ns.URL())
-	m := newMetrics(prometheus.NewRegistry())
-	h, err := newHub(slog.New(slog.NewTextHandler(io.Discard, nil)), nc, m, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.close)
+	h, nc, gw := newTestHub(t)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	h.loadRooms = func(ctx context.Context, user string) ([]string, error) {
@@ -43,7 +32,6 @@ func TestRacingFirstSocketsDeliverOnce(t *testing.T) {
 		}
 		return nil, nil
 	}
-	gw := &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
 	socket := func() (*client, *recorder) {
 		r := newRecorder()
 		return &client{gw: gw, conn: r, claims: &token.Claims{}, user: chat.User{ID: "bob"}}, r

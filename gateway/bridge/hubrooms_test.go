@@ -17,11 +17,10 @@ import (
 	"github.com/natter/natter/services/token"
 )
 
-// A gateway is subscribed to a room while one of its members has a
-// socket here: messages and events of the room reach its members' sockets
-// only (events not their actor's), and the subscriptions end with the
-// last member leaving the room or closing their last socket.
-func TestRoomSubscriptionsFollowMembers(t *testing.T) {
+// newTestHub is a hub on an embedded NATS server, with its connection
+// and a gateway for its sockets (queues of 64 frames, 1 MiB).
+func newTestHub(t *testing.T) (*hub, *nats.Conn, *Gateway) {
+	t.Helper()
 	ns := natstest.Start(t)
 	nc := natstest.Connect(t, ns.URL())
 	m := newMetrics(prometheus.NewRegistry())
@@ -30,7 +29,15 @@ func TestRoomSubscriptionsFollowMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.close)
-	gw := &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
+	return h, nc, &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
+}
+
+// A gateway is subscribed to a room while one of its members has a
+// socket here: messages and events of the room reach its members' sockets
+// only (events not their actor's), and the subscriptions end with the
+// last member leaving the room or closing their last socket.
+func TestRoomSubscriptionsFollowMembers(t *testing.T) {
+	h, nc, gw := newTestHub(t)
 	socket := func(user string) (*client, *recorder) {
 		r := newRecorder()
 		c := &client{gw: gw, conn: r, claims: &token.Claims{}, user: chat.User{ID: user}, state: stateLive}
