@@ -179,11 +179,8 @@ const streamInfoSubject = "$JS.API.STREAM.INFO." + chat.StreamName
 // streamSubjects is the part of a stream info answer subjectCounts reads:
 // one page of the subjects matching a filter, of total.
 type streamSubjects struct {
-	Error *struct {
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
-	Total int `json:"total"`
+	Error *jsAPIError `json:"error"`
+	Total int         `json:"total"`
 	State struct {
 		Subjects map[string]uint64 `json:"subjects"`
 	} `json:"state"`

@@ -186,10 +186,7 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 			Seq  uint64 `json:"seq"`
 			Data []byte `json:"data"` // base64 in the answer
 		} `json:"message"`
-		Error *struct {
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
+		Error *jsAPIError `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &resp); err != nil {
 		return storedMsg{}, fmt.Errorf("message get: %w", err)
@@ -203,6 +200,12 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 		return storedMsg{}, errors.New("message get: empty answer")
 	}
 	return storedMsg{seq: resp.Message.Seq, data: resp.Message.Data}, nil
+}
+
+// jsAPIError is the error part of a JetStream API answer.
+type jsAPIError struct {
+	ErrCode     int    `json:"err_code"`
+	Description string `json:"description"`
 }
 
 // askLeader sends a request the stream's leader answers, each try
