@@ -202,8 +202,7 @@ const (
 // countInterval is the least time between two totals on a gateway with
 // sockets sockets.
 func countInterval(sockets int) time.Duration {
-	d := time.Duration(sockets) * time.Second / presenceWritesPerSecond
-	return min(max(d, countEvery), countEveryMax)
+	return withinWriteBudget(sockets, countEvery, countEveryMax)
 }
 
 // countDue is the total as a frame if one may go out now; if not, one is

@@ -39,8 +39,14 @@ const (
 
 // presenceDelay is how long a batch waits on a gateway with sockets.
 func presenceDelay(sockets int) time.Duration {
+	return withinWriteBudget(sockets, presenceBatch, presenceBatchMax)
+}
+
+// withinWriteBudget is how often, between lo and hi, a frame to every one
+// of sockets sockets may go out within presenceWritesPerSecond.
+func withinWriteBudget(sockets int, lo, hi time.Duration) time.Duration {
 	d := time.Duration(sockets) * time.Second / presenceWritesPerSecond
-	return min(max(d, presenceBatch), presenceBatchMax)
+	return min(max(d, lo), hi)
 }
 
 // onPresence applies a change reported on presence.changed.<user>.
