@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,108 +22,28 @@ import (
 // minutes.
 func TestWatchdogLeavesASilentServer(t *testing.T) {
 	ns := natstest.Start(t)
-	relay := startRelay(t, strings.TrimPrefix(ns.URL(), "nats://"))
-	nc, err := nats.Connect("nats://"+relay.addr+","+ns.URL(), nats.DontRandomize(), nats.MaxReconnects(-1),
+	relay := natstest.StartRelay(t, ns.URL())
+	nc, err := nats.Connect(relay.URL()+","+ns.URL(), nats.DontRandomize(), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if got := nc.ConnectedAddr(); got != relay.addr {
-		t.Fatalf("connected to %s, want the relay %s first", got, relay.addr)
+	if got := nc.ConnectedAddr(); got != relay.Addr() {
+		t.Fatalf("connected to %s, want the relay %s first", got, relay.Addr())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go natsconn.Watchdog(ctx, nc, 100*time.Millisecond, 3, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	relay.freeze()
+	relay.Freeze()
 	poll.Until(t, 10*time.Second, func() error {
-		if got := nc.ConnectedAddr(); !nc.IsConnected() || got == relay.addr {
+		if got := nc.ConnectedAddr(); !nc.IsConnected() || got == relay.Addr() {
 			return fmt.Errorf("on %s (connected %v)", got, nc.IsConnected())
 		}
 		return nil
 	})
 	if err := nc.FlushTimeout(time.Second); err != nil {
 		t.Fatalf("on the other server: %v", err)
-	}
-}
-
-// relay passes bytes between loopback clients and a server until frozen;
-// frozen, it keeps the connections open and passes nothing.
-type relay struct {
-	addr   string
-	mu     sync.Mutex
-	thawed chan struct{} // closed while bytes pass
-	done   chan struct{}
-}
-
-func startRelay(t *testing.T, server string) *relay {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{addr: l.Addr().String(), thawed: make(chan struct{}), done: make(chan struct{})}
-	close(r.thawed)
-	var conns []net.Conn
-	var cmu sync.Mutex
-	t.Cleanup(func() {
-		close(r.done)
-		_ = l.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		cmu.Unlock()
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", server)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, c, s)
-			cmu.Unlock()
-			go r.pass(c, s)
-			go r.pass(s, c)
-		}
-	}()
-	return r
-}
-
-func (r *relay) freeze() {
-	r.mu.Lock()
-	r.thawed = make(chan struct{})
-	r.mu.Unlock()
-}
-
-func (r *relay) gate() chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.thawed
-}
-
-// pass copies from src to dst while thawed.
-func (r *relay) pass(src, dst net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		select {
-		case <-r.gate():
-		case <-r.done:
-			return
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
 	}
 }
 
