@@ -49,36 +49,59 @@ func (g *Gateway) handleResume(c *client, f chat.ClientFrame) {
 func (g *Gateway) replay(c *client, after uint64) (uint64, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	info, err := leaderInfo(ctx, g.stream)
+	r := &replayRun{g: g, ctx: ctx, who: c.user.ID, limit: g.limits.MaxReplay,
+		filters: func() []string { return replayFilters(c.user.ID, g.hub.roomsOf(c.user.ID)) },
+		emit: func(_ string, data []byte, seq uint64) error {
+			b, err := chat.MessageFrameBytes(data, seq)
+			if err != nil {
+				g.log.Error("undecodable stored message", "seq", seq, "err", err)
+				return nil
+			}
+			if !c.conn.SendWait(b) {
+				return errors.New("client gone during replay")
+			}
+			return nil
+		}}
+	last, complete, cut, err := r.run(after)
+	return last, complete && !cut, err
+}
+
+// run reads every stored message on the run's filters with a seq above
+// after, up to the stream's last seq when it began, and emits them in
+// order. It returns the last seq emitted, whether the stream still held
+// everything above after (complete), and whether it stopped at the run's
+// limit with more to read (cut).
+func (r *replayRun) run(after uint64) (last uint64, complete, cut bool, err error) {
+	info, err := leaderInfo(r.ctx, r.g.stream)
 	if err != nil {
-		return after, false, err
+		return after, false, false, err
 	}
-	complete := after+1 >= info.State.FirstSeq || info.State.Msgs == 0
+	complete = after+1 >= info.State.FirstSeq || info.State.Msgs == 0
 	if after >= info.State.LastSeq {
-		return after, complete, nil
+		return after, complete, false, nil
 	}
-	r := &replayRun{g: g, c: c, ctx: ctx, last: after, upTo: info.State.LastSeq}
+	r.last, r.upTo = after, info.State.LastSeq
 	defer r.dropConsumer()
 	for {
 		state, err := r.round()
 		switch {
 		case err == nil && state == replayDone:
 			// The consumer may sit on a replica still catching up: what
-			// the stream's leader held when the replay began must have
-			// been sent, or the replay goes on.
+			// the stream's leader held when the run began must have
+			// been read, or the run goes on.
 			var missed bool
-			if missed, err = g.missed(ctx, c.user.ID, r.last, info.State.LastSeq); err == nil && !missed {
-				return r.last, complete, nil
+			if missed, err = r.g.missed(r.ctx, r.filters(), r.last, r.upTo); err == nil && !missed {
+				return r.last, complete, false, nil
 			}
 			if err == nil {
 				r.dropConsumer()
 				err = r.waitStalled()
 			}
 		case state == replayCut:
-			return r.last, false, nil // the rest through history
+			return r.last, complete, true, nil
 		}
 		if err != nil {
-			return r.last, false, err
+			return r.last, complete, false, err
 		}
 	}
 }
@@ -123,12 +146,12 @@ func streamInfo(ctx context.Context, stream jetstream.Stream) (*jetstream.Stream
 	return stream.Info(ctx)
 }
 
-// missed says whether the stream's leader holds a message user may see
+// missed says whether the stream's leader holds a message on filters
 // with a seq in (last, upTo]. A replay consumer on a replica still
 // catching up (right after a NATS node failed) can report nothing
 // pending while the leader has more; a stored message asked of the
 // leader (not a direct get, which any replica answers) cannot.
-func (g *Gateway) missed(ctx context.Context, user string, last, upTo uint64) (bool, error) {
+func (g *Gateway) missed(ctx context.Context, filters []string, last, upTo uint64) (bool, error) {
 	if last >= upTo {
 		return false, nil
 	}
@@ -136,7 +159,6 @@ func (g *Gateway) missed(ctx context.Context, user string, last, upTo uint64) (b
 	// a time; any message found ends the rest.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	filters := replayFilters(user, g.hub.roomsOf(user))
 	found := make([]bool, len(filters))
 	errs := make([]error, len(filters))
 	sem := make(chan struct{}, conversationReads)
@@ -168,8 +190,9 @@ func (g *Gateway) nextStored(ctx context.Context, filter string, from uint64) (u
 
 // storedMsg is a stored message as a message get returns it (seq 0: none).
 type storedMsg struct {
-	seq  uint64
-	data []byte
+	subject string
+	seq     uint64
+	data    []byte
 }
 
 // storedAt is the first message on filter at or after from, asked of the
@@ -183,8 +206,9 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 	}
 	var resp struct {
 		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Data []byte `json:"data"` // base64 in the answer
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Data    []byte `json:"data"` // base64 in the answer
 		} `json:"message"`
 		Error *jsAPIError `json:"error"`
 	}
@@ -199,7 +223,7 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 	case resp.Message == nil || resp.Message.Seq == 0:
 		return storedMsg{}, errors.New("message get: empty answer")
 	}
-	return storedMsg{seq: resp.Message.Seq, data: resp.Message.Data}, nil
+	return storedMsg{subject: resp.Message.Subject, seq: resp.Message.Seq, data: resp.Message.Data}, nil
 }
 
 // jsAPIError is the error part of a JetStream API answer.
@@ -244,22 +268,28 @@ func replayFilters(user string, rooms []string) []string {
 	return filters
 }
 
-// replayRun is one replay under way: its consumer and how far it got.
+// replayRun is one read of the stream under way (a socket's replay, or
+// the hub's catch-up after a NATS reconnect): its consumer and how far it
+// got.
 type replayRun struct {
-	g         *Gateway
-	c         *client
-	ctx       context.Context
+	g       *Gateway
+	ctx     context.Context
+	who     string          // whose read, for the logs
+	filters func() []string // the subjects read (read again each round: rooms change)
+	emit    func(subject string, data []byte, seq uint64) error
+	limit   int // messages emitted at most, then cut
+
 	cons      jetstream.Consumer
-	last      uint64    // the last seq sent
-	sent      int       // messages sent
+	last      uint64    // the last seq emitted
+	sent      int       // messages emitted
 	delivered uint64    // the consumer's own sequence of the last message it gave
 	pending   uint64    // messages the consumer still has for us
 	known     bool      // pending has been learned
 	stalled   time.Time // since when the consumer has held them back
-	// byGet: the replay reads message by message from the stream's
-	// leader (see roundByGet), after a consumer could not be had; next
-	// is then the next message of each filter above last, as read, and
-	// upTo the stream's last seq when the replay began.
+	// byGet: the run reads message by message from the stream's leader
+	// (see roundByGet), after a consumer could not be had; next is then
+	// the next message of each filter above last, as read, and upTo the
+	// stream's last seq when the run began.
 	byGet bool
 	next  map[string]storedMsg
 	upTo  uint64
@@ -270,7 +300,7 @@ type replayState int
 
 const (
 	replayMore replayState = iota // another round
-	replayCut                     // MaxReplay sent, more pending
+	replayCut                     // the run's limit sent, more pending
 	replayDone                    // everything sent
 )
 
@@ -281,11 +311,11 @@ func (r *replayRun) round() (replayState, error) {
 		return r.roundByGet()
 	}
 	if r.cons == nil {
-		cons, err := r.g.replayConsumer(r.ctx, r.c.user.ID, r.last)
+		cons, err := r.g.replayConsumer(r.ctx, r.filters(), r.last)
 		if err != nil {
 			// No consumer now (no meta leader, for 4-9 s after its
 			// node fails): the stream's leader alone can replay.
-			r.g.log.Warn("replay consumer not created; replaying by message gets", "user", r.c.user.ID, "err", err)
+			r.g.log.Warn("replay consumer not created; replaying by message gets", "for", r.who, "err", err)
 			r.byGet = true
 			return r.roundByGet()
 		}
@@ -298,7 +328,7 @@ func (r *replayRun) round() (replayState, error) {
 	case gap:
 		r.dropConsumer()
 		return replayMore, nil
-	case r.sent >= r.g.limits.MaxReplay && r.pending > 0:
+	case r.sent >= r.limit && r.pending > 0:
 		return replayCut, nil
 	}
 	if !r.known {
@@ -332,7 +362,7 @@ func (r *replayRun) roundByGet() (replayState, error) {
 	if r.next == nil {
 		r.next = map[string]storedMsg{}
 	}
-	filters := replayFilters(r.c.user.ID, r.g.hub.roomsOf(r.c.user.ID))
+	filters := r.filters()
 	for range replayBatch {
 		var low storedMsg
 		for _, f := range filters {
@@ -351,10 +381,10 @@ func (r *replayRun) roundByGet() (replayState, error) {
 		switch {
 		case low.seq == 0:
 			return replayDone, nil
-		case r.sent >= r.g.limits.MaxReplay:
+		case r.sent >= r.limit:
 			return replayCut, nil
 		}
-		if err := r.send(low.data, low.seq); err != nil {
+		if err := r.send(low.subject, low.data, low.seq); err != nil {
 			return replayMore, err
 		}
 	}
@@ -382,7 +412,7 @@ func (r *replayRun) fetch() (n int, gap bool, err error) {
 		n++
 		r.delivered = meta.Sequence.Consumer
 		r.pending, r.known = meta.NumPending, true
-		if err := r.send(m.Data(), meta.Sequence.Stream); err != nil {
+		if err := r.send(m.Subject(), m.Data(), meta.Sequence.Stream); err != nil {
 			return n, false, err
 		}
 	}
@@ -392,16 +422,13 @@ func (r *replayRun) fetch() (n int, gap bool, err error) {
 	return n, false, nil
 }
 
-// send queues one stored message, unless a new consumer gave it again.
-func (r *replayRun) send(data []byte, seq uint64) error {
+// send emits one stored message, unless a new consumer gave it again.
+func (r *replayRun) send(subject string, data []byte, seq uint64) error {
 	if seq <= r.last {
 		return nil
 	}
-	b, err := chat.MessageFrameBytes(data, seq)
-	if err != nil {
-		r.g.log.Error("undecodable stored message", "seq", seq, "err", err)
-	} else if !r.c.conn.SendWait(b) {
-		return errors.New("client gone during replay")
+	if err := r.emit(subject, data, seq); err != nil {
+		return err
 	}
 	r.last = seq
 	r.sent++
@@ -417,7 +444,7 @@ func (r *replayRun) waitStalled() error {
 	if r.stalled.IsZero() {
 		r.stalled = time.Now()
 	} else if time.Since(r.stalled) > replayStall {
-		r.g.log.Warn("replay consumer stalled; replaying by message gets", "user", r.c.user.ID, "pending", r.pending, "stalled", replayStall.String())
+		r.g.log.Warn("replay consumer stalled; replaying by message gets", "for", r.who, "pending", r.pending, "stalled", replayStall.String())
 		r.dropConsumer()
 		r.byGet = true
 		return nil
@@ -438,8 +465,8 @@ func (r *replayRun) dropConsumer() {
 	}
 }
 
-// replayConsumer creates the consumer of one replay: the messages user
-// may see with a seq above after, unacknowledged, in memory, on one
+// replayConsumer creates the consumer of one replay: the messages on
+// filters with a seq above after, unacknowledged, in memory, on one
 // node. The server places it on a node of the stream it believes alive;
 // for a while after a node fails (until the cluster notices) that may be
 // the failed node, where the consumer never starts and its creation is
@@ -447,9 +474,9 @@ func (r *replayRun) dropConsumer() {
 // s after its node fails) no creation is answered. So the attempt waits
 // at most consumerCreateWait, and when it fails the caller replays
 // without a consumer.
-func (g *Gateway) replayConsumer(ctx context.Context, user string, after uint64) (jetstream.Consumer, error) {
+func (g *Gateway) replayConsumer(ctx context.Context, filters []string, after uint64) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
-		FilterSubjects:    replayFilters(user, g.hub.roomsOf(user)),
+		FilterSubjects:    filters,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       after + 1,
 		AckPolicy:         jetstream.AckNonePolicy,
