@@ -37,10 +37,6 @@ import (
 // publishTimeout bounds the wait for the stream to store a message.
 const publishTimeout = 5 * time.Second
 
-// resumeCloseDelay is how long after a NATS reconnect the gateway closes
-// the sockets opened before it, for resume.
-const resumeCloseDelay = 500 * time.Millisecond
-
 // Config is what a Gateway serves with.
 type Config struct {
 	Limits    Limits
@@ -89,7 +85,7 @@ type Gateway struct {
 	seqRunning bool       // fetchSeqs is running
 
 	// reconnects counts NATS reconnects: a socket admitted across one
-	// may have missed what its 4011 close was for.
+	// may have missed the catch-up after it (see catchup.go).
 	reconnects atomic.Uint64
 
 	// Sockets are hijacked: the HTTP server's shutdown does not wait for
@@ -145,9 +141,9 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 	g.hub, g.auth = h, authclient.New(nc, authclient.Config{})
 	g.watchConnection()
 	// A silent node is left within 15-20 s, before the presence lease
-	// (two TTLs, 25 s) would say so; the sockets stop taking live
-	// messages first, as on any disconnect, and resume after it.
-	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, g.log, h.freezeAll)
+	// (two TTLs, 25 s) would say so; the hub catches up after the
+	// reconnect, as after any.
+	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, g.log, nil)
 	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	// A gateway without auth's keys can open no socket (503), so it is
 	// not ready until it has them. Once loaded they are kept, so auth
@@ -163,34 +159,16 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 }
 
 // watchConnection handles NATS going away. Core NATS does not redeliver
-// what was published while the connection was down: live delivery to
-// the sockets stops as soon as it drops, so none sees a message from
-// after the gap, and once reconnected the sockets are closed to resume
-// from the stream, after resumeCloseDelay, so the new subscriptions'
-// interest has reached every node of the cluster before the resumes
-// read the stream.
+// what was published while the connection was down: once reconnected,
+// the hub reads what it missed from the stream before it delivers
+// anything newer (catchup.go).
 func (g *Gateway) watchConnection() {
-	natsconn.OnDisconnect(g.nc, func() {
-		g.hub.freezeAll()
-		g.hub.liveSeqs.reset()
-	})
 	natsconn.OnAsyncError(g.nc, func(sub *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrSlowConsumer) {
 			g.hub.onSlowConsumer(sub)
 		}
 	})
-	natsconn.OnReconnect(g.nc, func() {
-		g.reconnects.Add(1)
-		// Frozen again before the gap tracking forgets: a socket that
-		// joined since the disconnect would otherwise take, as new, a
-		// late second copy of a seq it already had (a new stream leader
-		// republishes what it applies late) until it is closed below.
-		g.hub.freezeAll()
-		g.hub.liveSeqs.reset()
-		time.AfterFunc(resumeCloseDelay, func() {
-			g.metrics.resumeCloses.Add(float64(g.hub.closeAll(chat.CloseResume, "nats connection interrupted: resume")))
-		})
-	})
+	natsconn.OnReconnect(g.nc, func() { g.reconnects.Add(1) })
 }
 
 // setup creates or checks the stream and buckets, then starts the
@@ -242,6 +220,10 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
 	g.hub.loadRooms = g.rooms.roomsOfUser
+	g.hub.readSince = g.readSince
+	// What was stored before now reaches a socket by its resume, not
+	// by a catch-up.
+	g.hub.noteSeq(stream.CachedInfo().State.LastSeq)
 	g.hub.loadContacts = g.contacts
 	g.hub.membersChanged = g.members.drop
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat, func() { _ = g.nc.ForceReconnect() })
@@ -307,6 +289,17 @@ func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, 
 			}
 		}
 	})
+}
+
+// readSince reads every stored message above after, up to the stream's
+// last seq, for the hub's catch-up (see catchup.go), as a socket's replay
+// reads: by a consumer, or by message gets from the stream's leader
+// while no consumer can be had.
+func (g *Gateway) readSince(ctx context.Context, after uint64, limit int, emit func(subject string, data []byte, seq uint64) error) (bool, error) {
+	all := []string{chat.RoomSubjects, chat.DMSubjects}
+	r := &replayRun{g: g, ctx: ctx, who: "catch-up", limit: limit, filters: func() []string { return all }, emit: emit}
+	_, _, cut, err := r.run(after)
+	return cut, err
 }
 
 func newConnID() string {

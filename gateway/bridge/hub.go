@@ -10,12 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/natter/natter/gateway/wsconn"
 	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/natsconn"
 )
 
 // hub maps what arrives on NATS to the local sockets that should see it.
@@ -51,6 +53,16 @@ type hub struct {
 	liveSeqs        liveSeqs
 	readStored      storedReader
 	gapsPausedUntil time.Time
+
+	// After a NATS reconnect the dispatcher catches up (catchup.go):
+	// readSince reads the stream (set before any socket joins; nil: every
+	// socket resumes instead), from above highest, the highest stored seq
+	// dispatched; reconnectsSeen is the connection's reconnect count the
+	// dispatcher last saw.
+	readSince      streamReader
+	highest        atomic.Uint64
+	reconnectsSeen uint64
+	presenceSync   chan struct{} // (cap 1) asks syncPresence to read the list now
 
 	// Rooms beyond the lobby that local users are in: subscribed while
 	// one of their members is connected here (see hubrooms.go).
@@ -136,7 +148,8 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int, readStored
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
 		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{}, onlineKeys: map[string]string{},
 		contactsQ: make(chan string, contactsQueue), contactsQueued: map[string]bool{},
-		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{})}
+		live: make(chan *nats.Msg, liveQueueLen), liveReady: make(chan struct{}, 1), stop: make(chan struct{}),
+		presenceSync: make(chan struct{}, 1), reconnectsSeen: nc.Stats().Reconnects}
 	room, err := chat.RoomSubject(chat.Lobby)
 	if err != nil {
 		return nil, err
@@ -163,6 +176,8 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int, readStored
 	h.roomSub = sub
 	h.subs = append(h.subs, sub)
 	h.liveSeqs.track(sub)
+	// A reconnect's catch-up must not wait for the next message.
+	natsconn.OnReconnect(nc, h.wake)
 	go h.takeLive()
 	go h.dispatchLive()
 	for range contactsWorkers {
@@ -198,7 +213,8 @@ func (h *hub) takeLive() {
 
 // dispatchLive delivers the pending room and direct messages, in arrival
 // order, each after those its subscription missed before it (see
-// livegaps.go).
+// livegaps.go), and after a NATS reconnect first those stored while the
+// connection was down (see catchup.go).
 func (h *hub) dispatchLive() {
 	var msgs []*nats.Msg
 	var dms dmFrames
@@ -211,6 +227,9 @@ func (h *hub) dispatchLive() {
 		h.liveMu.Lock()
 		msgs, h.livePending = h.livePending, msgs[:0]
 		h.liveMu.Unlock()
+		if h.reconnected() {
+			h.catchUp() // before anything that came after the reconnect
+		}
 		for i, m := range msgs {
 			msgs[i] = nil
 			missed, deliver := h.fillGap(m)
@@ -588,9 +607,9 @@ func (h *hub) closeUser(user string, revoked func(*client) bool) {
 	}
 }
 
-// freezeAll stops live delivery to every socket: while NATS is away,
-// what they would get next may come after a gap, and a socket that saw it
-// would resume past the gap.
+// freezeAll stops live delivery to every socket, before they are closed
+// for resume: what they would get next may come after a gap, and a
+// socket that saw it would resume past the gap.
 func (h *hub) freezeAll() {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

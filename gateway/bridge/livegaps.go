@@ -104,9 +104,9 @@ func (s *liveSeqs) forget(subs []*nats.Subscription) {
 	s.mu.Unlock()
 }
 
-// reset forgets what every subscription received: after the NATS
-// connection dropped every socket resumes from the stream, and what came
-// before says nothing about what comes next.
+// reset forgets what every subscription received: once every socket
+// resumes from the stream (a catch-up that failed), what came before
+// says nothing about what comes next.
 func (s *liveSeqs) reset() {
 	s.mu.Lock()
 	for sub := range s.last {
@@ -148,6 +148,35 @@ func (s *liveSeqs) seen(sub *nats.Subscription, subject string, seq, prev uint64
 		on[subject] = st
 	}
 	return toRead, false
+}
+
+// caughtUp records seq, stored on subject, as read for sub by a catch-up
+// (see catchup.go), and says whether sub had it already. A catch-up reads
+// in seq order from before anything missed, so it opens no gap itself;
+// the holes it fills are closed.
+func (s *liveSeqs) caughtUp(sub *nats.Subscription, subject string, seq uint64) (had bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	on := s.last[sub]
+	if on == nil {
+		return false // not tracked
+	}
+	st, known := on[subject]
+	if known && seq <= st.last {
+		for i, h := range st.holes {
+			if seq >= h.from && seq <= h.to {
+				st.holes = slices.Concat(st.holes[:i], splitRange(h, seq), st.holes[i+1:])
+				on[subject] = st
+				return false
+			}
+		}
+		return true
+	}
+	if known || len(on) < maxTrackedSubjects {
+		st.last = seq
+		on[subject] = st
+	}
+	return false
 }
 
 // splitRange is r without seq.
@@ -196,6 +225,7 @@ func (h *hub) fillGap(m *nats.Msg) ([]*nats.Msg, bool) {
 	if err != nil {
 		return nil, true
 	}
+	h.noteSeq(seq)
 	subject := strings.TrimPrefix(m.Subject, chat.LivePrefix)
 	toRead, dup := h.liveSeqs.seen(m.Sub, subject, seq, prev)
 	if dup {

@@ -224,8 +224,17 @@ func fetchPresence(ctx context.Context, nc *nats.Conn) (chat.PresenceList, error
 	return list, err
 }
 
+// presenceNow makes syncPresence read the list again at once: the
+// changes published while the NATS connection was down were missed.
+func (h *hub) presenceNow() {
+	select {
+	case h.presenceSync <- struct{}{}:
+	default:
+	}
+}
+
 // syncPresence keeps the hub's online list current: at start as soon as
-// presence answers, then every presenceResync.
+// presence answers, then every presenceResync, or at once when asked.
 func (h *hub) syncPresence(ctx context.Context) {
 	wait := time.Duration(0)
 	for {
@@ -233,6 +242,7 @@ func (h *hub) syncPresence(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-h.presenceSync:
 		}
 		list, err := fetchPresence(ctx, h.nc)
 		switch {

@@ -122,6 +122,12 @@ func TestClusterDeployment(t *testing.T) {
 
 	t.Run("node failure", func(t *testing.T) {
 		nodeFailure(t, nodes, js, gwA, gwB, cookie, aliceID, bobID)
+		// The failure reached bob's gateway, which caught up after it
+		// (or, failing that, closed its sockets for resume).
+		if out := procs["gateway-b"].out.String(); !strings.Contains(out, "caught up after a NATS reconnect") &&
+			!strings.Contains(out, "catch-up after a NATS reconnect failed") {
+			t.Errorf("gateway b logged no catch-up after its node was killed:\n%s", out)
+		}
 	})
 
 	// The deployment's permissions were enough: no service hit a
@@ -142,8 +148,9 @@ func TestClusterDeployment(t *testing.T) {
 
 // nodeFailure: alice keeps sending to the lobby while the NATS node of
 // bob's gateway is killed. Every acknowledged message reaches bob exactly
-// once (his socket is closed with 4011 and resumes), presence stays
-// right, and the cluster is whole again when the node returns.
+// once (his gateway catches up from the stream once on another node),
+// presence stays right, and the cluster is whole again when the node
+// returns.
 func nodeFailure(t *testing.T, nodes []*chaos.Node, js jetstream.JetStream, gwA, gwB string, cookie map[string]string, aliceID, bobID string) {
 	const total = 150
 	const killAt = 40
@@ -191,11 +198,11 @@ func nodeFailure(t *testing.T, nodes []*chaos.Node, js jetstream.JetStream, gwA,
 			t.Errorf("%s (seq %d) delivered %d times", id, seq, n)
 		}
 	}
-	if recv.reconnects() == 0 {
-		t.Errorf("bob's socket never reconnected: the node failure did not reach his gateway")
-	}
-	if code := recv.firstClose(); code != chat.CloseResume {
-		t.Errorf("bob's socket first closed with %d, want %d (resume)", code, chat.CloseResume)
+	// Bob's gateway lost its node: it caught up from the stream on
+	// another, his socket left open, or, if that could not be done,
+	// closed the socket for resume (4011).
+	if code := recv.firstClose(); recv.reconnects() > 0 && code != chat.CloseResume {
+		t.Errorf("bob's socket first closed with %d, want none or %d (resume)", code, chat.CloseResume)
 	}
 	t.Logf("bob got every message once after %d reconnects (close codes %v)", recv.reconnects(), recv.closeCodes())
 

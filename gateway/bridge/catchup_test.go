@@ -1,0 +1,55 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/natter/natter/services/chat"
+	"github.com/natter/natter/services/poll"
+	"github.com/natter/natter/services/token"
+)
+
+// A catch-up that cannot read the stream (here: it fails; in the field,
+// no leader for catchUpTimeout, or more than maxCatchUp messages) falls
+// back to what every socket can do alone: each is closed for resume,
+// and replays from the stream itself.
+func TestFailedCatchUpClosesForResume(t *testing.T) {
+	h, nc, gw := newTestHub(t)
+	reads := make(chan uint64, 1)
+	h.readSince = func(_ context.Context, after uint64, _ int, _ func(string, []byte, uint64) error) (bool, error) {
+		reads <- after
+		return false, errors.New("stream unreachable")
+	}
+	h.noteSeq(41)
+	var recs []*recorder
+	for _, user := range []string{"ann", "bob"} {
+		r := newRecorder()
+		c := &client{gw: gw, conn: r, claims: &token.Claims{}, user: chat.User{ID: user}}
+		if err := h.join(c, func([]string) []byte { return []byte(`{"type":"hello"}`) }); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case after := <-reads:
+		if after != 41 {
+			t.Fatalf("catch-up read from above %d, want above 41 (the highest seq dispatched)", after)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no catch-up within 10s of a reconnect with nothing arriving")
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		for i, r := range recs {
+			if r.CloseCode() != chat.CloseResume {
+				return fmt.Errorf("socket %d closed with %d, want %d", i, r.CloseCode(), chat.CloseResume)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/servicetest"
+)
+
+// A gateway whose NATS link is cut while others store messages keeps its
+// sockets open: once back it reads what it missed from the stream and
+// delivers it, each message once, in seq order, before anything newer. A
+// user whose rooms changed meanwhile (on another gateway: the event was
+// missed) is closed for resume, and learns the room on reconnecting.
+func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
+	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "USER_SENDS_PER_MINUTE": "10000"})
+	e.users["dave"] = "Dave"
+	relay := natstest.StartRelay(t, e.ns.URL())
+	cutGW := servicetest.Start(t, "gateway", run, map[string]string{"NATS_URL": relay.URL(), "HTTP_ADDR": "127.0.0.1:0"})
+	cutGW.WaitReady(t)
+
+	bob, _ := e.dial(t, e.gws[0], "bob")
+	dave0, _ := e.dial(t, e.gws[0], "dave")
+	live := func(user string) *wsClient {
+		c, hello := e.dial(t, cutGW, user)
+		c.send(t, fmt.Sprintf(`{"type":"resume","after":%d}`, seq(hello)))
+		c.nextOf(t, "resumed")
+		return c
+	}
+	alice, carol, dave := live("alice"), live("carol"), live("dave")
+	bob.send(t, `{"type":"room_create","id":"r1","name":"Cut","visibility":"public"}`)
+	room := bob.nextOf(t, "room")["room"].(map[string]any)["id"].(string)
+	alice.send(t, fmt.Sprintf(`{"type":"join","id":"j1","room":%q}`, room))
+	alice.nextOf(t, "joined")
+
+	relay.Cut()
+	// Dave joins the room on his other device while his socket's gateway
+	// is away.
+	dave0.send(t, fmt.Sprintf(`{"type":"join","id":"j2","room":%q}`, room))
+	dave0.nextOf(t, "joined")
+	const each = 100
+	sent := map[uint64]string{} // seq -> conversation
+	for i := range each {
+		for _, to := range []string{`{"room":"lobby"}`, `{"user":"alice"}`, fmt.Sprintf(`{"room":%q}`, room)} {
+			bob.send(t, fmt.Sprintf(`{"type":"send","id":"c%d-%d","to":%s,"text":"while cut %d"}`, i, len(sent), to, i))
+			sent[seq(bob.nextOf(t, "ack"))] = to
+		}
+	}
+	relay.Restore()
+
+	want := func(name string, c *wsClient, sees func(to string) bool, n int) {
+		t.Helper()
+		var last uint64
+		for range n {
+			m := c.nextOf(t, "message")
+			s := seq(m)
+			to, ok := sent[s]
+			switch {
+			case !ok:
+				t.Fatalf("%s got seq %d, not one sent while cut: %v", name, s, m)
+			case !sees(to):
+				t.Fatalf("%s got a message to %s it may not see", name, to)
+			case s <= last:
+				t.Fatalf("%s got seq %d after %d: out of order or twice", name, s, last)
+			}
+			last = s
+		}
+	}
+	want("alice", alice, func(string) bool { return true }, 3*each)
+	want("carol", carol, func(to string) bool { return to == `{"room":"lobby"}` }, each)
+	if code := dave.closed(t); code != 4011 {
+		t.Fatalf("dave's socket, whose rooms changed while the gateway was away, closed with %d, want 4011", code)
+	}
+	_, hello := e.dial(t, cutGW, "dave")
+	if !strings.Contains(fmt.Sprint(hello["rooms"]), room) {
+		t.Fatalf("dave's hello after the resume lists rooms %v, want %s among them", hello["rooms"], room)
+	}
+
+	// Live delivery goes on, on the same sockets, with nothing twice.
+	bob.send(t, `{"type":"send","id":"after","to":{"room":"lobby"},"text":"after"}`)
+	after := seq(bob.nextOf(t, "ack"))
+	for name, c := range map[string]*wsClient{"alice": alice, "carol": carol} {
+		if m := c.nextOf(t, "message"); seq(m) != after {
+			t.Fatalf("%s's next message after the catch-up is %v, want seq %d", name, m, after)
+		}
+	}
+	metrics := get(t, cutGW.URL+"/metrics")
+	for _, line := range []string{"gateway_catchups_total 1", "gateway_resume_closes_total 1"} {
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("metrics lack %q", line)
+		}
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
