@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer natsconn.Drain(nc, natsconn.DrainTimeout)
-	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, log, nil)
+	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, log)
 	reg := ops.NewRegistry()
 	svc := newService(log, nc, js, reg, cfg.Presence.TTL)
 	setup := ops.Setup(ctx, log, "bucket", ops.SetupRetry, func(ctx context.Context) error {

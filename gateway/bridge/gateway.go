@@ -140,10 +140,10 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 	}
 	g.hub, g.auth = h, authclient.New(nc, authclient.Config{})
 	g.watchConnection()
-	// A silent node is left within 15-20 s, before the presence lease
-	// (two TTLs, 25 s) would say so; the hub catches up after the
-	// reconnect, as after any.
-	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, g.log, nil)
+	// A silent node (cut off, paused) is left within 3-4 s, long before
+	// the presence lease (two TTLs, 25 s) would say so; the hub catches
+	// up after the reconnect, as after any.
+	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, g.log)
 	g.ready = ops.Setup(ctx, g.log, "jetstream", ops.SetupRetry, g.setup, ops.PermanentIs(chat.ErrConfigConflict), fail)
 	// A gateway without auth's keys can open no socket (503), so it is
 	// not ready until it has them. Once loaded they are kept, so auth

@@ -217,9 +217,13 @@ func ConnectJetStream(b config.Base, service string, log *slog.Logger, jsOpts ..
 }
 
 // WatchdogPeriod and WatchdogMisses: a server silent for about
-// WatchdogPeriod times WatchdogMisses is given up (see Watchdog).
+// WatchdogPeriod times WatchdogMisses is given up (see Watchdog). A ping
+// answered in more than a second with nothing else received meanwhile,
+// three times in a row, is a server that is not serving: a busy one
+// still sends. Leaving one wrongly costs a reconnect, which the gateway
+// catches up after without closing its sockets.
 const (
-	WatchdogPeriod = 5 * time.Second
+	WatchdogPeriod = time.Second
 	WatchdogMisses = 3
 )
 
@@ -228,18 +232,14 @@ const (
 // network, or paused): nats.go's own pings (every 2 minutes, two missed)
 // leave it there for 4 to 6 minutes. Every period it round-trips a ping;
 // after misses in a row (timeouts with nothing received meanwhile) it
-// forces a reconnect: about 15-20 s with the defaults. A write blocked
+// forces a reconnect: about 3-4 s with the defaults. A write blocked
 // on a full socket buffer can hold it longer (nats.go's flusher timeout,
 // a minute). It runs until ctx ends.
 // The presence service and the gateway run it: on a cut node a presence
 // replica served no one for the fault suite's whole partition, and a
 // gateway's sends waited until its presence lease, unanswered for two
 // TTLs, made it reconnect.
-//
-// before, if set, runs just before the forced reconnect: what must hold
-// before any message of the new connection arrives (the disconnect
-// callbacks run later, on nats.go's own goroutine).
-func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses int, log *slog.Logger, before func()) {
+func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses int, log *slog.Logger) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	missed := 0
@@ -267,9 +267,6 @@ func Watchdog(ctx context.Context, nc *nats.Conn, period time.Duration, misses i
 		heard = in
 		if missed >= misses {
 			log.Warn("nats server silent; reconnecting to another", "server", nc.ConnectedUrlRedacted(), "missed", missed)
-			if before != nil {
-				before()
-			}
 			_ = nc.ForceReconnect()
 			missed = 0
 		}

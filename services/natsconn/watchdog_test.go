@@ -34,7 +34,7 @@ func TestWatchdogLeavesASilentServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go natsconn.Watchdog(ctx, nc, 100*time.Millisecond, 3, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	go natsconn.Watchdog(ctx, nc, 100*time.Millisecond, 3, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	relay.Freeze()
 	poll.Until(t, 10*time.Second, func() error {
 		if got := nc.ConnectedAddr(); !nc.IsConnected() || got == relay.Addr() {
