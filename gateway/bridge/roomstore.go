@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natter/natter/services/chat"
@@ -55,10 +56,36 @@ func (e errCreateQuota) Error() string { return "room creations per hour spent" 
 // key changed by someone else at the same moment).
 const casRetries = 16
 
+// kvTry bounds one read of the bucket. Any replica answers a read (a
+// direct get); one sent to a replica whose node is paused, or was killed
+// a moment ago, is never answered, and the next try goes to another.
+// Within one ctx, reads are tried again every kvTry (the fault suite's
+// pause scenario refused handshakes for a read that used up its whole
+// 2 s on a paused replica).
+const kvTry = 500 * time.Millisecond
+
+// getEntry reads key, trying again while tries go unanswered.
+func getEntry(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, kvTry)
+		e, err := kv.Get(tctx, key)
+		cancel()
+		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+		if !unanswered || ctx.Err() != nil {
+			return e, err
+		}
+		select { // no responders comes at once: pace
+		case <-ctx.Done():
+			return e, err
+		case <-time.After(replayRetryWait):
+		}
+	}
+}
+
 // getJSON decodes key's value into v and says its revision (0: no such
 // key, v untouched).
 func getJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string, v *T) (rev uint64, err error) {
-	e, err := kv.Get(ctx, key)
+	e, err := getEntry(ctx, kv, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
 	}
