@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/natter/natter/services/natstest"
+	"github.com/natter/natter/services/poll"
 	"github.com/natter/natter/services/servicetest"
 )
 
@@ -18,9 +21,11 @@ import (
 // missed) is closed for resume, and learns the room on reconnecting.
 func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 	e := startChat(t, 1, map[string]string{"SEND_RATE": "1000", "SEND_BURST": "1000", "USER_SENDS_PER_MINUTE": "10000"})
-	e.users["dave"] = "Dave"
+	e.users["dave"], e.users["erin"] = "Dave", "Erin"
 	relay := natstest.StartRelay(t, e.ns.URL())
-	cutGW := servicetest.Start(t, "gateway", run, map[string]string{"NATS_URL": relay.URL(), "HTTP_ADDR": "127.0.0.1:0"})
+	// A small queue (64 objects): the catch-up must pace what it queues,
+	// or the sockets would be closed as too slow.
+	cutGW := servicetest.Start(t, "gateway", run, map[string]string{"NATS_URL": relay.URL(), "HTTP_ADDR": "127.0.0.1:0", "SEND_QUEUE": "64"})
 	cutGW.WaitReady(t)
 
 	bob, _ := e.dial(t, e.gws[0], "bob")
@@ -36,21 +41,44 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 	room := bob.nextOf(t, "room")["room"].(map[string]any)["id"].(string)
 	alice.send(t, fmt.Sprintf(`{"type":"join","id":"j1","room":%q}`, room))
 	alice.nextOf(t, "joined")
+	// A direct message to erin before she has a socket here, then a
+	// fresh one of hers (no resume: she reads history): the catch-up
+	// must not give it to her live.
+	bob.send(t, `{"type":"send","id":"e0","to":{"user":"erin"},"text":"before"}`)
+	bob.nextOf(t, "ack")
+	erin, _ := e.dial(t, cutGW, "erin")
 
 	relay.Cut()
 	// Dave joins the room on his other device while his socket's gateway
 	// is away.
 	dave0.send(t, fmt.Sprintf(`{"type":"join","id":"j2","room":%q}`, room))
 	dave0.nextOf(t, "joined")
-	const each = 100
 	sent := map[uint64]string{} // seq -> conversation
-	for i := range each {
-		for _, to := range []string{`{"room":"lobby"}`, `{"user":"alice"}`, fmt.Sprintf(`{"room":%q}`, room)} {
-			bob.send(t, fmt.Sprintf(`{"type":"send","id":"c%d-%d","to":%s,"text":"while cut %d"}`, i, len(sent), to, i))
-			sent[seq(bob.nextOf(t, "ack"))] = to
-		}
+	send := func(to string) {
+		bob.send(t, fmt.Sprintf(`{"type":"send","id":"c%d","to":%s,"text":"message %d"}`, len(sent), to, len(sent)))
+		sent[seq(bob.nextOf(t, "ack"))] = to
 	}
+	lobby, toAlice, toRoom := `{"room":"lobby"}`, `{"user":"alice"}`, fmt.Sprintf(`{"room":%q}`, room)
+	const each = 100
+	for range each {
+		send(lobby)
+		send(toAlice)
+		send(toRoom)
+	}
+	// Back, and more comes while the gateway catches up: what it reads
+	// again comes live too, and must reach the sockets once, in order.
+	linked := relay.Linked()
 	relay.Restore()
+	poll.Until(t, 10*time.Second, func() error {
+		if relay.Linked() == linked {
+			return errors.New("the gateway has not reconnected through the relay")
+		}
+		return nil
+	})
+	for range each / 2 {
+		send(lobby)
+		send(toAlice)
+	}
 
 	want := func(name string, c *wsClient, sees func(to string) bool, n int) {
 		t.Helper()
@@ -61,7 +89,7 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 			to, ok := sent[s]
 			switch {
 			case !ok:
-				t.Fatalf("%s got seq %d, not one sent while cut: %v", name, s, m)
+				t.Fatalf("%s got seq %d, not one sent since the cut: %v", name, s, m)
 			case !sees(to):
 				t.Fatalf("%s got a message to %s it may not see", name, to)
 			case s <= last:
@@ -70,8 +98,10 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 			last = s
 		}
 	}
-	want("alice", alice, func(string) bool { return true }, 3*each)
-	want("carol", carol, func(to string) bool { return to == `{"room":"lobby"}` }, each)
+	onlyLobby := func(to string) bool { return to == lobby }
+	want("alice", alice, func(string) bool { return true }, 4*each)
+	want("carol", carol, onlyLobby, 3*each/2)
+	want("erin", erin, onlyLobby, 3*each/2)
 	if code := dave.closed(t); code != 4011 {
 		t.Fatalf("dave's socket, whose rooms changed while the gateway was away, closed with %d, want 4011", code)
 	}
@@ -83,7 +113,7 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 	// Live delivery goes on, on the same sockets, with nothing twice.
 	bob.send(t, `{"type":"send","id":"after","to":{"room":"lobby"},"text":"after"}`)
 	after := seq(bob.nextOf(t, "ack"))
-	for name, c := range map[string]*wsClient{"alice": alice, "carol": carol} {
+	for name, c := range map[string]*wsClient{"alice": alice, "carol": carol, "erin": erin} {
 		if m := c.nextOf(t, "message"); seq(m) != after {
 			t.Fatalf("%s's next message after the catch-up is %v, want seq %d", name, m, after)
 		}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,24 +51,64 @@ const catchUpDelay = 500 * time.Millisecond
 // takes 4 to 9 s, and live delivery waits meanwhile.
 const catchUpTimeout = 12 * time.Second
 
-// maxCatchUp bounds the stored messages one catch-up reads, whatever
-// their conversation (it reads every subject: a gateway may hold
-// thousands of users' subscriptions); past it, every socket resumes.
+// maxCatchUp bounds the stored messages one catch-up reads; past it,
+// every socket resumes.
 const maxCatchUp = 20000
 
-// roomReads is how many users' rooms a catch-up reads at once.
-const roomReads = 16
+// catchUpFilters: a hub with up to this many subjects (the lobby, its
+// rooms, two per user) reads only those; one with more reads every
+// subject, as a consumer's filters would weigh more than the messages.
+const catchUpFilters = 64
 
-// streamReader reads every stored message with a seq above after, up to
-// the stream's last seq, and hands each to emit in seq order; cut says it
-// stopped at limit with more to read.
-type streamReader func(ctx context.Context, after uint64, limit int, emit func(subject string, data []byte, seq uint64) error) (cut bool, err error)
+// roomsRereadWait bounds the reading again of every local user's rooms
+// before a catch-up, roomReads of them at once; a user whose rooms are
+// not read by then resumes.
+const (
+	roomsRereadWait = 3 * time.Second
+	roomReads       = 16
+)
+
+// catchUpWriteWait is the time, all sockets together, a catch-up waits
+// for sockets to write what it queued them: it queues at most a quarter
+// of a socket's queue at once, after the socket has emptied half of it.
+// A socket that has not by then (a client that does not read) is closed
+// for resume, so the catch-up of everyone else is held up at most this
+// long, however many such clients there are.
+const catchUpWriteWait = 2 * time.Second
+
+// streamReader reads every stored message on filters with a seq above
+// after, up to the stream's last seq, and hands each to emit in seq
+// order; cut says it stopped at limit with more to read.
+type streamReader func(ctx context.Context, after uint64, filters []string, limit int, emit func(subject string, data []byte, seq uint64) error) (cut bool, err error)
+
+// queueShare is what a catch-up queues to a socket at once: a quarter of
+// its queue, in objects and in bytes.
+type queueShare struct{ objects, bytes int }
+
+func quarterOf(lim Limits) queueShare {
+	return queueShare{objects: max(1, lim.QueueLen/4), bytes: lim.QueueBytes / 4}
+}
+
+// stored is one message a catch-up read.
+type stored struct {
+	subject string
+	data    []byte
+	seq     uint64
+}
 
 // noteSeq raises the highest stored seq dispatched to seq.
 func (h *hub) noteSeq(seq uint64) {
+	raise(&h.highest, seq)
+	raise(&h.streamSeen, seq)
+}
+
+// noteStream records that the stream held seq (a handshake's info).
+func (h *hub) noteStream(seq uint64) { raise(&h.streamSeen, seq) }
+
+func raise(v *atomic.Uint64, to uint64) {
 	for {
-		cur := h.highest.Load()
-		if seq <= cur || h.highest.CompareAndSwap(cur, seq) {
+		cur := v.Load()
+		if to <= cur || v.CompareAndSwap(cur, to) {
 			return
 		}
 	}
@@ -102,28 +143,23 @@ func (h *hub) catchUp() {
 	case <-h.stop:
 		return
 	}
-	if h.readSince == nil {
+	h.mu.RLock()
+	readSince := h.readSince
+	h.mu.RUnlock()
+	if readSince == nil {
 		h.resumeAll("nats connection interrupted: resume")
 		return
 	}
 	start := time.Now()
+	changed := h.rereadRooms()
 	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
 	defer cancel()
-	changed := h.rereadRooms(ctx)
 	after := h.highest.Load()
-	var read, delivered int
-	var dms dmFrames
-	cut, err := h.readSince(ctx, after, maxCatchUp, func(subject string, data []byte, seq uint64) error {
+	w := &catchUpWrites{h: h}
+	var read int
+	cut, err := readSince(ctx, after, h.catchUpFilters(), maxCatchUp, func(subject string, data []byte, seq uint64) error {
 		read++
-		for _, sub := range h.subsOf(subject) {
-			if h.liveSeqs.caughtUp(sub, subject, seq) {
-				continue // came live already
-			}
-			h.dispatch(&nats.Msg{Subject: chat.LivePrefix + subject, Data: data, Sub: sub,
-				Header: nats.Header{chat.SequenceHeader: {strconv.FormatUint(seq, 10)}}}, &dms)
-			delivered++
-		}
-		h.noteSeq(seq)
+		w.add(stored{subject, data, seq})
 		return nil
 	})
 	if err != nil || cut {
@@ -131,14 +167,112 @@ func (h *hub) catchUp() {
 		h.resumeAll("nats connection interrupted: resume")
 		return
 	}
-	h.log.Info("caught up after a NATS reconnect", "after", after, "read", read, "delivered", delivered,
-		"rooms_changed", len(changed), "took", time.Since(start).Round(time.Millisecond).String())
+	w.flush()
+	h.log.Info("caught up after a NATS reconnect", "after", after, "read", read, "delivered", w.delivered,
+		"rooms_changed", len(changed), "slow_closed", w.slow, "took", time.Since(start).Round(time.Millisecond).String())
 	if h.m != nil {
 		h.m.catchUps.Inc()
-		h.m.catchUpMsgs.Add(float64(delivered))
+		h.m.catchUpMsgs.Add(float64(w.delivered))
 	}
 	h.resumeUsers(changed)
 	h.presenceNow()
+}
+
+// catchUpFilters is the stored subjects a catch-up reads: the hub's own,
+// when few, else all.
+func (h *hub) catchUpFilters() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if 1+len(h.rooms)+2*len(h.users) > catchUpFilters {
+		return []string{chat.RoomSubjects, chat.DMSubjects}
+	}
+	filters := []string{strings.TrimPrefix(h.roomSub.Subject, chat.LivePrefix)}
+	for room := range h.rooms {
+		filters = append(filters, "chat.room."+room)
+	}
+	for id := range h.users {
+		filters = append(filters, "chat.dm."+id+".*", "chat.dm.*."+id)
+	}
+	return filters
+}
+
+// catchUpWrites queues a catch-up's messages to the sockets in chunks, a
+// quarter of a socket's queue at most, each once every socket has room
+// for it (see catchUpWriteWait).
+type catchUpWrites struct {
+	h          *hub
+	chunk      []stored
+	chunkBytes int
+	writeWait  time.Duration // waited so far for sockets to write, all together
+	sockets    []*client
+	dms        dmFrames
+	delivered  int // deliveries, per subscription
+	slow       int // sockets closed for not taking the chunks in time
+}
+
+// add takes one message read, queueing the chunk before it if full.
+func (w *catchUpWrites) add(m stored) {
+	size := len(m.data) + frameOverhead
+	if len(w.chunk) > 0 && (len(w.chunk) >= w.h.chunk.objects || w.chunkBytes+size > w.h.chunk.bytes) {
+		w.flush()
+	}
+	w.chunk = append(w.chunk, m)
+	w.chunkBytes += size
+}
+
+// flush queues the chunk, once every socket has emptied half its queue.
+func (w *catchUpWrites) flush() {
+	if len(w.chunk) == 0 {
+		return
+	}
+	w.waitForRoom()
+	for _, m := range w.chunk {
+		for _, sub := range w.h.subsOf(m.subject) {
+			if w.h.liveSeqs.caughtUp(sub, m.subject, m.seq) {
+				continue // came live already, or before sub began
+			}
+			w.h.dispatch(&nats.Msg{Subject: chat.LivePrefix + m.subject, Data: m.data, Sub: sub,
+				Header: nats.Header{chat.SequenceHeader: {strconv.FormatUint(m.seq, 10)}}}, &w.dms)
+			w.delivered++
+		}
+		w.h.noteSeq(m.seq)
+	}
+	clear(w.chunk)
+	w.chunk, w.chunkBytes = w.chunk[:0], 0
+}
+
+// waitForRoom waits for every socket here to have emptied half its queue,
+// within the catch-up's write time; one that has not by then is closed
+// for resume.
+func (w *catchUpWrites) waitForRoom() {
+	h := w.h
+	h.mu.RLock()
+	w.sockets = w.sockets[:0]
+	for c := range h.local {
+		w.sockets = append(w.sockets, c)
+	}
+	h.mu.RUnlock()
+	for _, c := range w.sockets {
+		if w.writeWait < catchUpWriteWait {
+			began := time.Now()
+			if c.conn.WaitHalf(began.Add(catchUpWriteWait - w.writeWait)) {
+				w.writeWait += time.Since(began)
+				continue
+			}
+			w.writeWait += time.Since(began)
+		} else if c.conn.WaitHalf(time.Now()) {
+			continue
+		}
+		if !c.conn.IsClosing() {
+			c.frozen.Store(true)
+			c.conn.Close(chat.CloseResume, "too slow to take what the gateway missed: resume")
+			w.slow++
+			if h.m != nil {
+				h.m.resumeCloses.Inc()
+			}
+		}
+	}
+	clear(w.sockets)
 }
 
 // resumeAll closes every socket for resume (4011), which replays what it
@@ -173,19 +307,23 @@ func (h *hub) resumeUsers(users []string) {
 // and makes the hub's subscriptions follow: joins and leaves made on
 // other gateways while the connection was down were announced by events
 // this gateway missed. It returns the users whose rooms changed, or whose
-// rooms could not be read (they resume: what they see is unknown).
-func (h *hub) rereadRooms(ctx context.Context) []string {
-	if h.loadRooms == nil {
-		return nil
-	}
-	h.reconcileMu.Lock()
-	defer h.reconcileMu.Unlock()
+// rooms could not be read within roomsRereadWait (they resume: what they
+// may see is unknown).
+func (h *hub) rereadRooms() []string {
 	h.mu.RLock()
+	loadRooms := h.loadRooms
 	users := make([]string, 0, len(h.users))
 	for id := range h.users {
 		users = append(users, id)
 	}
 	h.mu.RUnlock()
+	if loadRooms == nil {
+		return nil
+	}
+	h.reconcileMu.Lock()
+	defer h.reconcileMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), roomsRereadWait)
+	defer cancel()
 	var mu sync.Mutex
 	var changed []string
 	sem := make(chan struct{}, roomReads)
@@ -194,9 +332,7 @@ func (h *hub) rereadRooms(ctx context.Context) []string {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			rctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
-			defer cancel()
-			rooms, err := h.loadRooms(rctx, id)
+			rooms, err := loadRooms(ctx, id)
 			if err != nil || h.setRooms(id, rooms) {
 				mu.Lock()
 				changed = append(changed, id)

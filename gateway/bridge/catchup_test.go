@@ -19,7 +19,7 @@ import (
 func TestFailedCatchUpClosesForResume(t *testing.T) {
 	h, nc, gw := newTestHub(t)
 	reads := make(chan uint64, 1)
-	h.readSince = func(_ context.Context, after uint64, _ int, _ func(string, []byte, uint64) error) (bool, error) {
+	h.readSince = func(_ context.Context, after uint64, _ []string, _ int, _ func(string, []byte, uint64) error) (bool, error) {
 		reads <- after
 		return false, errors.New("stream unreachable")
 	}

@@ -21,6 +21,7 @@ type socket interface {
 	Send(b []byte) bool
 	SendIn(b []byte, l *wsconn.Lineup) bool
 	SendWait(b []byte) bool
+	WaitHalf(deadline time.Time) bool
 	Close(code int, reason string)
 	CloseTooSlow()
 	CloseCode() int
@@ -61,8 +62,8 @@ type client struct {
 	// live copy may come after the replay, and is dropped.
 	floor uint64
 
-	// frozen: NATS went away while this socket was open; it gets no more
-	// live messages and is closed for resume (4011).
+	// frozen: the socket is being closed for resume (4011): live messages
+	// were lost to it, and it gets no more, which could come after the gap.
 	frozen atomic.Bool
 
 	// The presence batch the socket joined during, and how many bytes of

@@ -134,7 +134,7 @@ func (g *Gateway) JetStreamOptions() []jetstream.JetStreamOpt {
 // setup that cannot succeed ends the service through fail.
 func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, fail context.CancelCauseFunc) error {
 	g.nc, g.js = nc, js // before the hub's dispatcher, which reads the stream through g
-	h, err := newHub(g.log, nc, g.metrics, g.limits.PresenceListMax, g.storedAt)
+	h, err := newHub(g.log, nc, g.metrics, g.limits, g.storedAt)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -219,11 +219,13 @@ func (g *Gateway) setup(ctx context.Context) error {
 	g.sendQuota = quota.NewMeter(quotaKV, "sends", time.Minute, int64(g.limits.UserSendsPerMinute))
 	g.byteQuota = quota.NewMeter(quotaKV, "bytes", time.Hour, int64(g.limits.UserBytesPerHour))
 	g.inviteQuota = quota.NewMeter(quotaKV, "invites", time.Hour, int64(g.limits.InvitesPerHour))
-	g.hub.loadRooms = g.rooms.roomsOfUser
-	g.hub.readSince = g.readSince
 	// What was stored before now reaches a socket by its resume, not
 	// by a catch-up.
 	g.hub.noteSeq(stream.CachedInfo().State.LastSeq)
+	g.hub.mu.Lock() // a catch-up may run already (a reconnect during setup)
+	g.hub.loadRooms = g.rooms.roomsOfUser
+	g.hub.readSince = g.readSince
+	g.hub.mu.Unlock()
 	g.hub.loadContacts = g.contacts
 	g.hub.membersChanged = g.members.drop
 	go heartbeat(ctx, g.log, reg, g.cfg.Heartbeat, func() { _ = g.nc.ForceReconnect() })
@@ -295,9 +297,8 @@ func heartbeat(ctx context.Context, log *slog.Logger, reg *presencekv.Registry, 
 // last seq, for the hub's catch-up (see catchup.go), as a socket's replay
 // reads: by a consumer, or by message gets from the stream's leader
 // while no consumer can be had.
-func (g *Gateway) readSince(ctx context.Context, after uint64, limit int, emit func(subject string, data []byte, seq uint64) error) (bool, error) {
-	all := []string{chat.RoomSubjects, chat.DMSubjects}
-	r := &replayRun{g: g, ctx: ctx, who: "catch-up", limit: limit, filters: func() []string { return all }, emit: emit}
+func (g *Gateway) readSince(ctx context.Context, after uint64, filters []string, limit int, emit func(subject string, data []byte, seq uint64) error) (bool, error) {
+	r := &replayRun{g: g, ctx: ctx, who: "catch-up", limit: limit, filters: func() []string { return filters }, emit: emit}
 	_, _, cut, err := r.run(after)
 	return cut, err
 }

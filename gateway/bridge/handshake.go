@@ -82,6 +82,7 @@ func (g *Gateway) fetchSeqs() {
 		cancel()
 		if err == nil {
 			f.seq = info.State.LastSeq
+			g.hub.noteStream(f.seq)
 		}
 		f.err = err
 		close(f.done)

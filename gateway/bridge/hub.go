@@ -55,13 +55,17 @@ type hub struct {
 	gapsPausedUntil time.Time
 
 	// After a NATS reconnect the dispatcher catches up (catchup.go):
-	// readSince reads the stream (set before any socket joins; nil: every
+	// readSince reads the stream (set in setup, under mu; nil: every
 	// socket resumes instead), from above highest, the highest stored seq
-	// dispatched; reconnectsSeen is the connection's reconnect count the
-	// dispatcher last saw.
+	// dispatched; streamSeen is the highest seq of the stream the hub
+	// knows of (dispatched, or a handshake's); reconnectsSeen is the
+	// connection's reconnect count the dispatcher last saw; chunk bounds
+	// what a catch-up queues to each socket at once.
 	readSince      streamReader
 	highest        atomic.Uint64
+	streamSeen     atomic.Uint64
 	reconnectsSeen uint64
+	chunk          queueShare
 	presenceSync   chan struct{} // (cap 1) asks syncPresence to read the list now
 
 	// Rooms beyond the lobby that local users are in: subscribed while
@@ -143,8 +147,8 @@ type presChange struct {
 // from, from the stream's leader.
 type storedReader func(ctx context.Context, subject string, from uint64) (storedMsg, error)
 
-func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int, readStored storedReader) (*hub, error) {
-	h := &hub{log: log, nc: nc, m: m, presMax: presMax, readStored: readStored, local: map[*client]struct{}{}, users: map[string]*localUser{},
+func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, lim Limits, readStored storedReader) (*hub, error) {
+	h := &hub{log: log, nc: nc, m: m, presMax: lim.PresenceListMax, readStored: readStored, chunk: quarterOf(lim), local: map[*client]struct{}{}, users: map[string]*localUser{},
 		tokens: map[string]map[*client]struct{}{}, online: map[string]chat.User{},
 		rooms: map[string]*localRoom{}, subRooms: map[*nats.Subscription]string{}, contactOf: map[string]map[string]struct{}{}, onlineKeys: map[string]string{},
 		contactsQ: make(chan string, contactsQueue), contactsQueued: map[string]bool{},
@@ -175,7 +179,7 @@ func newHub(log *slog.Logger, nc *nats.Conn, m *metrics, presMax int, readStored
 	}
 	h.roomSub = sub
 	h.subs = append(h.subs, sub)
-	h.liveSeqs.track(sub)
+	h.liveSeqs.track(0, sub)
 	// A reconnect's catch-up must not wait for the next message.
 	natsconn.OnReconnect(nc, h.wake)
 	go h.takeLive()
@@ -417,6 +421,7 @@ func (h *hub) register(c *client, hello func(rooms []string) []byte) (fresh bool
 // has the subscriptions, so nothing sent to the user after their hello
 // can miss them; then reads the rooms they are in.
 func (h *hub) subscribeUser(id string) ([]*nats.Subscription, []string, error) {
+	floor := h.streamSeen.Load()
 	var subs []*nats.Subscription
 	// chat.dm.<lo>.<hi>: the user is lo in "<id>.*" and hi in "*.<id>"
 	// (dmRecipient).
@@ -441,7 +446,7 @@ func (h *hub) subscribeUser(id string) ([]*nats.Subscription, []string, error) {
 		unsubscribe(subs)
 		return nil, nil, fmt.Errorf("rooms of %s: %w", id, err)
 	}
-	h.liveSeqs.track(subs...)
+	h.liveSeqs.track(floor, subs...)
 	return subs, rooms, nil
 }
 

@@ -52,7 +52,7 @@ func (h *hub) enter(user string, u *localUser, room string) bool {
 			}
 			lr.subs = append(lr.subs, s)
 			h.subRooms[s] = room
-			h.liveSeqs.track(s)
+			h.liveSeqs.track(h.streamSeen.Load(), s)
 		}
 		h.rooms[room] = lr
 	}

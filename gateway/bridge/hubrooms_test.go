@@ -24,12 +24,13 @@ func newTestHub(t *testing.T) (*hub, *nats.Conn, *Gateway) {
 	ns := natstest.Start(t)
 	nc := natstest.Connect(t, ns.URL())
 	m := newMetrics(prometheus.NewRegistry())
-	h, err := newHub(slog.New(slog.NewTextHandler(io.Discard, nil)), nc, m, 0, nil)
+	lim := Limits{QueueLen: 64, QueueBytes: 1 << 20}
+	h, err := newHub(slog.New(slog.NewTextHandler(io.Discard, nil)), nc, m, lim, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.close)
-	return h, nc, &Gateway{metrics: m, limits: Limits{QueueLen: 64, QueueBytes: 1 << 20}}
+	return h, nc, &Gateway{metrics: m, limits: lim}
 }
 
 // A gateway is subscribed to a room while one of its members has a

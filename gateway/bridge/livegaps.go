@@ -65,6 +65,10 @@ const gapPause = 5 * time.Second
 type liveSeqs struct {
 	mu   sync.Mutex
 	last map[*nats.Subscription]map[string]subjectSeqs
+	// floor: a seq of the stream known when the subscription began; what
+	// is stored up to it reaches a socket by resume or history, never by
+	// a catch-up (see caughtUp).
+	floor map[*nats.Subscription]uint64
 }
 
 // subjectSeqs is what a subscription received on one subject: the last
@@ -83,14 +87,17 @@ type seqRange struct{ from, to uint64 }
 // given up (counted as unfilled).
 const maxHoles = 8
 
-// track starts tracking subs.
-func (s *liveSeqs) track(subs ...*nats.Subscription) {
+// track starts tracking subs, which began when the stream's last seq was
+// at least floor.
+func (s *liveSeqs) track(floor uint64, subs ...*nats.Subscription) {
 	s.mu.Lock()
 	if s.last == nil {
 		s.last = map[*nats.Subscription]map[string]subjectSeqs{}
+		s.floor = map[*nats.Subscription]uint64{}
 	}
 	for _, sub := range subs {
 		s.last[sub] = map[string]subjectSeqs{}
+		s.floor[sub] = floor
 	}
 	s.mu.Unlock()
 }
@@ -100,6 +107,7 @@ func (s *liveSeqs) forget(subs []*nats.Subscription) {
 	s.mu.Lock()
 	for _, sub := range subs {
 		delete(s.last, sub)
+		delete(s.floor, sub)
 	}
 	s.mu.Unlock()
 }
@@ -151,15 +159,18 @@ func (s *liveSeqs) seen(sub *nats.Subscription, subject string, seq, prev uint64
 }
 
 // caughtUp records seq, stored on subject, as read for sub by a catch-up
-// (see catchup.go), and says whether sub had it already. A catch-up reads
-// in seq order from before anything missed, so it opens no gap itself;
-// the holes it fills are closed.
+// (see catchup.go), and says whether sub had it already, or began after
+// it was stored. A catch-up reads in seq order from before anything
+// missed, so it opens no gap itself; the holes it fills are closed.
 func (s *liveSeqs) caughtUp(sub *nats.Subscription, subject string, seq uint64) (had bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	on := s.last[sub]
 	if on == nil {
 		return false // not tracked
+	}
+	if seq <= s.floor[sub] {
+		return true
 	}
 	st, known := on[subject]
 	if known && seq <= st.last {

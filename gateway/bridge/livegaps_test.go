@@ -21,7 +21,7 @@ import (
 func TestLiveSeqs(t *testing.T) {
 	var s liveSeqs
 	sub, other := &nats.Subscription{}, &nats.Subscription{}
-	s.track(sub)
+	s.track(0, sub)
 	steps := []struct {
 		name           string
 		sub            *nats.Subscription
@@ -68,7 +68,7 @@ func TestGapReadsPauseAfterFailure(t *testing.T) {
 		return storedMsg{seq: from, data: []byte("{}")}, nil
 	}}
 	sub := &nats.Subscription{}
-	h.liveSeqs.track(sub)
+	h.liveSeqs.track(0, sub)
 	msg := func(seq, prev string) *nats.Msg {
 		return &nats.Msg{Subject: chat.LivePrefix + "chat.room.lobby", Sub: sub,
 			Header: nats.Header{chat.SequenceHeader: {seq}, chat.LastSequenceHeader: {prev}}}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"sync"
+	"time"
 
 	"github.com/natter/natter/gateway/wsconn"
 )
@@ -42,6 +43,7 @@ func (r *recorder) Send(b []byte) bool {
 func (r *recorder) SendIn(b []byte, _ *wsconn.Lineup) bool { return r.Send(b) }
 func (r *recorder) SendWait(b []byte) bool                 { return r.Send(b) }
 func (r *recorder) CloseTooSlow()                          { r.Close(4009, "too slow") }
+func (r *recorder) WaitHalf(time.Time) bool                { return !r.IsClosing() }
 func (r *recorder) Closing() <-chan struct{}               { return r.closing }
 
 func (r *recorder) Close(code int, _ string) {

@@ -269,6 +269,44 @@ func (c *Conn) SendWait(b []byte) bool {
 	return true
 }
 
+// WaitHalf waits until the socket's queue is at most half full, in
+// objects and in bytes (where SendWait would queue more), or deadline;
+// false if it is still fuller then, or the socket closed. A sender that
+// queues less than a quarter of the queue after each WaitHalf never fills
+// it.
+func (c *Conn) WaitHalf(deadline time.Time) bool {
+	var t *time.Timer
+	for {
+		c.qmu.Lock()
+		half := len(c.queue) <= c.srv.opts.QueueLen/2 && c.qbytes <= c.srv.opts.QueueBytes/2
+		if !half && c.drained == nil {
+			c.drained = make(chan struct{}, 1)
+		}
+		drained := c.drained
+		c.qmu.Unlock()
+		switch {
+		case isClosed(c.closing):
+			return false
+		case half:
+			return true
+		case t == nil:
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return false
+			}
+			t = time.NewTimer(wait)
+			defer t.Stop()
+		}
+		select {
+		case <-drained:
+		case <-c.closing:
+			return false
+		case <-t.C:
+			return false
+		}
+	}
+}
+
 // CloseTooSlow closes a socket that does not read what it is sent.
 func (c *Conn) CloseTooSlow() {
 	if h := c.srv.opts.OnTooSlow; h != nil {

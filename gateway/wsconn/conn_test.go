@@ -413,3 +413,63 @@ func TestSocketOutlivesHTTPReadTimeout(t *testing.T) {
 		}
 	}
 }
+
+// WaitHalf holds a sender back while a socket's queue is more than half
+// full: a client that reads lets it go on, one that does not is reported
+// at the deadline, and neither is closed by it.
+func TestWaitHalf(t *testing.T) {
+	opts := testOptions()
+	s := NewServer(opts)
+	defer s.Close()
+	got := make(chan *Conn, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := s.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		got <- c
+		for {
+			if _, _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	}))
+	defer hs.Close()
+	client := dial(t, "ws"+strings.TrimPrefix(hs.URL, "http"))
+	c := <-got
+	// Fill the queue past half: the client reads nothing yet, so once
+	// the kernel's buffers are full the queue stays.
+	chunk := bytes.Repeat([]byte("z"), 1<<10)
+	for i := 0; ; i++ {
+		if i > 100000 {
+			t.Fatal("queue never filled past half")
+		}
+		if !c.Send(chunk) {
+			t.Fatal("socket closed while filling")
+		}
+		if !c.WaitHalf(time.Now().Add(100 * time.Millisecond)) {
+			break // more than half full for 100 ms: the writes are stuck
+		}
+	}
+	start := time.Now()
+	if c.WaitHalf(start.Add(200 * time.Millisecond)) {
+		t.Fatal("WaitHalf reported room in a queue more than half full that nobody reads")
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Fatalf("WaitHalf gave up after %s, before its deadline", waited)
+	}
+	if c.IsClosing() {
+		t.Fatal("WaitHalf closed the socket")
+	}
+	// The client reads: room comes.
+	go func() {
+		for {
+			if _, _, err := client.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	if !c.WaitHalf(time.Now().Add(10 * time.Second)) {
+		t.Fatal("no room within 10s in the queue of a client reading")
+	}
+}

@@ -19,6 +19,7 @@ type Relay struct {
 	thawed chan struct{} // closed while bytes pass
 	cut    bool
 	conns  []net.Conn
+	linked int // connections relayed so far
 	done   chan struct{}
 }
 
@@ -60,6 +61,14 @@ func (r *Relay) Cut() {
 	r.closeConns()
 }
 
+// Linked is how many connections the relay has passed on so far: one
+// more after a Cut means the client is back.
+func (r *Relay) Linked() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.linked
+}
+
 // Restore undoes Cut and Freeze.
 func (r *Relay) Restore() {
 	r.mu.Lock()
@@ -87,6 +96,7 @@ func (r *Relay) accept(l net.Listener) {
 		cut := r.cut
 		if !cut {
 			r.conns = append(r.conns, c, s)
+			r.linked++
 		}
 		r.mu.Unlock()
 		if cut {
