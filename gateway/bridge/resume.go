@@ -322,9 +322,18 @@ func (r *replayRun) round() (replayState, error) {
 		r.cons, r.delivered, r.pending, r.known = cons, 0, 0, false
 	}
 	n, gap, err := r.fetch()
+	var emitErr emitError
 	switch {
-	case err != nil:
+	case errors.As(err, &emitErr) || (err != nil && r.ctx.Err() != nil):
 		return replayMore, err
+	case err != nil:
+		// The consumer is gone (its node failed; the fault suite's node
+		// kills answered "no responders"): the stream's leader can still
+		// be read.
+		r.g.log.Warn("replay consumer failed; replaying by message gets", "for", r.who, "err", err)
+		r.dropConsumer()
+		r.byGet = true
+		return replayMore, nil
 	case gap:
 		r.dropConsumer()
 		return replayMore, nil
@@ -413,7 +422,7 @@ func (r *replayRun) fetch() (n int, gap bool, err error) {
 		r.delivered = meta.Sequence.Consumer
 		r.pending, r.known = meta.NumPending, true
 		if err := r.send(m.Subject(), m.Data(), meta.Sequence.Stream); err != nil {
-			return n, false, err
+			return n, false, emitError{err}
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
@@ -421,6 +430,12 @@ func (r *replayRun) fetch() (n int, gap bool, err error) {
 	}
 	return n, false, nil
 }
+
+// emitError is a run's emit failing (the socket gone), as opposed to
+// reading failing.
+type emitError struct{ error }
+
+func (e emitError) Unwrap() error { return e.error }
 
 // send emits one stored message, unless a new consumer gave it again.
 func (r *replayRun) send(subject string, data []byte, seq uint64) error {
