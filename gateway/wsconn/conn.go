@@ -142,7 +142,7 @@ type Conn struct {
 	writing bool     // a write is in line or under way; stays set once writes end
 	pingDue bool
 	pong    []byte        // a pong to send (its payload), when not nil
-	drained chan struct{} // (cap 1) a write took the queue; made by the first SendWait
+	drained chan struct{} // closed when a write takes the queue; made by a waiter (see drainedSignal)
 	ended   bool          // the writes have ended and the connection is closed
 
 	pingSlot, pingIndex int32 // where the socket is in the pinger's slots
@@ -250,13 +250,11 @@ func (c *Conn) send(b []byte, l *Lineup) bool {
 func (c *Conn) SendWait(b []byte) bool {
 	t := time.NewTimer(writeWait)
 	defer t.Stop()
-	c.qmu.Lock()
-	if c.drained == nil {
-		c.drained = make(chan struct{}, 1)
-	}
-	drained := c.drained
-	c.qmu.Unlock()
-	for !c.push(b, max(1, c.srv.opts.QueueLen/2), c.srv.opts.QueueBytes/2, nil) {
+	for {
+		drained := c.drainedSignal() // before the push: a take after it wakes us
+		if c.push(b, max(1, c.srv.opts.QueueLen/2), c.srv.opts.QueueBytes/2, nil) {
+			return true
+		}
 		select {
 		case <-drained:
 		case <-c.closing:
@@ -266,23 +264,29 @@ func (c *Conn) SendWait(b []byte) bool {
 			return false
 		}
 	}
-	return true
+}
+
+// drainedSignal is closed by the next write that takes the queue. Every
+// waiter (a replay's SendWait, a catch-up's WaitHalf) gets the same one:
+// none can take another's wake-up.
+func (c *Conn) drainedSignal() chan struct{} {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.drained == nil {
+		c.drained = make(chan struct{})
+	}
+	return c.drained
 }
 
 // WaitHalf waits until the socket's queue is at most half full, in
 // objects and in bytes (where SendWait would queue more), or deadline;
-// false if it is still fuller then, or the socket closed. A sender that
-// queues less than a quarter of the queue after each WaitHalf never fills
-// it.
+// false if it is still fuller then, or the socket closed. It queues
+// nothing: what others send meanwhile counts too.
 func (c *Conn) WaitHalf(deadline time.Time) bool {
 	var t *time.Timer
 	for {
 		c.qmu.Lock()
 		half := len(c.queue) <= c.srv.opts.QueueLen/2 && c.qbytes <= c.srv.opts.QueueBytes/2
-		if !half && c.drained == nil {
-			c.drained = make(chan struct{}, 1)
-		}
-		drained := c.drained
 		c.qmu.Unlock()
 		switch {
 		case isClosed(c.closing):
@@ -296,6 +300,13 @@ func (c *Conn) WaitHalf(deadline time.Time) bool {
 			}
 			t = time.NewTimer(wait)
 			defer t.Stop()
+		}
+		drained := c.drainedSignal()
+		c.qmu.Lock()
+		half = len(c.queue) <= c.srv.opts.QueueLen/2 && c.qbytes <= c.srv.opts.QueueBytes/2
+		c.qmu.Unlock()
+		if half {
+			continue // taken between the look and the signal
 		}
 		select {
 		case <-drained:

@@ -110,11 +110,10 @@ func (c *Conn) flush() {
 		return
 	}
 	q, ping, pong, drained := c.queue, c.pingDue && !closing, c.pong, c.drained
-	c.queue, c.qbytes, c.spare, c.pingDue, c.pong = c.spare, 0, nil, false, nil
+	c.queue, c.qbytes, c.spare, c.pingDue, c.pong, c.drained = c.spare, 0, nil, false, nil, nil
 	c.qmu.Unlock()
-	select {
-	case drained <- struct{}{}: // nil (no SendWait yet): never ready
-	default:
+	if drained != nil { // someone waits for room
+		close(drained)
 	}
 	if !now.IsZero() {
 		c.wroteAt(now)
