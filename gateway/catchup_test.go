@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/natter/natter/services/natstest"
 	"github.com/natter/natter/services/poll"
 	"github.com/natter/natter/services/servicetest"
@@ -41,6 +43,9 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 	room := bob.nextOf(t, "room")["room"].(map[string]any)["id"].(string)
 	alice.send(t, fmt.Sprintf(`{"type":"join","id":"j1","room":%q}`, room))
 	alice.nextOf(t, "joined")
+	// A second room no one on the cut gateway is in.
+	bob.send(t, `{"type":"room_create","id":"r2","name":"Elsewhere","visibility":"public"}`)
+	room2 := bob.nextOf(t, "room")["room"].(map[string]any)["id"].(string)
 	// A direct message to erin before she has a socket here, then a
 	// fresh one of hers (no resume: she reads history): the catch-up
 	// must not give it to her live.
@@ -49,21 +54,26 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 	erin, _ := e.dial(t, cutGW, "erin")
 
 	relay.Cut()
-	// Dave joins the room on his other device while his socket's gateway
-	// is away.
+	// Dave joins both rooms on his other device while his socket's
+	// gateway is away.
 	dave0.send(t, fmt.Sprintf(`{"type":"join","id":"j2","room":%q}`, room))
+	dave0.nextOf(t, "joined")
+	dave0.send(t, fmt.Sprintf(`{"type":"join","id":"j3","room":%q}`, room2))
 	dave0.nextOf(t, "joined")
 	sent := map[uint64]string{} // seq -> conversation
 	send := func(to string) {
 		bob.send(t, fmt.Sprintf(`{"type":"send","id":"c%d","to":%s,"text":"message %d"}`, len(sent), to, len(sent)))
 		sent[seq(bob.nextOf(t, "ack"))] = to
 	}
-	lobby, toAlice, toRoom := `{"room":"lobby"}`, `{"user":"alice"}`, fmt.Sprintf(`{"room":%q}`, room)
+	lobby, toAlice, toRoom, toRoom2 := `{"room":"lobby"}`, `{"user":"alice"}`, fmt.Sprintf(`{"room":%q}`, room), fmt.Sprintf(`{"room":%q}`, room2)
 	const each = 100
 	for range each {
 		send(lobby)
 		send(toAlice)
 		send(toRoom)
+	}
+	for range each / 10 {
+		send(toRoom2)
 	}
 	// Back, and more comes while the gateway catches up: what it reads
 	// again comes live too, and must reach the sockets once, in order.
@@ -75,6 +85,9 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 		}
 		return nil
 	})
+	// A socket opened now learns the stream's end at its hello, as the
+	// gateway's rooms are read again; it gets nothing older live.
+	erin2, erin2Hello := e.dial(t, cutGW, "erin")
 	for range each / 2 {
 		send(lobby)
 		send(toAlice)
@@ -99,15 +112,38 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 		}
 	}
 	onlyLobby := func(to string) bool { return to == lobby }
-	want("alice", alice, func(string) bool { return true }, 4*each)
+	want("alice", alice, func(to string) bool { return to != toRoom2 }, 4*each)
 	want("carol", carol, onlyLobby, 3*each/2)
 	want("erin", erin, onlyLobby, 3*each/2)
-	if code := dave.closed(t); code != 4011 {
+	// Dave's socket is closed for resume; resuming from the last seq it
+	// got, he has every lobby and room message of the cut, and his hello
+	// names the room.
+	daveGot, code := drain(t, dave)
+	if code != 4011 {
 		t.Fatalf("dave's socket, whose rooms changed while the gateway was away, closed with %d, want 4011", code)
 	}
-	_, hello := e.dial(t, cutGW, "dave")
-	if !strings.Contains(fmt.Sprint(hello["rooms"]), room) {
-		t.Fatalf("dave's hello after the resume lists rooms %v, want %s among them", hello["rooms"], room)
+	var daveLast uint64
+	for s := range daveGot {
+		daveLast = max(daveLast, s)
+	}
+	dave2, hello := e.dial(t, cutGW, "dave")
+	if rooms := fmt.Sprint(hello["rooms"]); !strings.Contains(rooms, room) || !strings.Contains(rooms, room2) {
+		t.Fatalf("dave's hello after the resume lists rooms %v, want %s and %s among them", hello["rooms"], room, room2)
+	}
+	dave2.send(t, fmt.Sprintf(`{"type":"resume","after":%d}`, daveLast))
+	for {
+		f := dave2.next(t)
+		if f["type"] == "resumed" {
+			break
+		}
+		if f["type"] == "message" {
+			daveGot[seq(f)] = true
+		}
+	}
+	for s, to := range sent {
+		if (to == lobby || to == toRoom || to == toRoom2) && !daveGot[s] {
+			t.Errorf("dave never got seq %d (to %s), on his first socket or by resuming after %d", s, to, daveLast)
+		}
 	}
 
 	// Live delivery goes on, on the same sockets, with nothing twice.
@@ -118,10 +154,50 @@ func TestNATSCutCaughtUpOnOpenSockets(t *testing.T) {
 			t.Fatalf("%s's next message after the catch-up is %v, want seq %d", name, m, after)
 		}
 	}
+	for {
+		m := erin2.nextOf(t, "message")
+		if seq(m) <= seq(erin2Hello) {
+			t.Fatalf("erin's socket opened at seq %d got seq %d live", seq(erin2Hello), seq(m))
+		}
+		if seq(m) == after {
+			break
+		}
+	}
 	metrics := get(t, cutGW.URL+"/metrics")
 	for _, line := range []string{"gateway_catchups_total 1", "gateway_resume_closes_total 1"} {
 		if !strings.Contains(metrics, line+"\n") {
 			t.Errorf("metrics lack %q", line)
+		}
+	}
+}
+
+// drain reads a socket to its close, and returns the seqs of the
+// messages it got and the close code.
+func drain(t *testing.T, c *wsClient) (map[uint64]bool, int) {
+	t.Helper()
+	got := map[uint64]bool{}
+	for _, f := range c.held {
+		if f["type"] == "message" {
+			got[seq(f)] = true
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case f, ok := <-c.in:
+			if ok {
+				if f["type"] == "message" {
+					got[seq(f)] = true
+				}
+				continue
+			}
+			var ce *websocket.CloseError
+			if err := <-c.err; !errors.As(err, &ce) {
+				t.Fatalf("socket ended without a close frame: %v", err)
+			}
+			return got, ce.Code
+		case <-deadline:
+			t.Fatal("socket not closed within 10s")
 		}
 	}
 }

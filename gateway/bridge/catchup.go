@@ -65,28 +65,37 @@ const catchUpFilters = 64
 // not read by then resumes.
 const (
 	roomsRereadWait = 3 * time.Second
-	roomReads       = 16
+	roomReads       = 64
 )
 
-// catchUpWriteWait is the time, all sockets together, a catch-up waits
-// for sockets to write what it queued them: it queues at most a quarter
-// of a socket's queue at once, after the socket has emptied half of it.
-// A socket that has not by then (a client that does not read) is closed
-// for resume, so the catch-up of everyone else is held up at most this
-// long, however many such clients there are.
-const catchUpWriteWait = 2 * time.Second
+// A catch-up queues at most a quarter of a socket's queue at once, after
+// the socket has emptied half of it. Every socket has catchUpChunkGrace
+// (plus twice WRITE_DELAY) per chunk to do so; past it a socket may wait
+// on, from catchUpWriteWait shared by all sockets of the catch-up, and
+// one still too full then (a client that does not read) is closed for
+// resume. So clients that do not read hold everyone else up at most
+// catchUpWriteWait in all, however many they are, and cost no reader
+// that keeps up its socket.
+const (
+	catchUpChunkGrace = 100 * time.Millisecond
+	catchUpWriteWait  = 2 * time.Second
+)
 
 // streamReader reads every stored message on filters with a seq above
 // after, up to the stream's last seq, and hands each to emit in seq
 // order; cut says it stopped at limit with more to read.
 type streamReader func(ctx context.Context, after uint64, filters []string, limit int, emit func(subject string, data []byte, seq uint64) error) (cut bool, err error)
 
-// queueShare is what a catch-up queues to a socket at once: a quarter of
-// its queue, in objects and in bytes.
-type queueShare struct{ objects, bytes int }
+// queueShare is what a catch-up queues to a socket at once (a quarter of
+// its queue, in objects and in bytes), and the time each socket has to
+// make room for each chunk.
+type queueShare struct {
+	objects, bytes int
+	grace          time.Duration
+}
 
 func quarterOf(lim Limits) queueShare {
-	return queueShare{objects: max(1, lim.QueueLen/4), bytes: lim.QueueBytes / 4}
+	return queueShare{objects: max(1, lim.QueueLen/4), bytes: lim.QueueBytes / 4, grace: catchUpChunkGrace + 2*lim.WriteDelay}
 }
 
 // stored is one message a catch-up read.
@@ -151,7 +160,12 @@ func (h *hub) catchUp() {
 		return
 	}
 	start := time.Now()
+	// Users whose rooms changed resume before anything more reaches them:
+	// a room they entered is subscribed only now, so what it stored
+	// meanwhile is not in the catch-up, and a socket that took later
+	// messages would resume past it.
 	changed := h.rereadRooms()
+	h.resumeUsers(changed)
 	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
 	defer cancel()
 	after := h.highest.Load()
@@ -174,7 +188,6 @@ func (h *hub) catchUp() {
 		h.m.catchUps.Inc()
 		h.m.catchUpMsgs.Add(float64(w.delivered))
 	}
-	h.resumeUsers(changed)
 	h.presenceNow()
 }
 
@@ -203,7 +216,7 @@ type catchUpWrites struct {
 	h          *hub
 	chunk      []stored
 	chunkBytes int
-	writeWait  time.Duration // waited so far for sockets to write, all together
+	writeWait  time.Duration // waited past chunks' grace so far, all sockets together
 	sockets    []*client
 	dms        dmFrames
 	delivered  int // deliveries, per subscription
@@ -241,9 +254,9 @@ func (w *catchUpWrites) flush() {
 	w.chunk, w.chunkBytes = w.chunk[:0], 0
 }
 
-// waitForRoom waits for every socket here to have emptied half its queue,
-// within the catch-up's write time; one that has not by then is closed
-// for resume.
+// waitForRoom waits for every socket here to have emptied half its queue:
+// each has the chunk's grace, then what is left of the catch-up's shared
+// write time; one that has not by then is closed for resume.
 func (w *catchUpWrites) waitForRoom() {
 	h := w.h
 	h.mu.RLock()
@@ -252,16 +265,18 @@ func (w *catchUpWrites) waitForRoom() {
 		w.sockets = append(w.sockets, c)
 	}
 	h.mu.RUnlock()
+	chunkDeadline := time.Now().Add(h.chunk.grace)
 	for _, c := range w.sockets {
-		if w.writeWait < catchUpWriteWait {
+		if c.conn.WaitHalf(chunkDeadline) {
+			continue
+		}
+		if left := catchUpWriteWait - w.writeWait; left > 0 {
 			began := time.Now()
-			if c.conn.WaitHalf(began.Add(catchUpWriteWait - w.writeWait)) {
-				w.writeWait += time.Since(began)
+			ok := c.conn.WaitHalf(began.Add(left))
+			w.writeWait += time.Since(began)
+			if ok {
 				continue
 			}
-			w.writeWait += time.Since(began)
-		} else if c.conn.WaitHalf(time.Now()) {
-			continue
 		}
 		if !c.conn.IsClosing() {
 			c.frozen.Store(true)

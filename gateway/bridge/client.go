@@ -57,9 +57,12 @@ type client struct {
 	state     delivery
 	held      []heldMsg
 	heldBytes int
-	// floor is the last seq a replay sent: a stored message reaches the
+	// floor is the last seq the socket has or is given otherwise: the
+	// stream's last seq at its hello (the page reads history up to it),
+	// then the last seq a replay sent (a stored message reaches the
 	// replay's consumer and the live subscription independently, so its
-	// live copy may come after the replay, and is dropped.
+	// live copy may come after the replay). A live copy at or below it
+	// is dropped, before it is held.
 	floor uint64
 
 	// frozen: the socket is being closed for resume (4011): live messages
@@ -126,20 +129,22 @@ func (c *client) heldFull(b []byte) bool {
 	return len(c.held) >= c.gw.limits.QueueLen || c.heldBytes+len(b) > c.gw.limits.QueueBytes
 }
 
-// goLive releases the held messages with a seq above after and delivers
-// live from then on, if the client is still in state from.
+// goLive releases the held messages with a seq above after (and the
+// floor) and delivers live from then on, if the client is still in state
+// from.
 func (c *client) goLive(after uint64, from delivery) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != from {
 		return false
 	}
+	c.floor = max(c.floor, after)
 	for _, h := range c.held {
-		if h.seq > after {
+		if h.seq > c.floor {
 			c.send(h.b, nil)
 		}
 	}
-	c.held, c.heldBytes, c.state, c.floor = nil, 0, stateLive, after
+	c.held, c.heldBytes, c.state = nil, 0, stateLive
 	return true
 }
 

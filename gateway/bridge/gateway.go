@@ -140,7 +140,7 @@ func (g *Gateway) Start(ctx context.Context, nc *nats.Conn, js jetstream.JetStre
 	}
 	g.hub, g.auth = h, authclient.New(nc, authclient.Config{})
 	g.watchConnection()
-	// A silent node (cut off, paused) is left within 3-4 s, long before
+	// A silent node (cut off, paused) is left within 4-5 s, long before
 	// the presence lease (two TTLs, 25 s) would say so; the hub catches
 	// up after the reconnect, as after any.
 	go natsconn.Watchdog(ctx, nc, natsconn.WatchdogPeriod, natsconn.WatchdogMisses, g.log)

@@ -177,7 +177,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // the client had its answer
 	}
 	c := &client{
-		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name, Account: claims.Account}, claims: claims, conn: conn, gw: g,
+		id: newConnID(), user: chat.User{ID: claims.Subject, Name: claims.Name, Account: claims.Account}, claims: claims, conn: conn, gw: g, floor: lastSeq,
 		sendSlots: make(chan struct{}, MaxSendsInFlight),
 		limiter:   rate.NewLimiter(rate.Limit(g.limits.SendRate), g.limits.SendBurst),
 	}

@@ -58,10 +58,11 @@ const casRetries = 16
 
 // kvTry bounds one read of the bucket. Any replica answers a read (a
 // direct get); one sent to a replica whose node is paused, or was killed
-// a moment ago, is never answered, and the next try goes to another.
-// Within one ctx, reads are tried again every kvTry (the fault suite's
-// pause scenario refused handshakes for a read that used up its whole
-// 2 s on a paused replica).
+// a moment ago, is never answered, and the next try may go to another
+// (the server picks among them). Within one ctx, reads are tried again
+// every kvTry (the fault suite's pause scenario refused handshakes for a
+// read that used up its whole 2 s on a paused replica); every caller's
+// ctx has a deadline.
 const kvTry = 500 * time.Millisecond
 
 // getEntry reads key, trying again while tries go unanswered.
