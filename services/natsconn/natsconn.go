@@ -232,9 +232,10 @@ const (
 // network, or paused): nats.go's own pings (every 2 minutes, two missed)
 // leave it there for 4 to 6 minutes. Every period it round-trips a ping;
 // after misses in a row (timeouts with nothing received meanwhile) it
-// forces a reconnect: about 3-4 s with the defaults. A write blocked
-// on a full socket buffer can hold it longer (nats.go's flusher timeout,
-// a minute). It runs until ctx ends.
+// forces a reconnect: 4-5 s after the server went silent with the
+// defaults, as the first timeout after traffic is not a miss (fault
+// suite, scenario 3). A write blocked on a full socket buffer can hold it
+// longer (nats.go's flusher timeout, a minute). It runs until ctx ends.
 // The presence service and the gateway run it: on a cut node a presence
 // replica served no one for the fault suite's whole partition, and a
 // gateway's sends waited until its presence lease, unanswered for two
