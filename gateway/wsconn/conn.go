@@ -250,10 +250,11 @@ func (c *Conn) send(b []byte, l *Lineup) bool {
 func (c *Conn) SendWait(b []byte) bool {
 	t := time.NewTimer(writeWait)
 	defer t.Stop()
-	for {
-		drained := c.drainedSignal() // before the push: a take after it wakes us
-		if c.push(b, max(1, c.srv.opts.QueueLen/2), c.srv.opts.QueueBytes/2, nil) {
-			return true
+	limit, maxBytes := max(1, c.srv.opts.QueueLen/2), c.srv.opts.QueueBytes/2
+	for !c.push(b, limit, maxBytes, nil) {
+		drained := c.drainedSignal()
+		if c.push(b, limit, maxBytes, nil) {
+			return true // taken between the two
 		}
 		select {
 		case <-drained:
@@ -264,6 +265,7 @@ func (c *Conn) SendWait(b []byte) bool {
 			return false
 		}
 	}
+	return true
 }
 
 // drainedSignal is closed by the next write that takes the queue. Every
@@ -278,20 +280,17 @@ func (c *Conn) drainedSignal() chan struct{} {
 	return c.drained
 }
 
-// WaitHalf waits until the socket's queue is at most half full, in
-// objects and in bytes (where SendWait would queue more), or deadline;
-// false if it is still fuller then, or the socket closed. It queues
-// nothing: what others send meanwhile counts too.
+// WaitHalf waits until the socket's queue is below half full, in objects
+// and in bytes (where SendWait queues), or deadline; false if it is still
+// fuller then, or the socket closed. It queues nothing: what others send
+// meanwhile counts too.
 func (c *Conn) WaitHalf(deadline time.Time) bool {
 	var t *time.Timer
 	for {
-		c.qmu.Lock()
-		half := len(c.queue) <= c.srv.opts.QueueLen/2 && c.qbytes <= c.srv.opts.QueueBytes/2
-		c.qmu.Unlock()
 		switch {
 		case isClosed(c.closing):
 			return false
-		case half:
+		case c.belowHalf():
 			return true
 		case t == nil:
 			wait := time.Until(deadline)
@@ -302,11 +301,8 @@ func (c *Conn) WaitHalf(deadline time.Time) bool {
 			defer t.Stop()
 		}
 		drained := c.drainedSignal()
-		c.qmu.Lock()
-		half = len(c.queue) <= c.srv.opts.QueueLen/2 && c.qbytes <= c.srv.opts.QueueBytes/2
-		c.qmu.Unlock()
-		if half {
-			continue // taken between the look and the signal
+		if c.belowHalf() {
+			return true // taken between the two
 		}
 		select {
 		case <-drained:
@@ -316,6 +312,13 @@ func (c *Conn) WaitHalf(deadline time.Time) bool {
 			return false
 		}
 	}
+}
+
+// belowHalf says whether SendWait could queue a small object now.
+func (c *Conn) belowHalf() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.queue) < max(1, c.srv.opts.QueueLen/2) && c.qbytes < c.srv.opts.QueueBytes/2
 }
 
 // CloseTooSlow closes a socket that does not read what it is sent.
