@@ -70,12 +70,13 @@ const (
 
 // A catch-up queues at most a quarter of a socket's queue at once, after
 // the socket has emptied half of it. Every socket has catchUpChunkGrace
-// (plus twice WRITE_DELAY) per chunk to do so; past it a socket may wait
-// on, from catchUpWriteWait shared by all sockets of the catch-up, and
-// one still too full then (a client that does not read) is closed for
-// resume. So clients that do not read hold everyone else up at most
-// catchUpWriteWait in all, however many they are, and cost no reader
-// that keeps up its socket.
+// (plus twice WRITE_DELAY) per chunk to do so, the chunks' graces at
+// most catchUpWriteWait in all; past it a socket may wait on, from
+// another catchUpWriteWait shared by all sockets of the catch-up, and one
+// still too full then (a client that does not read) is closed for
+// resume. So the catch-up waits for writes at most twice
+// catchUpWriteWait, however many clients do not read, and while time is
+// left closes no reader that keeps up.
 const (
 	catchUpChunkGrace = 100 * time.Millisecond
 	catchUpWriteWait  = 2 * time.Second
@@ -216,6 +217,7 @@ type catchUpWrites struct {
 	h          *hub
 	chunk      []stored
 	chunkBytes int
+	graceWait  time.Duration // waited within chunks' grace so far
 	writeWait  time.Duration // waited past chunks' grace so far, all sockets together
 	sockets    []*client
 	dms        dmFrames
@@ -265,15 +267,20 @@ func (w *catchUpWrites) waitForRoom() {
 		w.sockets = append(w.sockets, c)
 	}
 	h.mu.RUnlock()
-	chunkDeadline := time.Now().Add(h.chunk.grace)
+	began := time.Now()
+	chunkDeadline := began.Add(min(h.chunk.grace, catchUpWriteWait-w.graceWait))
+	behind := w.sockets[:0] // reuses the array: each is read before written
 	for _, c := range w.sockets {
-		if c.conn.WaitHalf(chunkDeadline) {
-			continue
+		if !c.conn.WaitHalf(chunkDeadline) {
+			behind = append(behind, c)
 		}
+	}
+	w.graceWait += time.Since(began)
+	for _, c := range behind {
 		if left := catchUpWriteWait - w.writeWait; left > 0 {
-			began := time.Now()
-			ok := c.conn.WaitHalf(began.Add(left))
-			w.writeWait += time.Since(began)
+			from := time.Now()
+			ok := c.conn.WaitHalf(from.Add(left))
+			w.writeWait += time.Since(from)
 			if ok {
 				continue
 			}

@@ -148,14 +148,16 @@ func (c *client) goLive(after uint64, from delivery) bool {
 	return true
 }
 
-// beginResume moves a holding client to replaying; false once live.
+// beginResume moves a holding client to replaying; false once live. The
+// replay, not the hello, says from where live messages are new: one cut
+// at MaxReplay leaves the held messages after its last one to come.
 func (c *client) beginResume() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateHolding {
 		return false
 	}
-	c.state = stateReplaying
+	c.state, c.floor = stateReplaying, 0
 	return true
 }
 
