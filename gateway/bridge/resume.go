@@ -200,10 +200,6 @@ type storedMsg struct {
 // no JetStream meta leader needed (unlike a consumer's creation).
 func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (storedMsg, error) {
 	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": filter})
-	m, err := g.askLeader(ctx, "$JS.API.STREAM.MSG.GET."+chat.StreamName, req)
-	if err != nil {
-		return storedMsg{}, fmt.Errorf("message get: %w", err)
-	}
 	var resp struct {
 		Message *struct {
 			Subject string `json:"subject"`
@@ -212,8 +208,26 @@ func (g *Gateway) storedAt(ctx context.Context, filter string, from uint64) (sto
 		} `json:"message"`
 		Error *jsAPIError `json:"error"`
 	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return storedMsg{}, fmt.Errorf("message get: %w", err)
+	for {
+		m, err := g.askLeader(ctx, "$JS.API.STREAM.MSG.GET."+chat.StreamName, req)
+		if err != nil {
+			return storedMsg{}, fmt.Errorf("message get: %w", err)
+		}
+		resp.Message, resp.Error = nil, nil
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return storedMsg{}, fmt.Errorf("message get: %w", err)
+		}
+		// "Temporarily unavailable" (the JetStream meta group electing a
+		// leader after a node failed; the fault suite's partition) is
+		// asked again, paced, until ctx ends.
+		if resp.Error == nil || resp.Error.ErrCode != errCodeNotAvailable {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return storedMsg{}, fmt.Errorf("message get: %s (%w)", resp.Error.Description, ctx.Err())
+		case <-time.After(replayRetryWait):
+		}
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
@@ -251,8 +265,12 @@ func (g *Gateway) askLeader(ctx context.Context, subject string, req []byte) (*n
 	}
 }
 
-// errCodeNoMessage is JetStream's "no message found".
-const errCodeNoMessage = 10037
+// JetStream API error codes: "no message found", and "JetStream system
+// temporarily unavailable".
+const (
+	errCodeNoMessage    = 10037
+	errCodeNotAvailable = 10008
+)
 
 // replayFilters are the stored subjects of everything user may see: the
 // lobby, the other rooms they are in, and their direct conversations on

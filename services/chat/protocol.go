@@ -238,7 +238,7 @@ const (
 	// replays the gap from the stream. After its NATS connection was
 	// interrupted a gateway reads what it missed itself, its sockets open,
 	// and closes them with 4011 only if that fails (the stream unreachable
-	// for 12 s, more than 20,000 messages), or for a user whose rooms
+	// for 20 s, more than 20,000 messages), or for a user whose rooms
 	// changed meanwhile; also after live messages were dropped under load.
 	CloseResume = 4011
 )
