@@ -37,17 +37,25 @@ function resetAccount() {
   $('logout-all-error').textContent = '';
 }
 
+// pendingChange is this page's password change under way, if any (see
+// stillLoggedIn).
+let pendingChange = null;
+
 async function changePassword(ev, deps) {
   ev.preventDefault();
   const form = ev.target;
   const done = form.querySelector('.form-done');
   done.textContent = '';
   let res;
+  const change = deps.api('/api/password', { current: form.current.value, new: form.new.value });
+  pendingChange = change;
   try {
-    res = await deps.api('/api/password', { current: form.current.value, new: form.new.value });
+    res = await change;
   } catch {
     form.querySelector('.form-error').textContent = t('err.network');
     return;
+  } finally {
+    if (pendingChange === change) pendingChange = null;
   }
   if (res.status === 401) { closeAndEnd(deps, t('err.session')); return; }
   deps.showFormErrors(form, res);
@@ -80,8 +88,20 @@ function closeAndEnd(deps, message) {
 // after its socket was closed as revoked: a password change, here or in
 // another tab, revoked the socket's token but left a fresh one in the
 // cookie, and the socket should reconnect with it; logging out, here or
-// everywhere, did not.
+// everywhere, did not. The revocation can reach the socket before the
+// change's answer, which carries the fresh cookie, reaches the page: a
+// change made here is waited for, and one made in another tab is given
+// revocationGraceMs before the session is taken as over.
 export async function stillLoggedIn(user) {
+  if (pendingChange) await pendingChange.catch(() => {});
+  if (await sessionIs(user)) return true;
+  await new Promise((resolve) => setTimeout(resolve, revocationGraceMs));
+  return sessionIs(user);
+}
+
+const revocationGraceMs = 1000;
+
+async function sessionIs(user) {
   try {
     const r = await fetch('/api/session');
     if (!r.ok) return false;
