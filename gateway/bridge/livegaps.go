@@ -138,12 +138,9 @@ func (s *liveSeqs) seen(sub *nats.Subscription, subject string, seq, prev uint64
 	st, known := on[subject]
 	if known && seq <= st.last {
 		// A duplicate, unless it is a late message of a hole.
-		for i, h := range st.holes {
-			if seq >= h.from && seq <= h.to {
-				st.holes = slices.Concat(st.holes[:i], splitRange(h, seq), st.holes[i+1:])
-				on[subject] = st
-				return nil, false
-			}
+		if st.fillHole(seq) {
+			on[subject] = st
+			return nil, false
 		}
 		return nil, true
 	}
@@ -174,18 +171,27 @@ func (s *liveSeqs) caughtUp(sub *nats.Subscription, subject string, seq uint64) 
 	}
 	st, known := on[subject]
 	if known && seq <= st.last {
-		for i, h := range st.holes {
-			if seq >= h.from && seq <= h.to {
-				st.holes = slices.Concat(st.holes[:i], splitRange(h, seq), st.holes[i+1:])
-				on[subject] = st
-				return false
-			}
+		if st.fillHole(seq) {
+			on[subject] = st
+			return false
 		}
 		return true
 	}
 	if known || len(on) < maxTrackedSubjects {
 		st.last = seq
 		on[subject] = st
+	}
+	return false
+}
+
+// fillHole takes seq out of the hole it is in, if any: a late message of
+// a gap not read yet, to deliver.
+func (st *subjectSeqs) fillHole(seq uint64) bool {
+	for i, h := range st.holes {
+		if seq >= h.from && seq <= h.to {
+			st.holes = slices.Concat(st.holes[:i], splitRange(h, seq), st.holes[i+1:])
+			return true
+		}
 	}
 	return false
 }
