@@ -150,24 +150,8 @@ func TestReadClosePaths(t *testing.T) {
 // A client that stops reading is closed as too slow once its queue passes
 // its byte budget; the server does not wait for it.
 func TestSlowReaderClosed(t *testing.T) {
-	opts := testOptions()
-	s := NewServer(opts)
-	defer s.Close()
-	got := make(chan *Conn, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.Upgrade(w, r)
-		if err != nil {
-			return
-		}
-		got <- c
-		for {
-			if _, _, err := c.Read(); err != nil {
-				return
-			}
-		}
-	}))
-	defer hs.Close()
-	dial(t, "ws"+strings.TrimPrefix(hs.URL, "http")) // never read
+	url, got := serverSockets(t, testOptions())
+	dial(t, url) // never read
 	c := <-got
 	chunk := bytes.Repeat([]byte("y"), 16<<10)
 	sent := 0
@@ -414,28 +398,35 @@ func TestSocketOutlivesHTTPReadTimeout(t *testing.T) {
 	}
 }
 
-// WaitHalf holds a sender back while a socket's queue is more than half
-// full: a client that reads lets it go on, one that does not is reported
-// at the deadline, and neither is closed by it.
-func TestWaitHalf(t *testing.T) {
-	opts := testOptions()
+// serverSockets serves sockets that read until they end, and hands each
+// to the test.
+func serverSockets(t *testing.T, opts Options) (url string, got <-chan *Conn) {
+	t.Helper()
 	s := NewServer(opts)
-	defer s.Close()
-	got := make(chan *Conn, 1)
+	t.Cleanup(s.Close)
+	conns := make(chan *Conn, 1)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.Upgrade(w, r)
 		if err != nil {
 			return
 		}
-		got <- c
+		conns <- c
 		for {
 			if _, _, err := c.Read(); err != nil {
 				return
 			}
 		}
 	}))
-	defer hs.Close()
-	client := dial(t, "ws"+strings.TrimPrefix(hs.URL, "http"))
+	t.Cleanup(hs.Close)
+	return "ws" + strings.TrimPrefix(hs.URL, "http"), conns
+}
+
+// WaitHalf holds a sender back while a socket's queue is more than half
+// full: a client that reads lets it go on, one that does not is reported
+// at the deadline, and neither is closed by it.
+func TestWaitHalf(t *testing.T) {
+	url, got := serverSockets(t, testOptions())
+	client := dial(t, url)
 	c := <-got
 	// Fill the queue past half: the client reads nothing yet, so once
 	// the kernel's buffers are full the queue stays.
